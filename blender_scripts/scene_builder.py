@@ -1,0 +1,322 @@
+"""Builds a scene record in Blender, procedurally (no .blend assets), and renders views.
+
+Runs only inside Blender: under the PyPI ``bpy`` module or ``blender --background``, on the
+4.5 LTS and 5.x lines.  It makes no dataset decision: the scene record says what to build,
+the request says what to render; this module only turns them into Blender data.
+
+Kept between scenes, to keep memory flat and builds fast: the ground, the world, the camera,
+the three lights, one mesh per shape and one material per (color, material).  Per scene only
+the shape objects are created (as users of the cached meshes) and the rest is moved.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import bmesh
+import bpy
+import mathutils
+
+from clevr_remv import lightfield
+
+GPU_BACKENDS = ("OPTIX", "CUDA", "HIP", "METAL", "ONEAPI")
+
+# Look of the two materials (Principled BSDF inputs that exist on every supported line).
+MATERIAL_LOOK = {
+    "rubber": {"Metallic": 0.0, "Roughness": 0.75},
+    "metal": {"Metallic": 1.0, "Roughness": 0.22},
+}
+GROUND_ROUGHNESS = 0.85
+WORLD_GRAY = 0.05
+GROUND_SIZE = 400.0  # fills every view of the rig at any jitter
+
+
+def srgb_to_linear(c: float) -> float:
+    c = c / 255.0
+    return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
+
+
+def _enable_nodes(idblock):
+    # use_nodes is always on (and deprecated) from Blender 5.0; set it where it still matters.
+    if hasattr(idblock, "use_nodes") and not getattr(idblock, "use_nodes"):
+        try:
+            idblock.use_nodes = True
+        except AttributeError:
+            pass
+
+
+def _set_input(node, name, value):
+    sock = node.inputs.get(name)
+    if sock is not None:
+        sock.default_value = value
+
+
+def _smooth_rounded(bm, flat_tolerance=1e-3):
+    """Smooth-shade the rounded parts; keep the large flat faces flat (no auto-smooth API
+    needed, which changed between Blender lines)."""
+    for face in bm.faces:
+        n = face.normal
+        axis_aligned = max(abs(n.x), abs(n.y), abs(n.z)) > 1.0 - flat_tolerance
+        face.smooth = not axis_aligned
+
+
+def _mesh_cube():
+    bm = bmesh.new()
+    bmesh.ops.create_cube(bm, size=2.0)  # half side 1, scaled per object
+    bmesh.ops.bevel(bm, geom=list(bm.edges), offset=0.12, segments=4, profile=0.5, affect="EDGES")
+    bm.normal_update()
+    _smooth_rounded(bm)
+    me = bpy.data.meshes.new("shape_cube")
+    bm.to_mesh(me)
+    bm.free()
+    return me
+
+
+def _mesh_sphere():
+    bm = bmesh.new()
+    bmesh.ops.create_uvsphere(bm, u_segments=64, v_segments=32, radius=1.0)
+    for face in bm.faces:
+        face.smooth = True
+    me = bpy.data.meshes.new("shape_sphere")
+    bm.to_mesh(me)
+    bm.free()
+    return me
+
+
+def _mesh_cylinder():
+    bm = bmesh.new()
+    bmesh.ops.create_cone(bm, cap_ends=True, cap_tris=False, segments=64, radius1=1.0,
+                          radius2=1.0, depth=2.0)
+    rim = [e for e in bm.edges if len(e.link_faces) == 2 and
+           abs(e.link_faces[0].normal.z - e.link_faces[1].normal.z) > 0.5]
+    bmesh.ops.bevel(bm, geom=rim, offset=0.08, segments=4, profile=0.5, affect="EDGES")
+    bm.normal_update()
+    for face in bm.faces:
+        face.smooth = abs(face.normal.z) < 0.999
+    me = bpy.data.meshes.new("shape_cylinder")
+    bm.to_mesh(me)
+    bm.free()
+    return me
+
+
+class SceneBuilder:
+    """Owns the Blender scene of one worker process."""
+
+    def __init__(self):
+        self._reset_file()
+        self.scene = bpy.context.scene
+        self.meshes = {"cube": _mesh_cube(), "sphere": _mesh_sphere(), "cylinder": _mesh_cylinder()}
+        for me in self.meshes.values():
+            me.materials.append(None)  # one slot, filled per object
+        self.materials: dict[tuple, bpy.types.Material] = {}
+        self.shape_objects: list = []
+        self.current_key = None
+        self.timings: dict[str, float] = {}
+        self._setup_static()
+
+    # -- one-time set-up -------------------------------------------------------------
+    @staticmethod
+    def _reset_file():
+        bpy.ops.wm.read_factory_settings(use_empty=True)
+
+    def _setup_static(self):
+        sc = self.scene
+        sc.render.engine = "CYCLES"
+        sc.render.resolution_percentage = 100
+        sc.render.use_persistent_data = True  # keep Cycles' scene data between views
+        sc.render.film_transparent = False
+        sc.view_settings.view_transform = "Standard"
+        vl = sc.view_layers[0]
+        vl.use_pass_z = True
+        vl.use_pass_object_index = True
+        settings = sc.render.image_settings
+        if hasattr(settings, "media_type"):  # Blender 5.x: multilayer is a media type
+            settings.media_type = "MULTI_LAYER_IMAGE"
+            settings.file_format = "OPEN_EXR"
+        else:
+            settings.file_format = "OPEN_EXR_MULTILAYER"
+        settings.color_depth = "32"
+        settings.exr_codec = "NONE"
+
+        world = bpy.data.worlds.new("world")
+        _enable_nodes(world)
+        bg = world.node_tree.nodes.get("Background")
+        if bg is not None:
+            bg.inputs["Color"].default_value = (WORLD_GRAY, WORLD_GRAY, WORLD_GRAY, 1.0)
+            bg.inputs["Strength"].default_value = 1.0
+        sc.world = world
+
+        h = GROUND_SIZE / 2
+        me = bpy.data.meshes.new("ground")
+        me.from_pydata([(-h, -h, 0), (h, -h, 0), (h, h, 0), (-h, h, 0)], [], [(0, 1, 2, 3)])
+        self.ground = bpy.data.objects.new("ground", me)
+        self.ground.pass_index = 0
+        self.ground_material = self._principled("ground", (0.5, 0.5, 0.5), "rubber")
+        self.ground_material.node_tree.nodes["Principled BSDF"].inputs["Roughness"].default_value = GROUND_ROUGHNESS
+        me.materials.append(self.ground_material)
+        sc.collection.objects.link(self.ground)
+
+        cam_data = bpy.data.cameras.new("camera")
+        cam_data.sensor_fit = "HORIZONTAL"
+        cam_data.clip_start = 0.05
+        cam_data.clip_end = 2000.0
+        self.camera = bpy.data.objects.new("camera", cam_data)
+        sc.collection.objects.link(self.camera)
+        sc.camera = self.camera
+
+        self.lights = {}
+
+    def _principled(self, name, linear_rgb, material):
+        mat = bpy.data.materials.new(name)
+        _enable_nodes(mat)
+        node = mat.node_tree.nodes.get("Principled BSDF")
+        _set_input(node, "Base Color", (*linear_rgb, 1.0))
+        for key, value in MATERIAL_LOOK[material].items():
+            _set_input(node, key, value)
+        return mat
+
+    def _material(self, rgb, material):
+        key = (tuple(rgb), material)
+        if key not in self.materials:
+            lin = tuple(srgb_to_linear(c) for c in rgb)
+            self.materials[key] = self._principled(f"{material}_{'_'.join(map(str, rgb))}", lin, material)
+        return self.materials[key]
+
+    # -- render settings ----------------------------------------------------------------
+    def configure(self, settings: dict) -> dict:
+        """Resolution, samples, denoising, bounces, seed and device. Returns the device used."""
+        sc = self.scene
+        cy = sc.cycles
+        sc.render.resolution_x = int(settings["width"])
+        sc.render.resolution_y = int(settings["height"])
+        cy.samples = int(settings["samples"])
+        cy.use_adaptive_sampling = settings["adaptive_threshold"] > 0
+        if settings["adaptive_threshold"] > 0:
+            cy.adaptive_threshold = float(settings["adaptive_threshold"])
+        cy.use_denoising = bool(settings["denoise"])
+        if settings["denoise"]:
+            cy.denoiser = "OPENIMAGEDENOISE"
+        bounces = int(settings["max_bounces"])
+        cy.max_bounces = bounces
+        cy.diffuse_bounces = min(bounces, 4)
+        cy.glossy_bounces = bounces
+        cy.transmission_bounces = 0
+        cy.volume_bounces = 0
+        cy.transparent_max_bounces = 0
+        cy.caustics_reflective = False
+        cy.caustics_refractive = False
+        cy.seed = int(settings.get("seed", 0))
+        cy.use_animated_seed = False
+        return self.set_device(settings.get("device", "cpu"), settings.get("gpu_index"))
+
+    def set_device(self, device: str, gpu_index=None) -> dict:
+        sc = self.scene
+        if device == "cpu":
+            sc.cycles.device = "CPU"
+            return {"device": "cpu", "names": ["CPU"]}
+        backends = GPU_BACKENDS if device == "auto" else (device.upper(),)
+        found = available_devices()
+        for backend in backends:
+            names = found.get(backend.lower())
+            if not names:
+                continue
+            prefs = bpy.context.preferences.addons["cycles"].preferences
+            prefs.compute_device_type = backend
+            gpus = [d for d in prefs.get_devices_for_type(backend) if d.type != "CPU"]
+            for d in prefs.devices:
+                d.use = False
+            for i, d in enumerate(gpus):
+                d.use = gpu_index is None or i == gpu_index
+            sc.cycles.device = "GPU"
+            return {"device": backend.lower(), "names": [d.name for d in gpus if d.use]}
+        if device == "auto":
+            sc.cycles.device = "CPU"
+            return {"device": "cpu", "names": ["CPU"]}
+        raise LookupError(device)
+
+    # -- scene ----------------------------------------------------------------------------
+    def build(self, record: dict) -> bool:
+        """Make the Blender scene match ``record``; returns False when it already did."""
+        key = (record["index"], record.get("layout", {}).get("attempt"), record.get("seed"))
+        if key == self.current_key:
+            return False
+        t0 = time.perf_counter()
+        for ob in self.shape_objects:
+            bpy.data.objects.remove(ob, do_unlink=True)
+        self.shape_objects = []
+        for obj in record["objects"]:
+            ob = bpy.data.objects.new(f"object_{obj['id']}", self.meshes[obj["shape"]])
+            r = obj["radius"]
+            s = r / math.sqrt(2.0) if obj["shape"] == "cube" else r
+            ob.location = obj["position"]
+            ob.rotation_euler = (0.0, 0.0, obj["yaw"])
+            ob.scale = (s, s, s)
+            ob.pass_index = int(obj["id"])
+            self.scene.collection.objects.link(ob)
+            # The mesh is shared; the material is linked to the object's own slot.
+            ob.material_slots[0].link = "OBJECT"
+            ob.material_slots[0].material = self._material(obj["rgb"], obj["material"])
+            self.shape_objects.append(ob)
+        gray = tuple(srgb_to_linear(c) for c in record.get("ground", {}).get("rgb", (128, 128, 128)))
+        self.ground_material.node_tree.nodes["Principled BSDF"].inputs["Base Color"].default_value = (*gray, 1.0)
+        for light in record["lights"]:
+            self._light(light)
+        self.current_key = key
+        self.timings["build"] = time.perf_counter() - t0
+        return True
+
+    def _light(self, light: dict):
+        ob = self.lights.get(light["name"])
+        if ob is None:
+            data = bpy.data.lights.new(light["name"], "AREA")
+            ob = bpy.data.objects.new(light["name"], data)
+            self.scene.collection.objects.link(ob)
+            self.lights[light["name"]] = ob
+        ob.data.shape = "SQUARE"
+        ob.data.size = float(light["size"])
+        ob.data.energy = float(light["energy"])
+        pos = mathutils.Vector(light["position"])
+        ob.location = pos
+        direction = mathutils.Vector(light.get("target", (0, 0, 0))) - pos
+        ob.rotation_euler = direction.to_track_quat("-Z", "Y").to_euler()
+
+    def place_camera(self, rig: dict, u: int, v: int):
+        cam = lightfield.blender_camera(rig, u, v)
+        data = self.camera.data
+        data.lens = cam["lens_mm"]
+        data.sensor_width = cam["sensor_width_mm"]
+        data.shift_x = cam["shift_x"]
+        data.shift_y = cam["shift_y"]
+        m = mathutils.Matrix(cam["rotation_matrix"]).to_4x4()
+        m.translation = mathutils.Vector(cam["location"])
+        self.camera.matrix_world = m
+
+    def render_view(self, rig: dict, u: int, v: int, path: str) -> float:
+        self.place_camera(rig, u, v)
+        self.scene.render.filepath = path
+        t0 = time.perf_counter()
+        bpy.ops.render.render(write_still=True)
+        return time.perf_counter() - t0
+
+
+def available_devices() -> dict:
+    """Compute devices this Blender can use, by backend (lower-case names)."""
+    found = {"cpu": ["CPU"]}
+    try:
+        prefs = bpy.context.preferences.addons["cycles"].preferences
+    except KeyError:
+        return found
+    try:
+        prefs.refresh_devices()
+    except Exception:  # noqa: BLE001 - older API, or no driver at all
+        pass
+    for backend in GPU_BACKENDS:
+        try:
+            devices = prefs.get_devices_for_type(backend)
+        except Exception:  # noqa: BLE001 - backend not compiled in / no driver
+            continue
+        names = [d.name for d in devices if d.type == backend]
+        if names:
+            found[backend.lower()] = names
+    return found

@@ -1,0 +1,10 @@
+"""clevr-remv: generator for the CLEVR-REMV multi-view referring expression dataset.
+
+Kept import-light on purpose: `clevr_remv.lightfield` is also imported by the Blender-side
+worker, which may run under a standalone Blender whose Python has only numpy.
+"""
+
+__version__ = "0.1.0"
+
+# Version of the shard layout (SPEC section 5). Bump on any change to a fixed point.
+FORMAT_VERSION = "1.0"

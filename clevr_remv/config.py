@@ -1,0 +1,199 @@
+"""Configurations: the shipped defaults, named presets in ``scene_configs/``, a user's file,
+command-line overrides; validated with errors a user can act on.
+
+A configuration is a nested JSON object.  A user's file (JSON or TOML) only needs the keys
+it changes; everything else comes from ``scene_configs/default.json``.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import tomllib
+from importlib import resources
+from pathlib import Path
+
+from .errors import UsageError
+
+DEVICES = ("auto", "cpu", "cuda", "optix", "hip", "metal", "oneapi")
+COMPRESSIONS = ("gzip", "lzf", "zstd", "blosc2-zstd", "blosc2-lz4", "none")
+
+# key path -> (type, check, hint).  ``check`` returns True when the value is acceptable.
+_SCHEMA: dict[str, tuple[type | tuple, object, str]] = {
+    "name": (str, None, "a short name"),
+    "description": (str, None, "free text"),
+    "scene.min_objects": (int, lambda v: v >= 1, "an integer >= 1"),
+    "scene.max_objects": (int, lambda v: 1 <= v <= 254, "an integer from 1 to 254"),
+    "scene.extent": (float, lambda v: v > 0, "a positive number (half side of the placement square)"),
+    "scene.min_dist": (float, lambda v: v >= 0, "a number >= 0"),
+    "scene.margin": (float, lambda v: v >= 0, "a number >= 0"),
+    "scene.max_tries_per_object": (int, lambda v: v >= 1, "an integer >= 1"),
+    "scene.max_layout_restarts": (int, lambda v: v >= 1, "an integer >= 1"),
+    "scene.min_pixels_per_object": (float, lambda v: v >= 0, "a number >= 0 (pixels at 480x320)"),
+    "scene.max_visibility_resamples": (int, lambda v: v >= 0, "an integer >= 0"),
+    "scene.camera_position": (list, lambda v: len(v) == 3, "[x, y, z]"),
+    "scene.camera_jitter": (float, lambda v: v >= 0, "a number >= 0"),
+    "scene.light_jitter": (float, lambda v: v >= 0, "a number >= 0"),
+    "scene.lens_mm": (float, lambda v: v > 0, "a positive number"),
+    "scene.sensor_width_mm": (float, lambda v: v > 0, "a positive number"),
+    "scene.lights": (list, lambda v: len(v) >= 1, "a list of lights"),
+    "rig.grid": (int, lambda v: v >= 1 and v % 2 == 1, "an odd integer >= 1 (the grid is grid x grid)"),
+    "rig.baseline": (float, lambda v: v >= 0, "a number >= 0 (scene units between neighbouring cameras)"),
+    "rig.focus_distance": ((float, type(None)), lambda v: v is None or v > 0,
+                           "a positive number, or null for the central camera's distance to the origin"),
+    "render.width": (int, lambda v: 8 <= v <= 8192, "an integer from 8 to 8192"),
+    "render.height": (int, lambda v: 8 <= v <= 8192, "an integer from 8 to 8192"),
+    "render.samples": (int, lambda v: 1 <= v <= 65536, "an integer from 1 to 65536"),
+    "render.adaptive_threshold": (float, lambda v: v >= 0, "a number >= 0 (0 turns adaptive sampling off)"),
+    "render.denoise": (bool, None, "true or false"),
+    "render.max_bounces": (int, lambda v: 0 <= v <= 128, "an integer from 0 to 128"),
+    "render.seed": (int, lambda v: v >= 0, "an integer >= 0"),
+    "render.device": (str, lambda v: v in DEVICES, "one of " + ", ".join(DEVICES)),
+    "expressions.per_scene": (int, lambda v: v >= 0, "an integer >= 0"),
+    "expressions.min_visible_pixels": (int, lambda v: v >= 1, "an integer >= 1"),
+    "output.shard_size": (int, lambda v: v >= 1, "an integer >= 1 (scenes per shard)"),
+    "output.splits": (dict, lambda v: len(v) >= 1 and all(
+        isinstance(x, (int, float)) and x >= 0 for x in v.values()) and sum(v.values()) > 0,
+                      "an object of split name -> share, e.g. {\"train\": 0.7, \"val\": 0.15, \"test\": 0.15}"),
+    "output.compression": (str, lambda v: v in COMPRESSIONS, "one of " + ", ".join(COMPRESSIONS)),
+    "output.compression_level": (int, lambda v: 0 <= v <= 22, "an integer from 0 to 22"),
+    "output.depth_dtype": (str, lambda v: v in ("float32", "float16"), "float32 or float16"),
+    "workers.count": ((int, type(None)), lambda v: v is None or v >= 1,
+                      "an integer >= 1, or null for one per GPU (one on CPU)"),
+    "workers.restart_every": (int, lambda v: v >= 1, "an integer >= 1 (scenes per Blender process)"),
+    "workers.blender": ((str, type(None)), None,
+                        "null for the bpy module, or the path of a blender executable"),
+}
+
+# Settings that do not change a single byte of the dataset: excluded from the digest so that
+# a run can be resumed on another machine, device or worker count.
+_NOT_IN_DIGEST = ("workers", "render.device", "name", "description")
+
+
+def shipped_config_names() -> list[str]:
+    base = resources.files("clevr_remv.scene_configs")
+    return sorted(p.name[:-5] for p in base.iterdir() if p.name.endswith(".json"))
+
+
+def _load_shipped(name: str) -> dict:
+    path = resources.files("clevr_remv.scene_configs") / f"{name}.json"
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def default_config() -> dict:
+    return _load_shipped("default")
+
+
+def _read_user_file(spec: str) -> dict:
+    path = Path(spec)
+    if not path.exists():
+        if spec in shipped_config_names():
+            return _load_shipped(spec)
+        names = ", ".join(shipped_config_names())
+        raise UsageError(f"config file '{spec}' does not exist; give a JSON/TOML file or one of: {names}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot read config file '{spec}': {exc.strerror}") from None
+    try:
+        if path.suffix.lower() == ".toml":
+            data = tomllib.loads(text)
+        else:
+            data = json.loads(text)
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise UsageError(f"config file '{spec}' is not valid {'TOML' if path.suffix == '.toml' else 'JSON'}: {exc}") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"config file '{spec}' must hold an object of settings at the top level")
+    return data
+
+
+def _merge(base: dict, over: dict, prefix: str = "") -> dict:
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        path = f"{prefix}{key}"
+        if key not in out:
+            known = ", ".join(sorted(out)) or "(none)"
+            raise UsageError(f"unknown config key '{path}'; known keys here: {known}")
+        if isinstance(out[key], dict) and not path == "output.splits":
+            if not isinstance(value, dict):
+                raise UsageError(f"config key '{path}' must be an object of settings")
+            out[key] = _merge(out[key], value, path + ".")
+        else:
+            out[key] = value
+    return out
+
+
+def _get(cfg: dict, path: str):
+    node = cfg
+    for part in path.split("."):
+        node = node[part]
+    return node
+
+
+def _set(cfg: dict, path: str, value) -> None:
+    parts = path.split(".")
+    node = cfg
+    for part in parts[:-1]:
+        node = node[part]
+    node[parts[-1]] = value
+
+
+def validate(cfg: dict) -> dict:
+    """Check every known key; coerce ints to floats where a float is expected."""
+    for path, (typ, check, hint) in _SCHEMA.items():
+        try:
+            value = _get(cfg, path)
+        except KeyError:
+            raise UsageError(f"config is missing '{path}' ({hint})") from None
+        types = typ if isinstance(typ, tuple) else (typ,)
+        if float in types and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+            _set(cfg, path, value)
+        ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
+        if not ok or (check is not None and not check(value)):
+            raise UsageError(f"config '{path}' = {json.dumps(value)} is invalid: expected {hint}")
+    scene = cfg["scene"]
+    if scene["min_objects"] > scene["max_objects"]:
+        raise UsageError(f"config scene.min_objects ({scene['min_objects']}) is larger than "
+                         f"scene.max_objects ({scene['max_objects']}); lower min_objects or raise max_objects")
+    for i, light in enumerate(scene["lights"]):
+        missing = {"name", "position", "size", "energy"} - set(light)
+        if missing:
+            raise UsageError(f"config scene.lights[{i}] lacks {', '.join(sorted(missing))}")
+    return cfg
+
+
+def load_config(spec: str | None = None, overrides: dict | None = None) -> dict:
+    """Defaults <- preset or user file <- command-line overrides (dotted keys), validated."""
+    cfg = default_config()
+    if spec:
+        cfg = _merge(cfg, _read_user_file(spec))
+    for path, value in (overrides or {}).items():
+        if value is not None:
+            _set(cfg, path, value)
+    return validate(cfg)
+
+
+def dataset_settings(cfg: dict) -> dict:
+    """The part of the configuration that determines the dataset's bytes."""
+    out = copy.deepcopy(cfg)
+    for path in _NOT_IN_DIGEST:
+        parts = path.split(".")
+        node = out
+        for part in parts[:-1]:
+            node = node[part]
+        node.pop(parts[-1], None)
+    return out
+
+
+def digest(cfg: dict, seed: int, scenes: int) -> str:
+    payload = {"config": dataset_settings(cfg), "seed": int(seed), "scenes": int(scenes)}
+    blob = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def min_pixels(cfg: dict) -> float:
+    """The visible-pixel threshold, scaled from 480x320 to the configured resolution."""
+    area = cfg["render"]["width"] * cfg["render"]["height"]
+    return cfg["scene"]["min_pixels_per_object"] * area / (480 * 320)

@@ -1,0 +1,165 @@
+"""Scene layout (SPEC section 1): CLEVR's placement rules as pure Python.
+
+``sample_scene(cfg, seed, index, attempt)`` returns the scene record: a JSON-serialisable dict
+holding everything needed to re-render the scene.  Camera and light jitter are drawn once per
+scene; objects are drawn per ``attempt`` (the driver asks for a new attempt when the central
+view's visible-pixel check fails).  Re-sampling is bounded and recorded in ``layout``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import lightfield
+from .errors import LayoutError
+from .seeding import rng, scene_seed
+
+SHAPES = ("cube", "sphere", "cylinder")
+MATERIALS = ("rubber", "metal")
+SIZES = {"small": 0.35, "large": 0.7}
+COLORS = {
+    "gray": (87, 87, 87),
+    "red": (173, 35, 35),
+    "blue": (42, 75, 215),
+    "green": (29, 105, 20),
+    "brown": (129, 74, 25),
+    "purple": (129, 38, 192),
+    "cyan": (41, 208, 208),
+    "yellow": (255, 238, 51),
+}
+RELATION_THRESHOLD = 0.2  # object j is <rel> of i when (p_j - p_i) . dir_rel > 0.2
+
+
+def centre_height(shape: str, radius: float) -> float:
+    """z of an object's centre with its base on the ground."""
+    return radius / math.sqrt(2.0) if shape == "cube" else radius
+
+
+def directions(rig: dict) -> dict:
+    """Unit ground-plane vectors for left/right/front/behind from the central camera."""
+    r = lightfield.rotation(rig)
+    forward = r[2].copy()
+    forward[2] = 0.0
+    behind = forward / np.linalg.norm(forward)
+    left = -r[0].copy()
+    left[2] = 0.0
+    left = left / np.linalg.norm(left)
+    return {
+        "left": left.tolist(),
+        "right": (-left).tolist(),
+        "behind": behind.tolist(),
+        "front": (-behind).tolist(),
+    }
+
+
+def _jitter(gen, centre, amount):
+    return [float(c + gen.uniform(-amount, amount)) for c in centre]
+
+
+def _place_objects(cfg, gen, count, dirs) -> tuple[list[dict], int]:
+    """Positions and radii of ``count`` objects; returns (objects, restarts used)."""
+    sc = cfg["scene"]
+    extent = sc["extent"]
+    left = np.asarray(dirs["left"])[:2]
+    behind = np.asarray(dirs["behind"])[:2]
+    size_names = list(SIZES)
+    for restart in range(sc["max_layout_restarts"]):
+        placed: list[tuple[float, float, float]] = []
+        objects: list[dict] = []
+        failed = False
+        for _ in range(count):
+            for _try in range(sc["max_tries_per_object"]):
+                size_name = size_names[gen.integers(len(size_names))]
+                r = SIZES[size_name]
+                x, y = gen.uniform(-extent, extent, size=2)
+                ok = True
+                for (xo, yo, ro) in placed:
+                    dx, dy = x - xo, y - yo
+                    if math.hypot(dx, dy) - r - ro < sc["min_dist"]:
+                        ok = False
+                        break
+                    d = np.array([dx, dy])
+                    if abs(d @ left) < sc["margin"] or abs(d @ behind) < sc["margin"]:
+                        ok = False
+                        break
+                if ok:
+                    placed.append((float(x), float(y), r))
+                    objects.append({"size": size_name, "radius": r, "x": float(x), "y": float(y)})
+                    break
+            else:
+                failed = True
+                break
+        if not failed:
+            return objects, restart
+    raise LayoutError(
+        f"could not place {count} objects in [-{extent}, {extent}]^2 with min_dist={sc['min_dist']} and "
+        f"margin={sc['margin']} after {sc['max_layout_restarts']} restarts; lower scene.max_objects, "
+        f"min_dist or margin, or raise scene.extent")
+
+
+def sample_scene(cfg: dict, seed: int, index: int, attempt: int = 0) -> dict:
+    """The scene record for (seed, index, attempt): a pure function of its arguments."""
+    sc = cfg["scene"]
+    rc = cfg["render"]
+    g_scene = rng(seed, index, "scene")
+    count = int(g_scene.integers(sc["min_objects"], sc["max_objects"] + 1))
+
+    g_cam = rng(seed, index, "camera")
+    cam_centre = _jitter(g_cam, sc["camera_position"], sc["camera_jitter"])
+    rig = lightfield.make_rig(
+        cam_centre, grid=cfg["rig"]["grid"], baseline=cfg["rig"]["baseline"],
+        width=rc["width"], height=rc["height"], lens_mm=sc["lens_mm"],
+        sensor_width_mm=sc["sensor_width_mm"], focus_distance=cfg["rig"]["focus_distance"])
+    rig["jitter"] = [c - b for c, b in zip(cam_centre, sc["camera_position"])]
+
+    g_light = rng(seed, index, "lights")
+    lights = []
+    for light in sc["lights"]:
+        pos = _jitter(g_light, light["position"], sc["light_jitter"])
+        lights.append({"name": light["name"], "position": pos, "target": [0.0, 0.0, 0.0],
+                       "size": float(light["size"]), "energy": float(light["energy"]),
+                       "jitter": [p - b for p, b in zip(pos, light["position"])]})
+
+    dirs = directions(rig)
+    g_obj = rng(seed, index, "objects", attempt)
+    placed, restarts = _place_objects(cfg, g_obj, count, dirs)
+    objects = []
+    color_names = list(COLORS)
+    for k, p in enumerate(placed):
+        shape = SHAPES[g_obj.integers(len(SHAPES))]
+        color = color_names[g_obj.integers(len(color_names))]
+        material = MATERIALS[g_obj.integers(len(MATERIALS))]
+        yaw = float(g_obj.uniform(0.0, 2.0 * math.pi))
+        r = p["radius"]
+        objects.append({
+            "id": k + 1,
+            "shape": shape,
+            "color": color,
+            "rgb": list(COLORS[color]),
+            "material": material,
+            "size": p["size"],
+            "radius": r,
+            "position": [p["x"], p["y"], centre_height(shape, r)],
+            "yaw": yaw,
+        })
+
+    return {
+        "index": int(index),
+        "seed": scene_seed(seed, index),
+        "global_seed": int(seed),
+        "objects": objects,
+        "directions": dirs,
+        "lights": lights,
+        "rig": rig,
+        "ground": {"rgb": [128, 128, 128], "material": "rubber"},
+        "layout": {"attempt": int(attempt), "restarts": int(restarts)},
+    }
+
+
+def relation_holds(scene: dict, rel: str, i: int, j: int) -> bool:
+    """True when object j is <rel> of object i (SPEC section 1)."""
+    pi = np.asarray(scene["objects"][i]["position"][:2])
+    pj = np.asarray(scene["objects"][j]["position"][:2])
+    return float((pj - pi) @ np.asarray(scene["directions"][rel][:2])) > RELATION_THRESHOLD

@@ -1,0 +1,251 @@
+"""Driver side of the Blender boundary: worker processes and the passes they hand back.
+
+A :class:`BlenderWorker` is a child process running ``blender_scripts/worker.py`` under the
+PyPI ``bpy`` module (default) or a standalone ``blender --background`` (``workers.blender``).
+It never imports bpy here.  The worker writes one multilayer EXR per view (RGB, planar depth
+and object index from the same render); :func:`read_view` turns it into arrays.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from collections import deque
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from .errors import UsageError, WorkerError
+
+log = logging.getLogger("clevr_remv")
+
+DEPTH_SENTINEL_MIN = 1e9  # Cycles writes 1e10 where a ray hits nothing; stored as +inf
+
+
+def worker_script() -> Path:
+    return Path(str(resources.files("clevr_remv.blender_scripts") / "worker.py"))
+
+
+def package_parent() -> str:
+    import clevr_remv
+    return str(Path(clevr_remv.__file__).resolve().parent.parent)
+
+
+def worker_command(blender: str | None) -> list[str]:
+    script = str(worker_script())
+    tail = ["--", "--pythonpath", package_parent()]
+    if blender:
+        return [blender, "--background", "--factory-startup", "--python-exit-code", "1",
+                "--python", script] + tail
+    return [sys.executable, script] + tail
+
+
+def _die_with_parent():  # pragma: no cover - runs in the child between fork and exec
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: a killed driver leaves no orphan
+    except OSError:
+        pass
+
+
+def scratch_root() -> str:
+    """Where EXR passes go between Blender and the driver: RAM when the OS offers it."""
+    shm = "/dev/shm"
+    if os.path.isdir(shm) and os.access(shm, os.W_OK):
+        return shm
+    return tempfile.gettempdir()
+
+
+def clean_stale_scratch() -> None:
+    """Remove scratch folders left by drivers that were killed (their pid is gone)."""
+    root = Path(scratch_root())
+    for d in root.glob("clevr-remv-*"):
+        try:
+            pid = int(d.name.split("-")[2])
+        except (IndexError, ValueError):
+            continue
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(d, ignore_errors=True)
+        except PermissionError:
+            pass
+
+
+@dataclass
+class ViewEvent:
+    u: int
+    v: int
+    path: str
+    seconds: float
+
+
+class BlenderWorker:
+    """One Blender child process speaking the JSON-lines protocol of ``worker.py``."""
+
+    def __init__(self, blender: str | None = None, log_path: Path | None = None, name: str = "worker"):
+        self.name = name
+        self.cmd = worker_command(blender)
+        self.log_path = log_path
+        self._log_file = open(log_path, "ab") if log_path else subprocess.DEVNULL
+        self._tail: deque[str] = deque(maxlen=20)
+        self.scratch = Path(tempfile.mkdtemp(prefix=f"clevr-remv-{os.getpid()}-", dir=scratch_root()))
+        env = dict(os.environ)
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        try:
+            self.proc = subprocess.Popen(
+                self.cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log_file,
+                text=True, bufsize=1, env=env,
+                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+        except FileNotFoundError:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+            raise UsageError(f"cannot start Blender: '{self.cmd[0]}' not found; "
+                             f"fix workers.blender or leave it null to use the bpy module") from None
+        self.info: dict = {}
+        self._lock = threading.Lock()
+
+    # -- protocol ------------------------------------------------------------------------
+    def _send(self, msg: dict) -> None:
+        try:
+            self.proc.stdin.write(json.dumps(msg) + "\n")
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            raise self._crashed() from None
+
+    def _recv(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            raise self._crashed()
+        try:
+            return json.loads(line)
+        except json.JSONDecodeError:
+            raise WorkerError(f"{self.name}: unreadable reply {line[:200]!r}") from None
+
+    def _crashed(self) -> WorkerError:
+        code = self.proc.poll()
+        where = f"; see {self.log_path}" if self.log_path else ""
+        return WorkerError(f"{self.name}: Blender process ended unexpectedly (exit code {code}){where}")
+
+    def hello(self) -> dict:
+        self._send({"cmd": "hello"})
+        reply = self._recv()
+        if reply.get("event") != "hello":
+            raise WorkerError(f"{self.name}: bad hello reply {reply}")
+        self.info = reply
+        return reply
+
+    def configure(self, settings: dict) -> dict:
+        self._send({"cmd": "configure", "settings": settings})
+        reply = self._recv()
+        if reply.get("event") == "error":
+            if reply.get("kind") == "device":
+                have = ", ".join(sorted(reply.get("devices", {}))) or "cpu"
+                raise UsageError(f"device '{settings.get('device')}' is not available on this machine "
+                                 f"(available: {have}); use --device auto or one of those")
+            raise WorkerError(f"{self.name}: configure failed: {reply.get('message')}")
+        return reply
+
+    def render(self, scene: dict, views, tag: str, settings: dict | None = None):
+        """Yield a :class:`ViewEvent` per view as soon as its file is written; the caller can
+        process a view while Blender renders the next.  Returns the 'done' reply."""
+        self._send({"cmd": "render", "scene": scene, "views": [list(v) for v in views],
+                    "out_dir": str(self.scratch), "tag": tag, "settings": settings or {}})
+        while True:
+            reply = self._recv()
+            event = reply.get("event")
+            if event == "view":
+                yield ViewEvent(reply["u"], reply["v"], reply["path"], reply["seconds"])
+            elif event == "done":
+                return reply
+            elif event == "error":
+                raise WorkerError(f"{self.name}: render failed: {reply.get('kind')}: {reply.get('message')}")
+            else:
+                raise WorkerError(f"{self.name}: unexpected reply {reply}")
+
+    def close(self, timeout: float = 10.0) -> None:
+        if self.proc.poll() is None:
+            try:
+                self._send({"cmd": "quit"})
+                self.proc.wait(timeout=timeout)
+            except (WorkerError, subprocess.TimeoutExpired):
+                self.kill()
+        self._cleanup()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+        self._cleanup()
+
+    def _cleanup(self) -> None:
+        for stream in (self.proc.stdin, self.proc.stdout):
+            try:
+                stream.close()
+            except (OSError, ValueError):
+                pass
+        if self._log_file not in (None, subprocess.DEVNULL):
+            self._log_file.close()
+            self._log_file = None
+        shutil.rmtree(self.scratch, ignore_errors=True)
+
+    def peak_rss_bytes(self) -> int | None:
+        """Peak resident memory of the worker so far (Linux), for logs and benchmarks."""
+        try:
+            with open(f"/proc/{self.proc.pid}/status", encoding="ascii") as fh:
+                for line in fh:
+                    if line.startswith("VmHWM:"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            return None
+        return None
+
+
+# -- passes --------------------------------------------------------------------------------
+def _channel(channels: dict, *suffixes: str):
+    for suffix in suffixes:
+        for name, ch in channels.items():
+            if name.endswith(suffix):
+                return ch.pixels
+    raise WorkerError(f"render pass missing (looked for {suffixes}; have {sorted(channels)})")
+
+
+def linear_to_srgb8(linear: np.ndarray) -> np.ndarray:
+    c = np.clip(linear, 0.0, 1.0)
+    s = np.where(c <= 0.0031308, c * 12.92, 1.055 * np.power(c, 1.0 / 2.4) - 0.055)
+    return np.floor(s * 255.0 + 0.5).astype(np.uint8)
+
+
+def read_view(path: str | os.PathLike, remove: bool = True):
+    """(rgb uint8 HxWx3 sRGB, instances uint8 HxW, depth float32 HxW with +inf for no hit)."""
+    import OpenEXR
+
+    with OpenEXR.File(str(path), separate_channels=False) as exr:
+        channels = exr.parts[0].channels
+        combined = _channel(channels, "Combined", "Combined.RGBA")
+        depth = np.array(_channel(channels, "Depth.Z", "Depth.V", "Depth"), dtype=np.float32)
+        index = _channel(channels, "IndexOB.X", "IndexOB.V", "IndexOB")
+    if combined.ndim == 3:
+        rgb = linear_to_srgb8(combined[..., :3])
+    else:  # pragma: no cover - separate R/G/B channels
+        rgb = linear_to_srgb8(np.stack([_channel(channels, f"Combined.{c}") for c in "RGB"], -1))
+    instances = np.rint(index).astype(np.uint8)
+    depth[depth >= DEPTH_SENTINEL_MIN] = np.inf
+    if remove:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+    return rgb, instances, depth
