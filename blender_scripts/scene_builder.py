@@ -207,6 +207,11 @@ class SceneBuilder:
         cy.caustics_reflective = False
         cy.caustics_refractive = False
         cy.seed = int(settings.get("seed", 0))
+        if settings.get("threads"):
+            sc.render.threads_mode = "FIXED"
+            sc.render.threads = int(settings["threads"])
+        else:
+            sc.render.threads_mode = "AUTO"
         cy.use_animated_seed = False
         return self.set_device(settings.get("device", "cpu"), settings.get("gpu_index"))
 

@@ -38,8 +38,15 @@ def _args():
 
 def main():
     # Keep the original stdout for the protocol; route every other print to stderr.
+    # Blender's per-render progress chatter goes to C stdout: drop it unless asked for
+    # (CLEVR_REMV_BLENDER_VERBOSE=1); warnings and errors on stderr reach the worker log.
     proto = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
-    os.dup2(2, 1)
+    if os.environ.get("CLEVR_REMV_BLENDER_VERBOSE"):
+        os.dup2(2, 1)
+    else:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.close(devnull)
     sys.stdout = sys.stderr
 
     here = os.path.dirname(os.path.abspath(__file__))

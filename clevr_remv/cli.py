@@ -1,0 +1,157 @@
+"""Command line: ``clevr-remv generate | info | ...``.
+
+Every kind of bad input ends with one line on stderr and exit code 2, before anything is
+written.  A Blender failure ends with exit code 1 and the worker log's path.  Ctrl-C or
+SIGTERM ends with exit code 130, keeping every finished scene and shard.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .config import DEVICES, load_config, shipped_config_names
+from .errors import UsageError, WorkerError
+
+log = logging.getLogger("clevr_remv")
+
+
+def _setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
+    handler = logging.StreamHandler(sys.stderr)
+    if sys.stderr.isatty():
+        handler.setFormatter(logging.Formatter("%(message)s"))
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%S"))
+    root = logging.getLogger("clevr_remv")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="clevr-remv")
+def cli():
+    """Generate CLEVR-REMV: CLEVR-style scenes rendered from a light-field camera array
+    (9x9 by default) with Blender Cycles, with per-view instance masks, depth, cameras and
+    referring expressions, written to sharded HDF5 files with a manifest.
+
+    Start with:  clevr-remv generate --scenes 10 --out clevr-remv-data
+    """
+
+
+@cli.command()
+@click.option("--scenes", type=int, required=True, help="Number of scenes in the whole dataset (split 70/15/15 into train/val/test by scene index).")
+@click.option("--out", "out", type=click.Path(path_type=Path), required=True, help="Output folder. Re-running the same command into it resumes.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Global seed: a scene is a pure function of (seed, scene index, config).")
+@click.option("--config", "config_spec", metavar="FILE", help=f"JSON/TOML file of settings to change, or a shipped preset: {', '.join(shipped_config_names())}.")
+@click.option("--shard-size", type=int, help="Scenes per HDF5 shard [default: 16].")
+@click.option("--workers", type=int, help="Blender processes rendering at once [default: one per GPU, one on CPU].")
+@click.option("--device", type=click.Choice(DEVICES), help="Cycles device; 'auto' picks a working GPU backend and falls back to CPU [default: auto].")
+@click.option("--samples", type=int, help="Cycles samples per pixel (with adaptive sampling and denoising) [default: 64].")
+@click.option("--width", type=int, help="Image width in pixels [default: 480].")
+@click.option("--height", type=int, help="Image height in pixels [default: 320].")
+@click.option("--grid", type=int, help="Light-field grid size U = V, odd [default: 9].")
+@click.option("--baseline", type=float, help="Distance between neighbouring cameras, scene units [default: 0.25].")
+@click.option("--blender", metavar="PATH", help="Render with this blender executable instead of the bpy module (render-farm nodes).")
+@click.option("--part", metavar="K/M", help="Render only part K of M of the shards (one node of a farm); writes manifest.part-K-of-M.json. Join parts with 'clevr-remv merge'.")
+@click.option("--overwrite", is_flag=True, help="Replace a run with other settings in --out instead of refusing.")
+@click.option("--progress/--no-progress", default=None, help="Progress bar [default: on a terminal only].")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
+@click.option("-v", "--verbose", count=True, help="More detail in the log.")
+def generate(scenes, out, seed, config_spec, shard_size, workers, device, samples, width, height, grid,
+             baseline, blender, part, overwrite, progress, quiet, verbose):
+    """Render a dataset into OUT: shards OUT/<split>/<split>-NNNNN.h5 and OUT/manifest.json.
+
+    \b
+    Examples:
+      clevr-remv generate --scenes 10000 --out data            # the source's dataset
+      clevr-remv generate --scenes 20 --out preview --config preview
+      clevr-remv generate --scenes 10000 --out /shared/data --part 3/50   # farm node 3 of 50
+    """
+    _setup_logging(verbose, quiet)
+    from .pipeline import GenerateJob
+
+    overrides = {
+        "output.shard_size": shard_size, "workers.count": workers, "render.device": device,
+        "render.samples": samples, "render.width": width, "render.height": height, "rig.grid": grid,
+        "rig.baseline": baseline, "workers.blender": blender,
+    }
+    cfg = load_config(config_spec, overrides)
+    job = GenerateJob(out, scenes, seed, cfg, overwrite=overwrite, part=part, progress=progress)
+    manifest = job.run()
+    state = "complete" if manifest["complete"] else "incomplete"
+    click.echo(f"{out}: {len(manifest['shards'])} shards, {state}; manifest at "
+               f"{out / job.manifest_name}", err=True)
+
+
+@cli.command()
+@click.argument("out", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.option("--verify", is_flag=True, help="Recompute every shard's SHA-256 against the manifest.")
+def info(out, verify):
+    """Summarise a generated folder: settings, splits, shards and (with --verify) checksums."""
+    from .dataset_info import describe
+
+    ok = describe(out, verify=verify, echo=click.echo)
+    if not ok:
+        raise SystemExit(1)
+
+
+@cli.command()
+@click.argument("out", type=click.Path(path_type=Path, exists=True, file_okay=False))
+def merge(out):
+    """Join the manifests of farm parts (--part K/M) in OUT into OUT/manifest.json."""
+    from .dataset_info import merge_parts
+
+    manifest = merge_parts(out)
+    click.echo(f"{out}: {len(manifest['shards'])} shards from {manifest['parts_merged']} parts, "
+               f"{'complete' if manifest['complete'] else 'incomplete'}", err=True)
+
+
+def main(argv=None) -> int:
+    """Entry point: click in non-standalone mode so every error is one line."""
+    try:
+        cli.main(args=argv, prog_name="clevr-remv", standalone_mode=False)
+        return 0
+    except click.exceptions.NoArgsIsHelpError as exc:
+        click.echo(exc.ctx.get_help() if exc.ctx else str(exc))
+        return 2
+    except click.exceptions.UsageError as exc:
+        hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
+        click.echo(f"clevr-remv: error: {exc.format_message()}{hint}", err=True)
+        return 2
+    except click.exceptions.Abort:
+        click.echo("clevr-remv: aborted", err=True)
+        return 130
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except UsageError as exc:
+        click.echo(f"clevr-remv: error: {exc}", err=True)
+        return 2
+    except WorkerError as exc:
+        click.echo(f"clevr-remv: Blender failed: {exc}", err=True)
+        return 1
+    except KeyboardInterrupt:
+        click.echo("clevr-remv: interrupted; finished scenes and shards are kept, "
+                   "re-run the same command to resume", err=True)
+        return 130
+    except SystemExit as exc:
+        return int(exc.code or 0) if isinstance(exc.code, int) else 1
+    except Exception as exc:  # noqa: BLE001 - a bug: one line, the traceback with -v
+        log.debug("internal error", exc_info=True)
+        click.echo(f"clevr-remv: internal error: {type(exc).__name__}: {exc} "
+                   f"(run with -v for the traceback and report it)", err=True)
+        return 1
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

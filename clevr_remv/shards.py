@@ -1,0 +1,249 @@
+"""HDF5 shards and the manifest (SPEC section 5).
+
+Two kinds of file share one layout (every array has a leading scene axis N):
+
+* a *scene file* (N = 1) under ``OUT/.work/``, written view by view while Blender renders
+  and renamed into place when the scene is complete: a killed run loses no finished scene;
+* a *shard* (N = shard size) under ``OUT/<split>/``, assembled from its scene files by
+  copying their compressed chunks as they are (no recompression), written to a temporary
+  name in the same folder, fsynced, then renamed.
+
+``manifest.json`` is rewritten atomically (temporary file, fsync, rename) after every shard.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from . import FORMAT_VERSION, __version__
+
+VIEW_DATASETS = ("images", "instances", "depth")
+STR = h5py.string_dtype("utf-8")
+REFEXP_FIELDS = ("scene", "object", "text", "family", "num_relations", "program", "valid_views")
+
+
+def compression_kwargs(name: str, level: int, *, floating: bool = False) -> dict:
+    """h5py dataset-creation keywords for a compression choice (see docs/benchmarks.md)."""
+    if name == "none":
+        return {}
+    if name == "gzip":
+        return {"compression": "gzip", "compression_opts": int(min(level, 9)), "shuffle": floating}
+    if name == "lzf":
+        return {"compression": "lzf", "shuffle": floating}
+    import hdf5plugin  # registers the filters with HDF5
+
+    if name == "zstd":
+        return {"compression": hdf5plugin.Zstd(clevel=int(level)), "shuffle": floating}
+    if name.startswith("blosc2-"):
+        shuffle = hdf5plugin.Blosc2.SHUFFLE if floating else hdf5plugin.Blosc2.NOFILTER
+        return {"compression": hdf5plugin.Blosc2(cname=name.split("-", 1)[1], clevel=int(min(level, 9)),
+                                                  filters=shuffle)}
+    raise ValueError(f"unknown compression {name!r}")
+
+
+def needs_plugin(name: str) -> bool:
+    return name not in ("gzip", "lzf", "none")
+
+
+def create_layout(f: h5py.File, n: int, grid, height: int, width: int, max_objects: int,
+                  compression: str, level: int, depth_dtype: str = "float32") -> None:
+    """Create every dataset of SPEC section 5 for ``n`` scenes (chunked one view per chunk)."""
+    rows, cols = grid
+    comp_u8 = compression_kwargs(compression, level)
+    comp_f = compression_kwargs(compression, level, floating=True)
+    common = {"track_times": False}
+    f.create_dataset("images", (n, rows, cols, height, width, 3), np.uint8,
+                     chunks=(1, 1, 1, height, width, 3), **comp_u8, **common)
+    f.create_dataset("instances", (n, rows, cols, height, width), np.uint8,
+                     chunks=(1, 1, 1, height, width), **comp_u8, **common)
+    f.create_dataset("depth", (n, rows, cols, height, width), np.dtype(depth_dtype),
+                     chunks=(1, 1, 1, height, width), fillvalue=np.inf, **comp_f, **common)
+    f.create_dataset("visible_pixels", (n, rows, cols, max_objects), np.int32, fillvalue=-1, **common)
+    cams = f.create_group("cameras", track_order=False)
+    cams.create_dataset("intrinsics", (n, rows, cols, 3, 3), np.float64, **common)
+    cams.create_dataset("world_to_camera", (n, rows, cols, 4, 4), np.float64, **common)
+    f.create_dataset("scenes", (n,), STR, **common)
+
+
+def write_refexps(f: h5py.File, refexps: list[dict], grid) -> None:
+    """The ``refexps/*`` datasets for a list of expression records (may be empty)."""
+    rows, cols = grid
+    g = f.create_group("refexps", track_order=False)
+    r = len(refexps)
+    common = {"track_times": False}
+    g.create_dataset("scene", data=np.array([e["scene"] for e in refexps], np.int32).reshape(r), **common)
+    g.create_dataset("object", data=np.array([e["object"] for e in refexps], np.int32).reshape(r), **common)
+    g.create_dataset("text", data=np.array([e["text"] for e in refexps], dtype=object).reshape(r), dtype=STR, **common)
+    g.create_dataset("family", data=np.array([e["family"] for e in refexps], dtype=object).reshape(r), dtype=STR, **common)
+    g.create_dataset("num_relations", data=np.array([e["num_relations"] for e in refexps], np.uint8).reshape(r), **common)
+    g.create_dataset("program", data=np.array([json.dumps(e["program"], sort_keys=True) for e in refexps],
+                                              dtype=object).reshape(r), dtype=STR, **common)
+    valid = np.array([e["valid_views"] for e in refexps], dtype=bool).reshape(r, rows, cols)
+    g.create_dataset("valid_views", data=valid, **common)
+
+
+def read_refexps(f: h5py.File) -> list[dict]:
+    g = f["refexps"]
+    out = []
+    for i in range(g["scene"].shape[0]):
+        out.append({
+            "scene": int(g["scene"][i]),
+            "object": int(g["object"][i]),
+            "text": g["text"][i].decode("utf-8") if isinstance(g["text"][i], bytes) else g["text"][i],
+            "family": g["family"][i].decode("utf-8") if isinstance(g["family"][i], bytes) else g["family"][i],
+            "num_relations": int(g["num_relations"][i]),
+            "program": json.loads(g["program"][i]),
+            "valid_views": g["valid_views"][i],
+        })
+    return out
+
+
+def set_file_attrs(f: h5py.File, attrs: dict) -> None:
+    for key, value in attrs.items():
+        f.attrs[key] = json.dumps(value) if isinstance(value, (dict, list)) else value
+
+
+def file_attrs(cfg: dict, digest: str, grid) -> dict:
+    rc = cfg["render"]
+    return {
+        "format_version": FORMAT_VERSION,
+        "generator": "clevr-remv",
+        "generator_version": __version__,
+        "grid": list(grid),
+        "resolution": [rc["width"], rc["height"]],
+        "render_settings": {k: rc[k] for k in ("samples", "adaptive_threshold", "denoise", "max_bounces", "seed")},
+        "config_digest": digest,
+        "compression": cfg["output"]["compression"],
+        "instance_ids": "0 = background, k + 1 = object k of the scene record",
+        "depth_units": "planar depth along the camera's z axis, scene units; +inf where no surface",
+        "visible_pixels_absent": -1,
+    }
+
+
+class SceneWriter:
+    """Writes one scene file (N = 1) view by view; atomic on :meth:`commit`."""
+
+    def __init__(self, path: Path, cfg: dict, grid, attrs: dict):
+        self.path = Path(path)
+        self.tmp = self.path.with_name(self.path.name + ".tmp")
+        self.grid = tuple(grid)
+        self.f = h5py.File(self.tmp, "w", track_order=False)
+        create_layout(self.f, 1, *layout_args(cfg, grid))
+        set_file_attrs(self.f, attrs)
+        self.visible = np.full((grid[0], grid[1], cfg["scene"]["max_objects"]), -1, np.int32)
+
+    def write_view(self, u: int, v: int, rgb, instances, depth, num_objects: int) -> np.ndarray:
+        self.f["images"][0, u, v] = rgb
+        self.f["instances"][0, u, v] = instances
+        self.f["depth"][0, u, v] = depth
+        counts = np.bincount(instances.ravel(), minlength=num_objects + 1)[1:num_objects + 1]
+        self.visible[u, v, :num_objects] = counts
+        return counts
+
+    def finish(self, scene: dict, intrinsics, extrinsics, refexps: list[dict]) -> None:
+        self.f["visible_pixels"][0] = self.visible
+        self.f["cameras/intrinsics"][0] = intrinsics
+        self.f["cameras/world_to_camera"][0] = extrinsics
+        self.f["scenes"][0] = json.dumps(scene, sort_keys=True)
+        write_refexps(self.f, [{**e, "scene": 0} for e in refexps], self.grid)
+
+    def commit(self) -> None:
+        self.f.close()
+        _fsync(self.tmp)
+        os.replace(self.tmp, self.path)
+
+    def abort(self) -> None:
+        try:
+            self.f.close()
+        except Exception:  # noqa: BLE001
+            pass
+        self.tmp.unlink(missing_ok=True)
+
+
+def layout_args(cfg: dict, grid) -> tuple:
+    rc, oc = cfg["render"], cfg["output"]
+    return (grid, rc["height"], rc["width"], cfg["scene"]["max_objects"], oc["compression"],
+            oc["compression_level"], oc["depth_dtype"])
+
+
+def assemble_shard(scene_paths: list[Path], final: Path, cfg: dict, grid, attrs: dict) -> dict:
+    """Concatenate scene files into a shard by copying their compressed chunks (both are
+    created by :func:`create_layout` with the same settings, so the filters match); write to
+    a temporary name in the same folder, fsync, rename.  Returns sha256, bytes, refexps."""
+    final = Path(final)
+    tmp = final.with_name("." + final.name + ".tmp")
+    rows, cols = grid
+    refexps: list[dict] = []
+    with h5py.File(tmp, "w", track_order=False) as out:
+        create_layout(out, len(scene_paths), *layout_args(cfg, grid))
+        for i, path in enumerate(scene_paths):
+            with h5py.File(path, "r") as src:
+                for name in VIEW_DATASETS:
+                    s, d = src[name].id, out[name].id
+                    tail = (0,) * (len(src[name].shape) - 3)
+                    for u in range(rows):
+                        for v in range(cols):
+                            mask, chunk = s.read_direct_chunk((0, u, v) + tail)
+                            d.write_direct_chunk((i, u, v) + tail, chunk, mask)
+                for name in ("visible_pixels", "scenes", "cameras/intrinsics", "cameras/world_to_camera"):
+                    out[name][i] = src[name][0]
+                refexps += [{**e, "scene": i} for e in read_refexps(src)]
+        write_refexps(out, refexps, grid)
+        set_file_attrs(out, attrs)
+    _fsync(tmp)
+    entry = {"sha256": sha256_file(tmp), "bytes": tmp.stat().st_size, "refexps": len(refexps)}
+    os.replace(tmp, final)
+    _fsync_dir(final.parent)
+    return entry
+
+
+def sha256_file(path: Path, block: int = 8 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(block):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    path = Path(path)
+    tmp = path.with_name("." + path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=2, sort_keys=False)
+        fh.write("\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def read_json(path: Path) -> dict:
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)

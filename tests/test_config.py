@@ -1,0 +1,72 @@
+import json
+
+import pytest
+
+from clevr_remv import config
+from clevr_remv.errors import UsageError
+
+
+def test_default_is_the_source(cfg):
+    assert cfg["render"]["width"] == 480 and cfg["render"]["height"] == 320
+    assert cfg["rig"]["grid"] == 9
+    assert cfg["scene"]["min_objects"] == 3 and cfg["scene"]["max_objects"] == 10
+    assert cfg["output"]["splits"] == {"train": 0.7, "val": 0.15, "test": 0.15}
+
+
+def test_presets_ship_and_load():
+    names = config.shipped_config_names()
+    assert {"default", "preview"} <= set(names)
+    preview = config.load_config("preview")
+    assert preview["rig"]["grid"] == 3 and preview["render"]["width"] < 480
+
+
+def test_user_file_overrides_only_what_it_names(tmp_path):
+    p = tmp_path / "mine.json"
+    p.write_text(json.dumps({"render": {"samples": 16}}))
+    cfg = config.load_config(str(p))
+    assert cfg["render"]["samples"] == 16 and cfg["render"]["width"] == 480
+    t = tmp_path / "mine.toml"
+    t.write_text("[rig]\ngrid = 5\nbaseline = 0.5\n")
+    cfg = config.load_config(str(t))
+    assert cfg["rig"]["grid"] == 5 and cfg["rig"]["baseline"] == 0.5
+
+
+@pytest.mark.parametrize("content, message", [
+    ({"render": {"samples": 0}}, "render.samples"),
+    ({"render": {"sample": 4}}, "unknown config key 'render.sample'"),
+    ({"rig": {"grid": 4}}, "odd"),
+    ({"scene": {"min_objects": 8, "max_objects": 4}}, "min_objects"),
+    ({"output": {"compression": "rar"}}, "output.compression"),
+    ({"render": {"denoise": "yes"}}, "true or false"),
+])
+def test_bad_values_are_named(tmp_path, content, message):
+    p = tmp_path / "bad.json"
+    p.write_text(json.dumps(content))
+    with pytest.raises(UsageError, match=message):
+        config.load_config(str(p))
+
+
+def test_unreadable_or_missing_file(tmp_path):
+    with pytest.raises(UsageError, match="does not exist"):
+        config.load_config(str(tmp_path / "nope.json"))
+    p = tmp_path / "broken.json"
+    p.write_text("{not json")
+    with pytest.raises(UsageError, match="not valid JSON"):
+        config.load_config(str(p))
+
+
+def test_digest_tracks_dataset_settings_only(cfg):
+    d = config.digest(cfg, 0, 100)
+    assert d == config.digest(config.load_config(), 0, 100)
+    assert d != config.digest(cfg, 1, 100)
+    assert d != config.digest(cfg, 0, 101)
+    other = config.load_config(overrides={"render.samples": 32})
+    assert config.digest(other, 0, 100) != d
+    same = config.load_config(overrides={"workers.count": 4, "render.device": "cpu"})
+    assert config.digest(same, 0, 100) == d, "device and worker count do not change the data"
+
+
+def test_pixel_threshold_scales_with_resolution(cfg):
+    assert config.min_pixels(cfg) == 200
+    small = config.load_config(overrides={"render.width": 240, "render.height": 160})
+    assert config.min_pixels(small) == 50

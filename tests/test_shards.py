@@ -1,0 +1,123 @@
+import json
+
+import h5py
+import numpy as np
+import pytest
+
+from clevr_remv import config, layout, lightfield, pipeline, shards
+
+
+def _fake_scene(cfg, index, rng):
+    """A real scene record with synthetic pixels (the render is tested elsewhere)."""
+    rec = layout.sample_scene(cfg, 0, index)
+    rows, cols = cfg["rig"]["grid"], cfg["rig"]["grid"]
+    h, w = cfg["render"]["height"], cfg["render"]["width"]
+    n = len(rec["objects"])
+    views = {}
+    for u in range(rows):
+        for v in range(cols):
+            views[(u, v)] = (rng.integers(0, 255, (h, w, 3), dtype=np.uint8),
+                             rng.integers(0, n + 1, (h, w)).astype(np.uint8),
+                             rng.uniform(5, 20, (h, w)).astype(np.float32))
+    return rec, views
+
+
+@pytest.mark.parametrize("compression", ["gzip", "lzf", "zstd", "blosc2-zstd", "none"])
+def test_scene_files_assemble_into_a_shard_exactly(tmp_path, compression):
+    cfg = config.load_config(overrides={"rig.grid": 3, "render.width": 40, "render.height": 24,
+                                        "output.compression": compression})
+    grid = (3, 3)
+    rng = np.random.default_rng(1)
+    attrs = shards.file_attrs(cfg, "abc", grid)
+    paths, truth = [], []
+    for index in (5, 6):
+        rec, views = _fake_scene(cfg, index, rng)
+        path = tmp_path / f"scene-{index}.h5"
+        wr = shards.SceneWriter(path, cfg, grid, attrs)
+        for (u, v), (rgb, ids, depth) in views.items():
+            wr.write_view(u, v, rgb, ids, depth, len(rec["objects"]))
+        ks, es = lightfield.all_cameras(rec["rig"])
+        refs = [{"scene": 0, "object": 1, "text": "the big thing.", "family": "zero_hop", "num_relations": 0,
+                 "program": [{"op": "scene"}], "valid_views": np.ones(grid, bool)}]
+        wr.finish(rec, ks, es, refs)
+        assert not path.exists(), "no final name before commit"
+        wr.commit()
+        assert path.exists() and not path.with_name(path.name + ".tmp").exists()
+        paths.append(path)
+        truth.append((rec, views, ks))
+    final = tmp_path / "train" / "train-00000.h5"
+    final.parent.mkdir()
+    info = shards.assemble_shard(paths, final, cfg, grid, attrs)
+    assert info["sha256"] == shards.sha256_file(final)
+    assert info["bytes"] == final.stat().st_size and info["refexps"] == 2
+    assert sorted(p.name for p in final.parent.iterdir()) == ["train-00000.h5"]
+    if compression in ("zstd", "blosc2-zstd"):
+        import hdf5plugin  # noqa: F401
+    with h5py.File(final, "r") as f:
+        assert f["images"].shape == (2, 3, 3, 24, 40, 3) and f["images"].chunks == (1, 1, 1, 24, 40, 3)
+        assert f["instances"].dtype == np.uint8 and f["depth"].chunks == (1, 1, 1, 24, 40)
+        assert f.attrs["config_digest"] == "abc" and f.attrs["format_version"] == "1.0"
+        for i, (rec, views, ks) in enumerate(truth):
+            for (u, v), (rgb, ids, depth) in views.items():
+                assert np.array_equal(f["images"][i, u, v], rgb)
+                assert np.array_equal(f["instances"][i, u, v], ids)
+                assert np.array_equal(f["depth"][i, u, v], depth)
+                n = len(rec["objects"])
+                assert np.array_equal(f["visible_pixels"][i, u, v, :n], np.bincount(ids.ravel(), minlength=n + 1)[1:])
+                assert (f["visible_pixels"][i, u, v, n:] == -1).all()
+            assert json.loads(f["scenes"][i])["index"] == rec["index"]
+            assert np.allclose(f["cameras/intrinsics"][i], ks)
+        assert list(f["refexps/scene"][()]) == [0, 1], "expression rows point at rows of the shard"
+        assert f["refexps/valid_views"].shape == (2, 3, 3)
+
+
+def test_assembly_is_byte_deterministic(tmp_path):
+    cfg = config.load_config(overrides={"rig.grid": 1, "render.width": 16, "render.height": 16})
+    attrs = shards.file_attrs(cfg, "d", (1, 1))
+    rng = np.random.default_rng(0)
+    rec, views = _fake_scene(cfg, 0, rng)
+    digests = []
+    for k in range(2):
+        p = tmp_path / f"s{k}.h5"
+        wr = shards.SceneWriter(p, cfg, (1, 1), attrs)
+        wr.write_view(0, 0, *views[(0, 0)], len(rec["objects"]))
+        wr.finish(rec, *lightfield.all_cameras(rec["rig"]), [])
+        wr.commit()
+        digests.append(shards.assemble_shard([p], tmp_path / f"out{k}.h5", cfg, (1, 1), attrs)["sha256"])
+    assert digests[0] == digests[1]
+
+
+def test_abort_leaves_nothing(tmp_path):
+    cfg = config.load_config(overrides={"rig.grid": 1, "render.width": 16, "render.height": 16})
+    wr = shards.SceneWriter(tmp_path / "s.h5", cfg, (1, 1), {})
+    wr.abort()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_manifest_written_atomically(tmp_path):
+    p = tmp_path / "manifest.json"
+    shards.write_json_atomic(p, {"a": 1})
+    shards.write_json_atomic(p, {"a": 2})
+    assert shards.read_json(p) == {"a": 2}
+    assert [x.name for x in tmp_path.iterdir()] == ["manifest.json"]
+
+
+def test_split_and_shard_plan():
+    ranges = pipeline.split_ranges(10000, {"train": 0.7, "val": 0.15, "test": 0.15})
+    assert ranges == {"train": (0, 7000), "val": (7000, 8500), "test": (8500, 10000)}
+    plans = pipeline.plan_shards(100, {"train": 0.7, "val": 0.15, "test": 0.15}, 16)
+    covered = [i for p in plans for i in p.scenes]
+    assert covered == list(range(100)), "every scene in exactly one shard, in order"
+    assert all(p.stop - p.start <= 16 for p in plans)
+    assert {p.split for p in plans} == {"train", "val", "test"}
+    assert plans[0].name == "train/train-00000.h5"
+    assert [p.name for p in plans if p.split == "val"] == ["val/val-00000.h5"]
+
+
+def test_parts_cover_all_shards_once():
+    plans = pipeline.plan_shards(1000, {"train": 0.7, "val": 0.15, "test": 0.15}, 16)
+    seen = []
+    for k in range(1, 5):
+        part = pipeline.parse_part(f"{k}/4")
+        seen += [p.name for i, p in enumerate(plans) if i % part[1] == part[0] - 1]
+    assert sorted(seen) == sorted(p.name for p in plans)
