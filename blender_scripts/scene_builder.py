@@ -131,11 +131,9 @@ class SceneBuilder:
         vl.use_pass_z = True
         vl.use_pass_object_index = True
         settings = sc.render.image_settings
-        if hasattr(settings, "media_type"):  # Blender 5.x: multilayer is a media type
+        if hasattr(settings, "media_type"):  # Blender 5.x: pick the media type first
             settings.media_type = "MULTI_LAYER_IMAGE"
-            settings.file_format = "OPEN_EXR"
-        else:
-            settings.file_format = "OPEN_EXR_MULTILAYER"
+        settings.file_format = "OPEN_EXR_MULTILAYER"
         settings.color_depth = "32"
         settings.exr_codec = "NONE"
 

@@ -233,10 +233,11 @@ def read_view(path: str | os.PathLike, remove: bool = True):
     import OpenEXR
 
     with OpenEXR.File(str(path), separate_channels=False) as exr:
-        channels = exr.parts[0].channels
+        # Blender 4.x writes one part; 5.x one part per pass (and calls IndexOB "Object Index").
+        channels = {name: ch for part in exr.parts for name, ch in part.channels.items()}
         combined = _channel(channels, "Combined", "Combined.RGBA")
         depth = np.array(_channel(channels, "Depth.Z", "Depth.V", "Depth"), dtype=np.float32)
-        index = _channel(channels, "IndexOB.X", "IndexOB.V", "IndexOB")
+        index = _channel(channels, "IndexOB.X", "Object Index.X", "IndexOB", "Object Index")
     if combined.ndim == 3:
         rgb = linear_to_srgb8(combined[..., :3])
     else:  # pragma: no cover - separate R/G/B channels
