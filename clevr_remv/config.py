@@ -11,10 +11,10 @@ import copy
 import hashlib
 import json
 import tomllib
-from importlib import resources
 from pathlib import Path
 
 from .errors import UsageError
+from .resources import resource_dir
 
 DEVICES = ("auto", "cpu", "cuda", "optix", "hip", "metal", "oneapi")
 COMPRESSIONS = ("gzip", "lzf", "zstd", "blosc2-zstd", "blosc2-lz4", "none")
@@ -72,12 +72,11 @@ _NOT_IN_DIGEST = ("workers", "render.device", "name", "description")
 
 
 def shipped_config_names() -> list[str]:
-    base = resources.files("clevr_remv.scene_configs")
-    return sorted(p.name[:-5] for p in base.iterdir() if p.name.endswith(".json"))
+    return sorted(p.stem for p in resource_dir("scene_configs").glob("*.json"))
 
 
 def _load_shipped(name: str) -> dict:
-    path = resources.files("clevr_remv.scene_configs") / f"{name}.json"
+    path = resource_dir("scene_configs") / f"{name}.json"
     return json.loads(path.read_text(encoding="utf-8"))
 
 

@@ -65,7 +65,12 @@ def merge_parts(out: Path) -> dict:
     stats: dict = {}
     for m in loaded:
         for k, v in m.get("stats", {}).items():
-            stats[k] = max(stats.get(k, 0), v) if k.startswith("peak") else stats.get(k, 0) + v
+            if isinstance(v, dict):
+                acc = stats.setdefault(k, {})
+                for kk, vv in v.items():
+                    acc[kk] = acc.get(kk, 0) + vv
+            else:
+                stats[k] = max(stats.get(k, 0), v) if k.startswith("peak") else stats.get(k, 0) + v
     base.update({"shards": entries, "part": None, "parts_merged": len(loaded),
                  "parts_expected": counts.pop(), "shards_planned": planned, "stats": stats,
                  "complete": all(m["complete"] for m in loaded) and len(loaded) == base["parts_expected"]})

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import FORMAT_VERSION, __version__, config as config_mod, layout, lightfield, render, shards
+from . import FORMAT_VERSION, __version__, config as config_mod, expressions, layout, lightfield, render, shards
 from .errors import LayoutError, UsageError, WorkerError
 from .progress import Progress
 
@@ -97,6 +97,11 @@ class RunStats:
     scene_wall_seconds: float = 0.0
     visibility_resamples: int = 0
     peak_worker_rss: int = 0
+    expressions: int = 0
+    expression_words: int = 0
+    expression_view_pairs: int = 0
+    expression_view_pairs_dropped: int = 0
+    families: dict = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def as_dict(self) -> dict:
@@ -359,6 +364,14 @@ class GenerateJob:
             shutil.rmtree(self.work_dir, ignore_errors=True)
         log.info("finished: %d shards, %d scenes rendered in %.1f s", len(self.done_shards),
                  self.stats.scenes_rendered, wall)
+        st = self.stats
+        if st.expressions:
+            log.info("expressions: %d (%.2f per scene, %.2f words on average; %s); "
+                     "(expression, view) pairs dropped as not valid in that view: %d of %d (%.3f%%)",
+                     st.expressions, st.expressions / max(1, st.scenes_rendered), st.expression_words / st.expressions,
+                     ", ".join(f"{k} {v}" for k, v in sorted(st.families.items())),
+                     st.expression_view_pairs_dropped, st.expression_view_pairs,
+                     100.0 * st.expression_view_pairs_dropped / max(1, st.expression_view_pairs))
         return manifest
 
     def _next_scene(self) -> int | None:
@@ -423,30 +436,7 @@ class GenerateJob:
     def _render_scene(self, worker: render.BlenderWorker, index: int) -> None:
         t_scene = time.perf_counter()
         cfg = self.cfg
-        threshold = config_mod.min_pixels(cfg)
-        cu, cv = self.grid[0] // 2, self.grid[1] // 2
-        rejections = []
-        check_s = 0.0
-        for attempt in range(cfg["scene"]["max_visibility_resamples"] + 1):
-            record = layout.sample_scene(cfg, self.seed, index, attempt)
-            if threshold <= 0:
-                break
-            tc = time.perf_counter()
-            events = list(worker.render(record, [(cu, cv)], tag="check", settings=CHEAP_CHECK))
-            _, ids, _ = render.read_view(events[0].path)
-            check_s += time.perf_counter() - tc
-            n = len(record["objects"])
-            counts = np.bincount(ids.ravel(), minlength=n + 1)[1:n + 1]
-            if (counts >= threshold).all():
-                break
-            rejections.append({"attempt": attempt, "fewest_pixels": int(counts.min()),
-                               "object": int(counts.argmin()) + 1})
-        else:
-            raise LayoutError(
-                f"scene {index}: no layout in {attempt + 1} attempts shows every object with >= "
-                f"{threshold:.0f} pixels in the central view; lower scene.min_pixels_per_object or max_objects")
-        record["layout"]["visibility_rejections"] = rejections
-        record["layout"]["min_pixels"] = threshold
+        record, rejections, check_s = sample_visible_scene(worker, cfg, self.seed, index)
 
         path = self._scene_path(index)
         writer = shards.SceneWriter(path, cfg, self.grid, self.attrs)
@@ -484,7 +474,20 @@ class GenerateJob:
         self.progress.scene_done()
 
     def _expressions(self, record: dict, visible: np.ndarray) -> list[dict]:
-        return []
+        ec = self.cfg["expressions"]
+        exprs = expressions.generate(record, self.seed, ec["per_scene"])
+        dropped = 0
+        for e in exprs:
+            e["valid_views"] = expressions.valid_views(e, record, visible, ec["min_visible_pixels"])
+            dropped += int((~e["valid_views"]).sum())
+        with self.stats.lock:
+            self.stats.expressions += len(exprs)
+            self.stats.expression_words += sum(expressions.word_count(e["text"]) for e in exprs)
+            self.stats.expression_view_pairs += len(exprs) * self.grid[0] * self.grid[1]
+            self.stats.expression_view_pairs_dropped += dropped
+            for e in exprs:
+                self.stats.families[e["family"]] = self.stats.families.get(e["family"], 0) + 1
+        return exprs
 
     def _log_scene(self, index, record, wall, render_s, check_s, resamples, worker) -> None:
         line = {"scene": index, "objects": len(record["objects"]), "wall_s": round(wall, 3),
@@ -551,6 +554,38 @@ class GenerateJob:
         }
         shards.write_json_atomic(path, manifest)
         return manifest
+
+
+def sample_visible_scene(worker: render.BlenderWorker, cfg: dict, seed: int, index: int):
+    """The scene record for ``index`` whose objects all show enough pixels in the central
+    view, judged on a 1-sample render of the object-index pass.  Bounded re-sampling; the
+    rejected attempts are recorded.  Returns (record, rejections, seconds spent checking)."""
+    threshold = config_mod.min_pixels(cfg)
+    grid = cfg["rig"]["grid"]
+    centre = (grid // 2, grid // 2)
+    rejections = []
+    check_s = 0.0
+    for attempt in range(cfg["scene"]["max_visibility_resamples"] + 1):
+        record = layout.sample_scene(cfg, seed, index, attempt)
+        if threshold <= 0:
+            break
+        tc = time.perf_counter()
+        events = list(worker.render(record, [centre], tag="check", settings=CHEAP_CHECK))
+        _, ids, _ = render.read_view(events[0].path)
+        check_s += time.perf_counter() - tc
+        n = len(record["objects"])
+        counts = np.bincount(ids.ravel(), minlength=n + 1)[1:n + 1]
+        if (counts >= threshold).all():
+            break
+        rejections.append({"attempt": attempt, "fewest_pixels": int(counts.min()),
+                           "object": int(counts.argmin()) + 1})
+    else:
+        raise LayoutError(
+            f"scene {index}: no layout in {attempt + 1} attempts shows every object with >= "
+            f"{threshold:.0f} pixels in the central view; lower scene.min_pixels_per_object or max_objects")
+    record["layout"]["visibility_rejections"] = rejections
+    record["layout"]["min_pixels"] = threshold
+    return record, rejections, check_s
 
 
 def _existing_parent(path: Path) -> Path | None:

@@ -20,12 +20,12 @@ import tempfile
 import threading
 from collections import deque
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
 from .errors import UsageError, WorkerError
+from .resources import resource_dir
 
 log = logging.getLogger("clevr_remv")
 
@@ -33,7 +33,7 @@ DEPTH_SENTINEL_MIN = 1e9  # Cycles writes 1e10 where a ray hits nothing; stored 
 
 
 def worker_script() -> Path:
-    return Path(str(resources.files("clevr_remv.blender_scripts") / "worker.py"))
+    return resource_dir("blender_scripts") / "worker.py"
 
 
 def package_parent() -> str:

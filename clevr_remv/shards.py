@@ -86,6 +86,9 @@ def write_refexps(f: h5py.File, refexps: list[dict], grid) -> None:
                                               dtype=object).reshape(r), dtype=STR, **common)
     valid = np.array([e["valid_views"] for e in refexps], dtype=bool).reshape(r, rows, cols)
     g.create_dataset("valid_views", data=valid, **common)
+    # Extension: the anchor object of a one-relation expression (-1 for none).
+    anchors = [(-1 if e.get("anchor") is None else e["anchor"]) for e in refexps]
+    g.create_dataset("anchor", data=np.array(anchors, np.int32).reshape(r), **common)
 
 
 def read_refexps(f: h5py.File) -> list[dict]:
@@ -100,6 +103,7 @@ def read_refexps(f: h5py.File) -> list[dict]:
             "num_relations": int(g["num_relations"][i]),
             "program": json.loads(g["program"][i]),
             "valid_views": g["valid_views"][i],
+            "anchor": (None if "anchor" not in g or int(g["anchor"][i]) < 0 else int(g["anchor"][i])),
         })
     return out
 
