@@ -62,17 +62,11 @@ def merge_parts(out: Path) -> dict:
     base = dict(loaded[0])
     entries = sorted((e for m in loaded for e in m["shards"]), key=lambda e: (e["scene_range"][0]))
     planned = sum(m["shards_planned"] for m in loaded)
-    stats: dict = {}
-    for m in loaded:
-        for k, v in m.get("stats", {}).items():
-            if isinstance(v, dict):
-                acc = stats.setdefault(k, {})
-                for kk, vv in v.items():
-                    acc[kk] = acc.get(kk, 0) + vv
-            else:
-                stats[k] = max(stats.get(k, 0), v) if k.startswith("peak") else stats.get(k, 0) + v
+    base.pop("last_run", None)
+    expected = counts.pop()
     base.update({"shards": entries, "part": None, "parts_merged": len(loaded),
-                 "parts_expected": counts.pop(), "shards_planned": planned, "stats": stats,
-                 "complete": all(m["complete"] for m in loaded) and len(loaded) == base["parts_expected"]})
+                 "parts_expected": expected, "shards_planned": planned,
+                 "stats": shards.dataset_stats(entries),
+                 "complete": all(m["complete"] for m in loaded) and len(loaded) == expected})
     shards.write_json_atomic(out / "manifest.json", base)
     return base

@@ -97,11 +97,6 @@ class RunStats:
     scene_wall_seconds: float = 0.0
     visibility_resamples: int = 0
     peak_worker_rss: int = 0
-    expressions: int = 0
-    expression_words: int = 0
-    expression_view_pairs: int = 0
-    expression_view_pairs_dropped: int = 0
-    families: dict = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def as_dict(self) -> dict:
@@ -135,7 +130,8 @@ class GenerateJob:
         self.manifest_name = (f"manifest.part-{self.part[0]:03d}-of-{self.part[1]:03d}.json"
                               if self.part else "manifest.json")
         self.work_dir = self.out / ".work"
-        self.log_dir = self.out / "logs"
+        self.log_dir = self.out / "logs" / (f"part-{self.part[0]:03d}-of-{self.part[1]:03d}" if self.part else "")
+        self.my_scenes = {i for p in self.plans_mine for i in p.scenes}
         self.attrs = shards.file_attrs(cfg, self.digest, self.grid)
         self.stats = RunStats()
         self.stop = threading.Event()
@@ -258,7 +254,7 @@ class GenerateJob:
                     m.unlink()
         self.out.mkdir(parents=True, exist_ok=True)
         self.work_dir.mkdir(exist_ok=True)
-        self.log_dir.mkdir(exist_ok=True)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
         for split in self.cfg["output"]["splits"]:
             (self.out / split).mkdir(exist_ok=True)
         render.clean_stale_scratch()
@@ -267,9 +263,13 @@ class GenerateJob:
 
     def _recover(self) -> None:
         """Keep what earlier runs finished; remove what they left half-written."""
-        for tmp in list(self.out.glob("*/.*.h5.tmp")) + list(self.work_dir.glob("*.tmp")):
-            log.info("removing unfinished file %s", tmp)
-            tmp.unlink(missing_ok=True)
+        # Only this run's own files: other farm parts may be writing beside it.
+        mine = [self.out / p.split / f".{Path(p.name).name}.tmp" for p in self.plans_mine]
+        mine += [self._scene_path(i).with_name(self._scene_path(i).name + ".tmp") for i in self.my_scenes]
+        for tmp in mine:
+            if tmp.exists():
+                log.info("removing unfinished file %s", tmp)
+                tmp.unlink()
         manifest_path = self.out / self.manifest_name
         old = shards.read_json(manifest_path) if manifest_path.exists() else {}
         listed = {e["path"]: e for e in old.get("shards", [])}
@@ -282,11 +282,9 @@ class GenerateJob:
                 adopted = self._adopt(plan, path)
                 if adopted:
                     self.done_shards[plan.name] = adopted
-        for p in self.work_dir.glob("scene-*.h5"):
-            try:
-                self.done_scenes.add(int(p.stem.split("-")[1]))
-            except ValueError:
-                continue
+        for i in self.my_scenes:
+            if self._scene_path(i).exists():
+                self.done_scenes.add(i)
         if self.done_shards or self.done_scenes:
             log.info("resuming: %d shards and %d scenes already finished", len(self.done_shards), len(self.done_scenes))
 
@@ -297,13 +295,13 @@ class GenerateJob:
             with h5py.File(path, "r") as f:
                 if f.attrs.get("config_digest") != self.digest or f["scenes"].shape[0] != len(plan.scenes):
                     raise ValueError("other run")
-                refexps = int(f["refexps/scene"].shape[0])
+                refexps = shards.read_refexps(f)
         except (OSError, ValueError, KeyError):
             log.warning("removing %s: not a finished shard of this run", path)
             path.unlink(missing_ok=True)
             return None
         return self._entry(plan, {"sha256": shards.sha256_file(path), "bytes": path.stat().st_size,
-                                  "refexps": refexps})
+                                  "refexps": len(refexps), "expression_stats": shards.expression_stats(refexps)})
 
     def _entry(self, plan: ShardPlan, info: dict) -> dict:
         return {"path": plan.name, "split": plan.split, "number": plan.number,
@@ -361,17 +359,19 @@ class GenerateJob:
         complete = len(self.done_shards) == len(self.plans_mine)
         manifest = self._write_manifest(complete=complete)
         if complete:
-            shutil.rmtree(self.work_dir, ignore_errors=True)
+            try:
+                self.work_dir.rmdir()  # empty unless another farm part is still working
+            except OSError:
+                pass
         log.info("finished: %d shards, %d scenes rendered in %.1f s", len(self.done_shards),
                  self.stats.scenes_rendered, wall)
-        st = self.stats
-        if st.expressions:
-            log.info("expressions: %d (%.2f per scene, %.2f words on average; %s); "
+        st = manifest["stats"]
+        if st["expressions"]:
+            log.info("dataset: %d scenes, %d expressions (%.2f per scene, %.2f words on average; %s); "
                      "(expression, view) pairs dropped as not valid in that view: %d of %d (%.3f%%)",
-                     st.expressions, st.expressions / max(1, st.scenes_rendered), st.expression_words / st.expressions,
-                     ", ".join(f"{k} {v}" for k, v in sorted(st.families.items())),
-                     st.expression_view_pairs_dropped, st.expression_view_pairs,
-                     100.0 * st.expression_view_pairs_dropped / max(1, st.expression_view_pairs))
+                     st["scenes"], st["expressions"], st["expressions_per_scene"], st["mean_words"],
+                     ", ".join(f"{k} {v}" for k, v in sorted(st["families"].items())),
+                     st["view_pairs_dropped"], st["view_pairs"], 100.0 * st["dropped_share"])
         return manifest
 
     def _next_scene(self) -> int | None:
@@ -476,17 +476,8 @@ class GenerateJob:
     def _expressions(self, record: dict, visible: np.ndarray) -> list[dict]:
         ec = self.cfg["expressions"]
         exprs = expressions.generate(record, self.seed, ec["per_scene"])
-        dropped = 0
         for e in exprs:
             e["valid_views"] = expressions.valid_views(e, record, visible, ec["min_visible_pixels"])
-            dropped += int((~e["valid_views"]).sum())
-        with self.stats.lock:
-            self.stats.expressions += len(exprs)
-            self.stats.expression_words += sum(expressions.word_count(e["text"]) for e in exprs)
-            self.stats.expression_view_pairs += len(exprs) * self.grid[0] * self.grid[1]
-            self.stats.expression_view_pairs_dropped += dropped
-            for e in exprs:
-                self.stats.families[e["family"]] = self.stats.families.get(e["family"], 0) + 1
         return exprs
 
     def _log_scene(self, index, record, wall, render_s, check_s, resamples, worker) -> None:
@@ -549,7 +540,8 @@ class GenerateJob:
             "shards_planned": len(self.plans_mine),
             "shards": entries,
             "device": self.device_info.get("device"),
-            "stats": self.stats.as_dict(),
+            "stats": shards.dataset_stats(entries),
+            "last_run": self.stats.as_dict(),
             "config": self.cfg,
         }
         shards.write_json_atomic(path, manifest)

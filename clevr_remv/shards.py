@@ -170,6 +170,36 @@ class SceneWriter:
         self.tmp.unlink(missing_ok=True)
 
 
+def expression_stats(refexps: list[dict]) -> dict:
+    """Counts a manifest entry carries, so dataset statistics survive resumed runs."""
+    from .expressions import word_count
+
+    families: dict[str, int] = {}
+    for e in refexps:
+        families[e["family"]] = families.get(e["family"], 0) + 1
+    pairs = sum(int(np.asarray(e["valid_views"]).size) for e in refexps)
+    valid = sum(int(np.asarray(e["valid_views"]).sum()) for e in refexps)
+    return {"expressions": len(refexps), "words": sum(word_count(e["text"]) for e in refexps),
+            "families": families, "view_pairs": pairs, "view_pairs_dropped": pairs - valid}
+
+
+def dataset_stats(entries: list[dict]) -> dict:
+    """Totals over finished shards: scenes, views, bytes, expressions and the dropped share."""
+    out = {"shards": len(entries), "scenes": sum(e["num_scenes"] for e in entries),
+           "views": sum(e["views"] for e in entries), "bytes": sum(e["bytes"] for e in entries),
+           "expressions": 0, "words": 0, "families": {}, "view_pairs": 0, "view_pairs_dropped": 0}
+    for e in entries:
+        st = e.get("expression_stats", {})
+        for k in ("expressions", "words", "view_pairs", "view_pairs_dropped"):
+            out[k] += st.get(k, 0)
+        for fam, n in st.get("families", {}).items():
+            out["families"][fam] = out["families"].get(fam, 0) + n
+    out["expressions_per_scene"] = out["expressions"] / out["scenes"] if out["scenes"] else 0.0
+    out["mean_words"] = out["words"] / out["expressions"] if out["expressions"] else 0.0
+    out["dropped_share"] = out["view_pairs_dropped"] / out["view_pairs"] if out["view_pairs"] else 0.0
+    return out
+
+
 def layout_args(cfg: dict, grid) -> tuple:
     rc, oc = cfg["render"], cfg["output"]
     return (grid, rc["height"], rc["width"], cfg["scene"]["max_objects"], oc["compression"],
@@ -201,7 +231,8 @@ def assemble_shard(scene_paths: list[Path], final: Path, cfg: dict, grid, attrs:
         write_refexps(out, refexps, grid)
         set_file_attrs(out, attrs)
     _fsync(tmp)
-    entry = {"sha256": sha256_file(tmp), "bytes": tmp.stat().st_size, "refexps": len(refexps)}
+    entry = {"sha256": sha256_file(tmp), "bytes": tmp.stat().st_size, "refexps": len(refexps),
+             "expression_stats": expression_stats(refexps)}
     os.replace(tmp, final)
     _fsync_dir(final.parent)
     return entry
