@@ -112,6 +112,59 @@ def merge(out):
                f"{'complete' if manifest['complete'] else 'incomplete'}", err=True)
 
 
+def _parse_views(spec: str):
+    if spec in ("center", "centre", "corners", "all"):
+        return spec
+    try:
+        return [tuple(int(x) for x in item.split(",")) for item in spec.split(";") if item]
+    except ValueError:
+        raise UsageError(f"--views '{spec}' is not center, corners, all or 'u,v;u,v'") from None
+
+
+def _views_checked(reader_root: Path, spec: str):
+    from .data import Reader, resolve_views
+
+    views = _parse_views(spec)
+    try:
+        resolve_views(views, tuple(Reader(reader_root).grid))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return views
+
+
+@cli.group()
+def export():
+    """Write a generated dataset in layouts existing training code reads."""
+
+
+@export.command("refcoco")
+@click.argument("root", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--views", default="center", show_default=True,
+              help="center, corners, all, or views as 'u,v;u,v' (row, column from the top left).")
+@click.option("--split", "splits", multiple=True, help="Only these splits (repeatable) [default: all].")
+def export_refcoco_cmd(root, out, views, splits):
+    """RefCOCO layout for the refer API: OUT/refcoco/refs(unc).p, OUT/refcoco/instances.json and
+    OUT/images/mscoco/images/train2014/.  Load with REFER(OUT, 'refcoco', 'unc')."""
+    from .export import export_refcoco
+
+    counts = export_refcoco(root, out, _views_checked(root, views), list(splits) or None)
+    click.echo(f"{out}: {counts['images']} images, {counts['refs']} refs, {counts['sentences']} sentences", err=True)
+
+
+@export.command("coco")
+@click.argument("root", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--views", default="center", show_default=True, help="center, corners, all, or 'u,v;u,v'.")
+@click.option("--split", "splits", multiple=True, help="Only these splits (repeatable) [default: all].")
+def export_coco_cmd(root, out, views, splits):
+    """COCO instance annotations per view: OUT/annotations/instances_<split>.json, OUT/images/<split>/."""
+    from .export import export_coco
+
+    counts = export_coco(root, out, _views_checked(root, views), list(splits) or None)
+    click.echo(f"{out}: {counts['images']} images, {counts['annotations']} annotations", err=True)
+
+
 def main(argv=None) -> int:
     """Entry point: click in non-standalone mode so every error is one line."""
     try:

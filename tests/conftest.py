@@ -39,3 +39,23 @@ def run_cli(*args, timeout=900, env=None):
 
 def listing(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*")) if root.exists() else []
+
+
+# One small real dataset for the whole session: 6 scenes (train 0-3 in two shards, val 4,
+# test 5), 3x3 views at 96x64, rendered by Blender.
+GEN_ARGS = ["--scenes", 6, "--shard-size", 2, "--width", 96, "--height", 64, "--seed", 11]
+
+
+@pytest.fixture(scope="session")
+def tiny_cfg(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("cfg") / "tiny.json"
+    path.write_text(json.dumps(TINY))
+    return path
+
+
+@pytest.fixture(scope="session")
+def generated(tmp_path_factory, tiny_cfg) -> Path:
+    out = tmp_path_factory.mktemp("run") / "a"
+    r = run_cli("generate", "--out", out, "--config", tiny_cfg, *GEN_ARGS)
+    assert r.returncode == 0, r.stderr
+    return out

@@ -12,27 +12,16 @@ import numpy as np
 import pytest
 
 from clevr_remv import lightfield, shards
-from conftest import TINY, run_cli
+from conftest import GEN_ARGS as ARGS, run_cli
 
 pytestmark = pytest.mark.render
 
 SCENES = 6  # train 0-3 (2 shards), val 4, test 5
-ARGS = ["--scenes", SCENES, "--shard-size", 2, "--width", 96, "--height", 64, "--seed", 11]
 
 
-@pytest.fixture(scope="module")
-def tiny_cfg(tmp_path_factory):
-    path = tmp_path_factory.mktemp("cfg") / "tiny.json"
-    path.write_text(json.dumps(TINY))
-    return path
-
-
-@pytest.fixture(scope="module")
-def run_a(tmp_path_factory, tiny_cfg):
-    out = tmp_path_factory.mktemp("run") / "a"
-    r = run_cli("generate", "--out", out, "--config", tiny_cfg, *ARGS)
-    assert r.returncode == 0, r.stderr
-    return out
+@pytest.fixture
+def run_a(generated):
+    return generated
 
 
 def _shas(out):
