@@ -165,6 +165,47 @@ def export_coco_cmd(root, out, views, splits):
     click.echo(f"{out}: {counts['images']} images, {counts['annotations']} annotations", err=True)
 
 
+@cli.command()
+@click.argument("root", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.option("--predictions", "pred", type=click.Path(path_type=Path), required=True,
+              help="HDF5 file with masks at '<expression>/<u>_<v>', or a folder of '<expression>_<u>_<v>.png'.")
+@click.option("--split", default="test", show_default=True, help="Split to score.")
+@click.option("--views", default="all", show_default=True, help="center, corners, all, or 'u,v;u,v'.")
+@click.option("--report", "report", type=click.Path(path_type=Path), help="Folder for evaluation.json and iou_heatmap.png [default: next to the predictions].")
+def evaluate(root, pred, split, views, report):
+    """Score predicted masks: the source's tables (central view P@K/mIoU/oIoU, four corners
+    with average and SD, MVR), a JSON report and a heat map of per-view IoU.
+
+    \b
+    Expression ids are "<scene>-<k>" (k-th expression of the scene, 0-based), as in
+    clevr_remv.data.RefexpDataset items' "expression" field.  Masks are H x W at the image's
+    resolution; nonzero = the referred object.  A missing mask scores as empty.
+    """
+    from .evaluate import evaluate as run_eval, tables, write_report
+
+    res = run_eval(root, pred, split, _views_checked(root, views))
+    click.echo(tables(res))
+    out = report or (pred.parent if pred.is_file() else pred) / "evaluation"
+    js, png = write_report(res, out)
+    click.echo(f"\nreport: {js}\nheat map: {png}", err=True)
+
+
+@cli.command()
+@click.argument("root", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.argument("out", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--split", default="test", show_default=True)
+@click.option("--views", default="all", show_default=True, help="center, corners, all, or 'u,v;u,v'.")
+def baseline(root, out, split, views):
+    """Write predictions of the attribute oracle (no model; see clevr_remv.baseline) to OUT (HDF5),
+    ready for 'clevr-remv evaluate ROOT --predictions OUT'."""
+    from .baseline import predict
+
+    if out.exists():
+        raise UsageError(f"'{out}' exists; give a new file name")
+    n = predict(root, out, split, _views_checked(root, views))
+    click.echo(f"{out}: {n} predicted masks", err=True)
+
+
 def main(argv=None) -> int:
     """Entry point: click in non-standalone mode so every error is one line."""
     try:

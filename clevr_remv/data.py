@@ -130,7 +130,8 @@ class Reader:
 
     # -- expressions ------------------------------------------------------------------------
     def expressions(self, split: str | None = None) -> list[dict]:
-        """Every expression (of a split), with the global scene index and shard location."""
+        """Every expression (of a split), with the global scene index and shard location.
+        ``id`` is "<scene>-<k>": the k-th expression (0-based) of that scene."""
         out = []
         for si, e in enumerate(self.shards):
             if split is not None and e["split"] != split:
@@ -143,8 +144,11 @@ class Reader:
             families = g["family"].asstr()[()]
             nrel = g["num_relations"][()]
             valid = g["valid_views"][()]
+            within: dict[int, int] = {}
             for r in range(len(scene_rows)):
-                out.append({"id": f"{e['scene_range'][0] + int(scene_rows[r])}-{r}", "shard": si, "row": r,
+                scene = e["scene_range"][0] + int(scene_rows[r])
+                k = within[scene] = within.get(scene, -1) + 1
+                out.append({"id": f"{scene}-{k}", "shard": si, "row": r,
                             "scene": e["scene_range"][0] + int(scene_rows[r]), "scene_row": int(scene_rows[r]),
                             "object": int(objects[r]), "text": texts[r], "family": families[r],
                             "num_relations": int(nrel[r]), "valid_views": valid[r], "split": e["split"]})
