@@ -442,23 +442,37 @@ class GenerateJob:
         writer = shards.SceneWriter(path, cfg, self.grid, self.attrs)
         views = [(u, v) for u in range(self.grid[0]) for v in range(self.grid[1])]
         n = len(record["objects"])
-        render_s = 0.0
+        render_s = driver_s = 0.0
+        done: dict = {}
         try:
             gen = worker.render(record, views, tag="view")
-            for ev in gen:
+            while True:
+                try:
+                    ev = next(gen)
+                except StopIteration as stop:
+                    done = stop.value or {}
+                    break
+                t0 = time.perf_counter()
                 rgb, ids, depth = render.read_view(ev.path)
                 writer.write_view(ev.u, ev.v, rgb, ids, depth, n)
+                driver_s += time.perf_counter() - t0
                 render_s += ev.seconds
                 self.progress.advance_view()
                 if self.stop.is_set():
                     raise WorkerError("stopping")
+            t0 = time.perf_counter()
             ks, es = lightfield.all_cameras(record["rig"])
             refexps = self._expressions(record, writer.visible)
+            expr_s = time.perf_counter() - t0
+            t0 = time.perf_counter()
             writer.finish(record, ks, es, refexps)
             writer.commit()
+            commit_s = time.perf_counter() - t0
         except BaseException:
             writer.abort()
             raise
+        timings = {"render_s": render_s, "check_s": check_s, "build_s": done.get("build_seconds", 0.0),
+                   "driver_view_s": driver_s, "expressions_s": expr_s, "commit_s": commit_s}
         wall = time.perf_counter() - t_scene
         with self.stats.lock:
             s = self.stats
@@ -466,11 +480,12 @@ class GenerateJob:
             s.views_rendered += len(views)
             s.render_seconds += render_s
             s.check_seconds += check_s
+            s.build_seconds += timings["build_s"]
             s.scene_wall_seconds += wall
             s.visibility_resamples += len(rejections)
         with self.lock:
             self.done_scenes.add(index)
-        self._log_scene(index, record, wall, render_s, check_s, len(rejections), worker)
+        self._log_scene(index, record, wall, timings, len(rejections), worker)
         self.progress.scene_done()
 
     def _expressions(self, record: dict, visible: np.ndarray) -> list[dict]:
@@ -480,11 +495,12 @@ class GenerateJob:
             e["valid_views"] = expressions.valid_views(e, record, visible, ec["min_visible_pixels"])
         return exprs
 
-    def _log_scene(self, index, record, wall, render_s, check_s, resamples, worker) -> None:
+    def _log_scene(self, index, record, wall, timings, resamples, worker) -> None:
         line = {"scene": index, "objects": len(record["objects"]), "wall_s": round(wall, 3),
-                "render_s": round(render_s, 3), "check_s": round(check_s, 3),
+                **{k: round(v, 3) for k, v in timings.items()},
                 "visibility_resamples": resamples, "layout_restarts": record["layout"]["restarts"],
-                "worker_pid": worker.proc.pid, "worker_peak_rss": worker.peak_rss_bytes()}
+                "worker_pid": worker.proc.pid, "worker_rss": worker.rss_bytes(),
+                "worker_peak_rss": worker.peak_rss_bytes()}
         with self.lock:
             with open(self.log_dir / "scenes.jsonl", "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(line) + "\n")

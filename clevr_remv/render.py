@@ -201,16 +201,23 @@ class BlenderWorker:
             self._log_file = None
         shutil.rmtree(self.scratch, ignore_errors=True)
 
-    def peak_rss_bytes(self) -> int | None:
-        """Peak resident memory of the worker so far (Linux), for logs and benchmarks."""
+    def _status_kb(self, field: str) -> int | None:
         try:
             with open(f"/proc/{self.proc.pid}/status", encoding="ascii") as fh:
                 for line in fh:
-                    if line.startswith("VmHWM:"):
+                    if line.startswith(field):
                         return int(line.split()[1]) * 1024
         except OSError:
             return None
         return None
+
+    def peak_rss_bytes(self) -> int | None:
+        """Peak resident memory of the worker so far (Linux), for logs and benchmarks."""
+        return self._status_kb("VmHWM:")
+
+    def rss_bytes(self) -> int | None:
+        """Current resident memory of the worker (Linux)."""
+        return self._status_kb("VmRSS:")
 
 
 # -- passes --------------------------------------------------------------------------------
