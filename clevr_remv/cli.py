@@ -56,7 +56,7 @@ def cli():
 @click.option("--width", type=int, help="Image width in pixels [default: 480].")
 @click.option("--height", type=int, help="Image height in pixels [default: 320].")
 @click.option("--grid", type=int, help="Light-field grid size U = V, odd [default: 9].")
-@click.option("--baseline", type=float, help="Distance between neighbouring cameras, scene units [default: 0.25].")
+@click.option("--baseline", type=float, help="Distance between neighbouring cameras, scene units [default: 0.4].")
 @click.option("--blender", metavar="PATH", help="Render with this blender executable instead of the bpy module (render-farm nodes).")
 @click.option("--part", metavar="K/M", help="Render only part K of M of the shards (one node of a farm); writes manifest.part-K-of-M.json. Join parts with 'clevr-remv merge'.")
 @click.option("--overwrite", is_flag=True, help="Replace a run with other settings in --out instead of refusing.")

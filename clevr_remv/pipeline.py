@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import FORMAT_VERSION, __version__, config as config_mod, expressions, layout, lightfield, render, shards
+from . import FORMAT_VERSION, __version__, config as config_mod, expressions, layout, lightfield, render, seeding, shards
 from .errors import LayoutError, UsageError, WorkerError
 from .progress import Progress
 
@@ -186,8 +186,7 @@ class GenerateJob:
         sc = self.cfg["scene"]
         rig = lightfield.make_rig(sc["camera_position"], grid=self.grid, baseline=self.cfg["rig"]["baseline"],
                                   width=self.cfg["render"]["width"], height=self.cfg["render"]["height"])
-        from .seeding import rng
-        layout._place_objects(self.cfg, rng(self.seed, 0, "feasibility"), sc["max_objects"],
+        layout._place_objects(self.cfg, seeding.rng(self.seed, 0, "feasibility"), sc["max_objects"],
                               layout.directions(rig))
 
     def _choose_device(self, devices: dict) -> dict:

@@ -255,3 +255,17 @@ def test_farm_parts_render_concurrently_and_merge_to_the_same_dataset(run_a, tmp
     assert not (out / ".work").exists()
     r = run_cli("info", out, "--verify")
     assert r.returncode == 0 and "all match" in r.stdout
+
+
+def test_overwrite_replaces_a_run_with_other_settings(tmp_path, tiny_cfg):
+    out = tmp_path / "ow"
+    base = ["--scenes", 1, "--width", 48, "--height", 32, "--config", tiny_cfg]
+    assert run_cli("generate", "--out", out, *base, "--seed", 1).returncode == 0
+    first = _shas(out)
+    r = run_cli("generate", "--out", out, *base, "--seed", 2, "--overwrite")
+    assert r.returncode == 0, r.stderr
+    m = shards.read_json(out / "manifest.json")
+    assert m["seed"] == 2 and m["complete"]
+    assert _shas(out).keys() == first.keys() and _shas(out) != first
+    with h5py.File(out / "train" / "train-00000.h5", "r") as f:
+        assert json.loads(f["scenes"][0])["global_seed"] == 2
