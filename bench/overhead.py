@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 
 from _common import cleanup, generate, scene_log
 
@@ -22,6 +23,7 @@ def main():
     ap.add_argument("--scenes", type=int, default=2)
     ap.add_argument("--seed", type=int, default=3000)
     ap.add_argument("--extra", nargs="*", default=[], help="more generate options (e.g. --grid 3)")
+    ap.add_argument("--keep", help="move the generated folder here instead of deleting it")
     args = ap.parse_args()
     out, wall = generate(["--scenes", args.scenes, "--seed", args.seed, "--shard-size", args.scenes, *args.extra])
     rows = scene_log(out)
@@ -38,6 +40,8 @@ def main():
     tr = sum(r["render_s"] for r in rows)
     print(f"\nall scenes: wall {tw:.1f} s, render calls {tr:.1f} s, ratio {tw / tr:.4f}; "
           f"whole command {wall:.1f} s (ratio {wall / tr:.4f}, includes start-up and shard assembly)")
+    if args.keep:
+        shutil.move(str(out), args.keep)
     cleanup(out)
 
 

@@ -52,7 +52,7 @@ def cli():
 @click.option("--shard-size", type=int, help="Scenes per HDF5 shard [default: 16].")
 @click.option("--workers", type=int, help="Blender processes rendering at once [default: one per GPU, one on CPU].")
 @click.option("--device", type=click.Choice(DEVICES), help="Cycles device; 'auto' picks a working GPU backend and falls back to CPU [default: auto].")
-@click.option("--samples", type=int, help="Cycles samples per pixel (with adaptive sampling and denoising) [default: 64].")
+@click.option("--samples", type=int, help="Most Cycles samples per pixel; adaptive sampling (noise threshold 0.03) stops earlier where the image has converged; then OpenImageDenoise [default: 256].")
 @click.option("--width", type=int, help="Image width in pixels [default: 480].")
 @click.option("--height", type=int, help="Image height in pixels [default: 320].")
 @click.option("--grid", type=int, help="Light-field grid size U = V, odd [default: 9].")

@@ -269,3 +269,17 @@ def test_overwrite_replaces_a_run_with_other_settings(tmp_path, tiny_cfg):
     assert _shas(out).keys() == first.keys() and _shas(out) != first
     with h5py.File(out / "train" / "train-00000.h5", "r") as f:
         assert json.loads(f["scenes"][0])["global_seed"] == 2
+
+
+def test_two_workers_with_restarts_give_the_same_shards(run_a, tmp_path):
+    cfg = dict(json.loads((run_a / "manifest.json").read_text())["config"])
+    cfg["workers"] = {"count": 2, "restart_every": 2, "blender": None}
+    path = tmp_path / "two.json"
+    path.write_text(json.dumps(cfg))
+    out = tmp_path / "two"
+    r = run_cli("generate", "--out", out, "--config", path, *ARGS)
+    assert r.returncode == 0, r.stderr
+    assert "2 worker(s)" in r.stderr
+    pids = {json.loads(line)["worker_pid"] for line in (out / "logs" / "scenes.jsonl").read_text().splitlines()}
+    assert len(pids) >= 3, "two slots, each restarting its Blender process every 2 scenes"
+    assert _shas(out) == _shas(run_a), "the worker count does not change a byte"
