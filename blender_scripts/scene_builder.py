@@ -100,6 +100,14 @@ def _mesh_cylinder():
     return me
 
 
+class MissingFeature(RuntimeError):
+    """The Blender at hand lacks something the request needs; the driver decides what to do."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
+
+
 class SceneBuilder:
     """Owns the Blender scene of one worker process."""
 
@@ -194,7 +202,10 @@ class SceneBuilder:
             cy.adaptive_threshold = float(settings["adaptive_threshold"])
         cy.use_denoising = bool(settings["denoise"])
         if settings["denoise"]:
-            cy.denoiser = "OPENIMAGEDENOISE"
+            try:
+                cy.denoiser = "OPENIMAGEDENOISE"
+            except TypeError:  # a Blender build without OIDN (e.g. some distribution packages)
+                raise MissingFeature("denoiser", "this Blender build has no OpenImageDenoise") from None
         bounces = int(settings["max_bounces"])
         cy.max_bounces = bounces
         cy.diffuse_bounces = min(bounces, 4)

@@ -6,8 +6,10 @@ Started by the driver (``clevr_remv.render``) as a child process, either
     blender --background --factory-startup --python worker.py -- --pythonpath DIR
 
 Protocol: one JSON object per line.  Requests come on stdin; replies go to the process's
-original stdout, which is kept for the protocol alone: everything Blender or Python prints
-is sent to stderr (the driver keeps it in a per-worker log).
+original stdout, each line prefixed with ``MARKER`` (a standalone Blender prints its banner
+on stdout before this script runs; the driver skips any line without the marker).  Once the
+script runs, everything Blender or Python prints goes to stderr or nowhere (the driver keeps
+stderr in a per-worker log).
 
 Requests and replies:
   {"cmd": "hello"}                 -> {"event": "hello", "blender": "4.5.15", "devices": {...}}
@@ -25,6 +27,8 @@ import os
 import sys
 import time
 import traceback
+
+MARKER = "@clevr-remv@ "
 
 
 def _args():
@@ -55,11 +59,16 @@ def main():
             sys.path.insert(0, p)
 
     def send(obj):
-        proto.write(json.dumps(obj) + "\n")
+        proto.write(MARKER + json.dumps(obj) + "\n")
         proto.flush()
 
-    import bpy  # noqa: F401  (imported here so a missing bpy is reported on the protocol)
-    import scene_builder
+    try:
+        import bpy  # noqa: F401  (imported here so that start-up failures reach the driver)
+        import scene_builder
+    except Exception as exc:  # noqa: BLE001 - e.g. a Blender whose Python lacks numpy
+        traceback.print_exc()
+        send({"event": "error", "kind": "startup", "message": f"{type(exc).__name__}: {exc}"})
+        sys.exit(1)
 
     builder = None
     base_settings = None
@@ -82,6 +91,9 @@ def main():
                 base_settings = dict(msg["settings"])
                 try:
                     used = builder.configure(base_settings)
+                except scene_builder.MissingFeature as exc:
+                    send({"event": "error", "kind": exc.kind, "message": str(exc)})
+                    continue
                 except LookupError:
                     send({"event": "error", "kind": "device",
                           "message": f"device '{base_settings.get('device')}' is not available",

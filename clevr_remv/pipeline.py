@@ -150,9 +150,14 @@ class GenerateJob:
         self._check_folder()
         self._check_layout_feasible()
         probe = self._start_worker(0, log_path=None)  # asks Blender which devices exist
-        probe.close()
-        hello = probe.info
-        self.device_info = self._choose_device(hello.get("devices", {}))
+        try:
+            hello = probe.info
+            self.device_info = self._choose_device(hello.get("devices", {}))
+            # Apply the run's render settings once: a Blender that cannot (no such denoiser,
+            # device refused) fails here, before anything is written.
+            probe.configure(self._render_settings(0, 1))
+        finally:
+            probe.close()
         log.info("Blender %s, device %s (%s)", hello.get("blender"), self.device_info["device"],
                  ", ".join(self.device_info.get("names", [])))
 
@@ -225,9 +230,8 @@ class GenerateJob:
             w.hello()
         except WorkerError as exc:
             w.kill()
-            where = f" (log: {log_path})" if log_path else ""
-            raise UsageError(f"Blender did not start{where}: {exc}; check the bpy install "
-                             f"(pip install bpy) or workers.blender") from None
+            raise UsageError(f"Blender did not start: {exc}; check the bpy install "
+                             f"(pip install bpy) or --blender / workers.blender") from None
         return w
 
     # -- the run ------------------------------------------------------------------------------

@@ -18,7 +18,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from .resources import resource_dir
 log = logging.getLogger("clevr_remv")
 
 DEPTH_SENTINEL_MIN = 1e9  # Cycles writes 1e10 where a ray hits nothing; stored as +inf
+PROTOCOL_MARKER = "@clevr-remv@ "  # as in blender_scripts/worker.py
 
 
 def worker_script() -> Path:
@@ -96,10 +96,10 @@ class BlenderWorker:
     def __init__(self, blender: str | None = None, log_path: Path | None = None, name: str = "worker"):
         self.name = name
         self.cmd = worker_command(blender)
-        self.log_path = log_path
-        self._log_file = open(log_path, "ab") if log_path else subprocess.DEVNULL
-        self._tail: deque[str] = deque(maxlen=20)
         self.scratch = Path(tempfile.mkdtemp(prefix=f"clevr-remv-{os.getpid()}-", dir=scratch_root()))
+        # stderr always goes to a file, so a worker that dies early can say why.
+        self.log_path = Path(log_path) if log_path else self.scratch / "worker.log"
+        self._log_file = open(self.log_path, "ab")
         env = dict(os.environ)
         env.setdefault("PYTHONUNBUFFERED", "1")
         try:
@@ -108,6 +108,7 @@ class BlenderWorker:
                 text=True, bufsize=1, env=env,
                 preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
         except FileNotFoundError:
+            self._log_file.close()
             shutil.rmtree(self.scratch, ignore_errors=True)
             raise UsageError(f"cannot start Blender: '{self.cmd[0]}' not found; "
                              f"fix workers.blender or leave it null to use the bpy module") from None
@@ -123,22 +124,42 @@ class BlenderWorker:
             raise self._crashed() from None
 
     def _recv(self) -> dict:
-        line = self.proc.stdout.readline()
-        if not line:
-            raise self._crashed()
+        while True:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise self._crashed()
+            if line.startswith(PROTOCOL_MARKER):
+                break
+            log.debug("%s: %s", self.name, line.rstrip())  # e.g. a standalone Blender's banner
         try:
-            return json.loads(line)
+            return json.loads(line[len(PROTOCOL_MARKER):])
         except json.JSONDecodeError:
             raise WorkerError(f"{self.name}: unreadable reply {line[:200]!r}") from None
 
     def _crashed(self) -> WorkerError:
-        code = self.proc.poll()
-        where = f"; see {self.log_path}" if self.log_path else ""
-        return WorkerError(f"{self.name}: Blender process ended unexpectedly (exit code {code}){where}")
+        try:
+            code = self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            code = None
+        last = self._last_log_line()
+        where = "" if self.log_path.parent == self.scratch else f"; see {self.log_path}"
+        return WorkerError(f"{self.name}: Blender process ended unexpectedly (exit code {code})"
+                           + (f": {last}" if last else "") + where)
+
+    def _last_log_line(self) -> str:
+        try:
+            self._log_file.flush()
+            lines = [ln.strip() for ln in self.log_path.read_text(errors="replace").splitlines() if ln.strip()]
+        except (OSError, ValueError):
+            return ""
+        errors = [ln for ln in lines if "Error" in ln and not ln.startswith("Error: script failed")]
+        return (errors or lines or [""])[-1][:300]
 
     def hello(self) -> dict:
         self._send({"cmd": "hello"})
         reply = self._recv()
+        if reply.get("event") == "error":
+            raise WorkerError(f"{self.name}: {reply.get('message')}")
         if reply.get("event") != "hello":
             raise WorkerError(f"{self.name}: bad hello reply {reply}")
         self.info = reply
@@ -152,6 +173,9 @@ class BlenderWorker:
                 have = ", ".join(sorted(reply.get("devices", {}))) or "cpu"
                 raise UsageError(f"device '{settings.get('device')}' is not available on this machine "
                                  f"(available: {have}); use --device auto or one of those")
+            if reply.get("kind") == "denoiser":
+                raise UsageError(f"{reply.get('message')}; set render.denoise to false in --config, "
+                                 f"or use a Blender (or bpy) that includes it")
             raise WorkerError(f"{self.name}: configure failed: {reply.get('message')}")
         return reply
 
@@ -196,7 +220,7 @@ class BlenderWorker:
                 stream.close()
             except (OSError, ValueError):
                 pass
-        if self._log_file not in (None, subprocess.DEVNULL):
+        if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
         shutil.rmtree(self.scratch, ignore_errors=True)

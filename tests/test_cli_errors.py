@@ -83,3 +83,12 @@ def test_help_explains():
                 "--samples", "--width", "--height", "--grid"):
         assert opt in r.stdout
     assert "resume" in r.stdout.lower()
+
+
+@pytest.mark.parametrize("blender, mention", [
+    ("/nonexistent/blender", "not found"),
+    ("/bin/false", "Blender did not start"),
+])
+def test_unusable_blender_executable(tmp_path, blender, mention):
+    out = tmp_path / "out"
+    _assert_clean_failure(run_cli("generate", "--scenes", "2", "--out", out, "--blender", blender), out, mention)
