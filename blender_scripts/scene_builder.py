@@ -61,16 +61,20 @@ def _smooth_rounded(bm, flat_tolerance=1e-3):
         face.smooth = not axis_aligned
 
 
+def _to_mesh(bm, name):
+    me = bpy.data.meshes.new(name)
+    bm.to_mesh(me)
+    bm.free()
+    return me
+
+
 def _mesh_cube():
     bm = bmesh.new()
     bmesh.ops.create_cube(bm, size=2.0)  # half side 1, scaled per object
     bmesh.ops.bevel(bm, geom=list(bm.edges), offset=0.12, segments=4, profile=0.5, affect="EDGES")
     bm.normal_update()
     _smooth_rounded(bm)
-    me = bpy.data.meshes.new("shape_cube")
-    bm.to_mesh(me)
-    bm.free()
-    return me
+    return _to_mesh(bm, "shape_cube")
 
 
 def _mesh_sphere():
@@ -78,10 +82,7 @@ def _mesh_sphere():
     bmesh.ops.create_uvsphere(bm, u_segments=64, v_segments=32, radius=1.0)
     for face in bm.faces:
         face.smooth = True
-    me = bpy.data.meshes.new("shape_sphere")
-    bm.to_mesh(me)
-    bm.free()
-    return me
+    return _to_mesh(bm, "shape_sphere")
 
 
 def _mesh_cylinder():
@@ -94,10 +95,7 @@ def _mesh_cylinder():
     bm.normal_update()
     for face in bm.faces:
         face.smooth = abs(face.normal.z) < 0.999
-    me = bpy.data.meshes.new("shape_cylinder")
-    bm.to_mesh(me)
-    bm.free()
-    return me
+    return _to_mesh(bm, "shape_cylinder")
 
 
 class MissingFeature(RuntimeError):
