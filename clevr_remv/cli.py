@@ -218,8 +218,9 @@ def main(argv=None) -> int:
         hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
         click.echo(f"clevr-remv: error: {exc.format_message()}{hint}", err=True)
         return 2
-    except click.exceptions.Abort:
-        click.echo("clevr-remv: aborted", err=True)
+    except (click.exceptions.Abort, KeyboardInterrupt):  # click turns Ctrl-C into Abort
+        click.echo("clevr-remv: interrupted; finished scenes and shards are kept, "
+                   "re-run the same command to resume", err=True)
         return 130
     except click.exceptions.Exit as exc:
         return exc.exit_code
@@ -229,10 +230,6 @@ def main(argv=None) -> int:
     except WorkerError as exc:
         click.echo(f"clevr-remv: Blender failed: {exc}", err=True)
         return 1
-    except KeyboardInterrupt:
-        click.echo("clevr-remv: interrupted; finished scenes and shards are kept, "
-                   "re-run the same command to resume", err=True)
-        return 130
     except SystemExit as exc:
         return int(exc.code or 0) if isinstance(exc.code, int) else 1
     except Exception as exc:  # noqa: BLE001 - a bug: one line, the traceback with -v

@@ -86,10 +86,12 @@ def default_config() -> dict:
 
 def _read_user_file(spec: str) -> dict:
     path = Path(spec)
-    if not path.exists():
-        if spec in shipped_config_names():
+    if not path.is_file():
+        if spec in shipped_config_names():  # a preset, even beside a folder of that name
             return _load_shipped(spec)
         names = ", ".join(shipped_config_names())
+        if path.exists():
+            raise UsageError(f"--config '{spec}' is a folder; give a JSON/TOML file or one of: {names}")
         raise UsageError(f"config file '{spec}' does not exist; give a JSON/TOML file or one of: {names}")
     try:
         text = path.read_text(encoding="utf-8")

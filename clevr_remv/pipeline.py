@@ -323,38 +323,51 @@ class GenerateJob:
                 self._assemble(plan)
         nworkers = max(1, min(self._worker_count(), len(queue) or 1))
         views_per_scene = self.grid[0] * self.grid[1]
-        self.progress = Progress(total_scenes=len(queue), views_per_scene=views_per_scene,
-                                 shards_total=len(self.plans_mine), shards_done=len(self.done_shards),
-                                 enabled=self.progress_enabled)
-        self._queue = list(reversed(queue))
-        self._plan_of = {i: p for p in self.plans_mine for i in p.scenes}
         log.info("%d scenes to render in %d shards (%d already done), %d worker(s), %dx%d views at %dx%d",
                  len(queue), len(pending_plans), len(self.done_shards), nworkers, *self.grid,
                  self.cfg["render"]["width"], self.cfg["render"]["height"])
+        self._queue = list(reversed(queue))
+        self._plan_of = {i: p for p in self.plans_mine for i in p.scenes}
+        self.progress = Progress(total_scenes=len(queue), views_per_scene=views_per_scene,
+                                 shards_total=len(self.plans_mine), shards_done=len(self.done_shards),
+                                 enabled=self.progress_enabled)
         threads = []
-        old_term = signal.getsignal(signal.SIGTERM)
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, _raise_interrupt)
         t0 = time.perf_counter()
+        interrupted = threading.Event()
+        restore = {}
+        if threading.current_thread() is threading.main_thread():
+            def on_signal(signum, frame):  # noqa: ARG001
+                if interrupted.is_set():  # a second Ctrl-C: stop waiting for clean-up
+                    raise KeyboardInterrupt
+                interrupted.set()
+                self.stop.set()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                restore[sig] = signal.signal(sig, on_signal)
         try:
             for slot in range(nworkers if queue else 0):
                 t = threading.Thread(target=self._slot, args=(slot, nworkers), name=f"slot-{slot}", daemon=True)
                 threads.append(t)
                 t.start()
+            # The signal handler only sets flags, so no exception ever interrupts a join:
+            # every slot finishes its own clean-up (half-written scene files removed) before
+            # the interrupt is reported.
             while any(t.is_alive() for t in threads):
                 for t in threads:
                     t.join(timeout=0.2)
-        except KeyboardInterrupt:
-            self.stop.set()
-            for w in list(self.workers):
-                w.kill()
-            for t in threads:
-                t.join(timeout=30)
-            self.progress.close()
-            raise
+                if interrupted.is_set():
+                    with self.lock:
+                        workers = list(self.workers)
+                    for w in workers:
+                        w.kill()
+                    for t in threads:
+                        t.join()
+                    break
         finally:
-            if threading.current_thread() is threading.main_thread():
-                signal.signal(signal.SIGTERM, old_term)
+            for sig, handler in restore.items():
+                signal.signal(sig, handler)
+        if interrupted.is_set():
+            self.progress.close()
+            raise KeyboardInterrupt
         self.progress.close()
         if self.errors:
             raise self.errors[0]
@@ -619,5 +632,3 @@ def _can_write(folder: Path) -> bool:
     return True
 
 
-def _raise_interrupt(signum, frame):  # noqa: ARG001
-    raise KeyboardInterrupt

@@ -23,6 +23,20 @@ def _fmt_duration(seconds: float) -> str:
     return f"{m}m{s:02d}s"
 
 
+class _BarSafeHandler(logging.Handler):
+    """Log records printed above a live tqdm bar instead of through it."""
+
+    def __init__(self, inner: logging.Handler):
+        super().__init__(inner.level)
+        self.inner = inner
+        self.setFormatter(inner.formatter)
+
+    def emit(self, record):
+        from tqdm import tqdm
+
+        tqdm.write(self.format(record), file=sys.stderr)
+
+
 class Progress:
     def __init__(self, total_scenes: int, views_per_scene: int, shards_total: int, shards_done: int,
                  enabled: bool | None = None):
@@ -40,18 +54,25 @@ class Progress:
             from tqdm import tqdm
             self.bar = tqdm(total=total_scenes * views_per_scene, unit="view", dynamic_ncols=True,
                             desc="rendering", smoothing=0.05, file=sys.stderr)
+            self._handlers = log.handlers[:]
+            log.handlers = [_BarSafeHandler(h) if isinstance(h, logging.StreamHandler) else h
+                            for h in self._handlers]
+            self._postfix()
 
     def advance_view(self) -> None:
         if self.bar is not None:
             with self.lock:
                 self.bar.update(1)
 
+    def _postfix(self) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"scenes {self.scenes_done}/{self.total}, "
+                                     f"shards {self.shards_done}/{self.shards_total}")
+
     def scene_done(self) -> None:
         with self.lock:
             self.scenes_done += 1
-            if self.bar is not None:
-                self.bar.set_postfix_str(f"scenes {self.scenes_done}/{self.total}, "
-                                         f"shards {self.shards_done}/{self.shards_total}")
+            self._postfix()
 
     def eta(self) -> float | None:
         if not self.scenes_done:
@@ -69,12 +90,11 @@ class Progress:
                    f"{self.scenes_done}/{self.total} scenes this run, elapsed "
                    f"{_fmt_duration(time.monotonic() - self.t0)}"
                    + (f", ETA {_fmt_duration(eta)}" if eta is not None else ""))
-            if self.bar is not None:
-                self.bar.write(msg, file=sys.stderr)
-            else:
-                log.info(msg)
+            log.info(msg)
+            self._postfix()
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+            log.handlers = self._handlers

@@ -70,3 +70,12 @@ def test_pixel_threshold_scales_with_resolution(cfg):
     assert config.min_pixels(cfg) == 200
     small = config.load_config(overrides={"render.width": 240, "render.height": 160})
     assert config.min_pixels(small) == 50
+
+
+def test_preset_name_wins_over_a_folder_of_that_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "preview").mkdir()  # e.g. the output of an earlier --out preview
+    assert config.load_config("preview")["rig"]["grid"] == 3
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(UsageError, match="is a folder"):
+        config.load_config("folder")

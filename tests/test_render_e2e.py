@@ -302,3 +302,21 @@ def test_standalone_blender_executable_renders_the_same_masks(run_a, tmp_path, t
             assert (a["instances"][()] == b["instances"][()]).mean() > 0.999
             assert np.nanmax(np.abs(a["depth"][()] - b["depth"][()])) < 1e-3
             assert a["scenes"][()].tolist() == b["scenes"][()].tolist()
+
+
+def test_sigterm_stops_cleanly_and_resumes(tmp_path, tiny_cfg):
+    out = tmp_path / "term"
+    cmd = [sys.executable, "-m", "clevr_remv", "generate", "--out", str(out), "--config", str(tiny_cfg),
+           *map(str, ARGS), "-v"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    log = out / "logs" / "scenes.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (log.exists() and log.read_text().strip()):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "resume" in err and "Traceback" not in err
+    assert not list(out.rglob("*.tmp")), err
+    r = run_cli("generate", "--out", out, "--config", tiny_cfg, *ARGS)
+    assert r.returncode == 0 and "resuming" in r.stderr
