@@ -118,7 +118,6 @@ class SceneBuilder:
         self.materials: dict[tuple, bpy.types.Material] = {}
         self.shape_objects: list = []
         self.current_key = None
-        self.timings: dict[str, float] = {}
         self._setup_static()
 
     # -- one-time set-up -------------------------------------------------------------
@@ -253,7 +252,6 @@ class SceneBuilder:
         key = (record["index"], record.get("layout", {}).get("attempt"), record.get("seed"))
         if key == self.current_key:
             return False
-        t0 = time.perf_counter()
         for ob in self.shape_objects:
             bpy.data.objects.remove(ob, do_unlink=True)
         self.shape_objects = []
@@ -275,7 +273,6 @@ class SceneBuilder:
         for light in record["lights"]:
             self._light(light)
         self.current_key = key
-        self.timings["build"] = time.perf_counter() - t0
         return True
 
     def _light(self, light: dict):

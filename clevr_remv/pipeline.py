@@ -426,20 +426,21 @@ class GenerateJob:
                 self.stop.set()
         finally:
             if worker is not None:
-                worker.close()
-                with self.lock:
-                    if worker in self.workers:
-                        self.workers.remove(worker)
+                self._retire(worker)
+
+    def _retire(self, worker: render.BlenderWorker) -> None:
+        """Record a worker's peak memory, end it, forget it."""
+        rss = worker.peak_rss_bytes()
+        with self.stats.lock:
+            self.stats.peak_worker_rss = max(self.stats.peak_worker_rss, rss or 0)
+        worker.close()
+        with self.lock:
+            if worker in self.workers:
+                self.workers.remove(worker)
 
     def _fresh_worker(self, slot: int, nworkers: int, old: render.BlenderWorker | None) -> render.BlenderWorker:
         if old is not None:
-            rss = old.peak_rss_bytes()
-            if rss:
-                self.stats.peak_worker_rss = max(self.stats.peak_worker_rss, rss)
-            old.close()
-            with self.lock:
-                if old in self.workers:
-                    self.workers.remove(old)
+            self._retire(old)
         w = self._start_worker(slot, self.log_dir / f"worker-{slot}.log")
         with self.lock:
             self.workers.append(w)

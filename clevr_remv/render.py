@@ -17,7 +17,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,7 +112,6 @@ class BlenderWorker:
             raise UsageError(f"cannot start Blender: '{self.cmd[0]}' not found; "
                              f"fix workers.blender or leave it null to use the bpy module") from None
         self.info: dict = {}
-        self._lock = threading.Lock()
 
     # -- protocol ------------------------------------------------------------------------
     def _send(self, msg: dict) -> None:

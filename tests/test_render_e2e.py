@@ -33,6 +33,7 @@ def _shas(out):
 def test_shards_meet_the_contract(run_a):
     m = shards.read_json(run_a / "manifest.json")
     assert m["complete"] and m["scenes"] == SCENES and m["grid"] == [3, 3]
+    assert m["last_run"]["peak_worker_rss"] > 50e6, "the worker's peak memory is recorded"
     assert [e["path"] for e in m["shards"]] == ["train/train-00000.h5", "train/train-00001.h5",
                                                  "val/val-00000.h5", "test/test-00000.h5"]
     assert m["splits"]["train"]["scene_range"] == [0, 4]
