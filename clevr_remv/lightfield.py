@@ -21,8 +21,6 @@ into Blender's lens and shift), so the rig is defined in exactly one place.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 WORLD_UP = np.array([0.0, 0.0, 1.0])
@@ -186,6 +184,3 @@ def corner_views(grid) -> list[tuple[int, int]]:
     rows, cols = grid
     return [(0, 0), (0, cols - 1), (rows - 1, 0), (rows - 1, cols - 1)]
 
-
-def horizontal_fov_deg(rig) -> float:
-    return math.degrees(2 * math.atan(rig["sensor_width_mm"] / (2 * rig["lens_mm"])))

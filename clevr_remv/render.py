@@ -223,7 +223,7 @@ class BlenderWorker:
             self._log_file = None
         shutil.rmtree(self.scratch, ignore_errors=True)
 
-    def _status_kb(self, field: str) -> int | None:
+    def _status_bytes(self, field: str) -> int | None:
         try:
             with open(f"/proc/{self.proc.pid}/status", encoding="ascii") as fh:
                 for line in fh:
@@ -235,11 +235,11 @@ class BlenderWorker:
 
     def peak_rss_bytes(self) -> int | None:
         """Peak resident memory of the worker so far (Linux), for logs and benchmarks."""
-        return self._status_kb("VmHWM:")
+        return self._status_bytes("VmHWM:")
 
     def rss_bytes(self) -> int | None:
         """Current resident memory of the worker (Linux)."""
-        return self._status_kb("VmRSS:")
+        return self._status_bytes("VmRSS:")
 
 
 # -- passes --------------------------------------------------------------------------------

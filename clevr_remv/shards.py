@@ -25,7 +25,6 @@ from . import FORMAT_VERSION, __version__
 
 VIEW_DATASETS = ("images", "instances", "depth")
 STR = h5py.string_dtype("utf-8")
-REFEXP_FIELDS = ("scene", "object", "text", "family", "num_relations", "program", "valid_views")
 
 
 def compression_kwargs(name: str, level: int, *, floating: bool = False) -> dict:

@@ -79,48 +79,47 @@ def test_shards_meet_the_contract(run_a):
     assert sorted(seen) == list(range(SCENES))
 
 
+def _scenes_with_maps(root):
+    """(scene record, instances [U,V,H,W], depth [U,V,H,W]) of every scene of a run."""
+    for e in shards.read_json(root / "manifest.json")["shards"]:
+        with h5py.File(root / e["path"], "r") as f:
+            for i in range(e["num_scenes"]):
+                yield json.loads(f["scenes"][i]), f["instances"][i], f["depth"][i]
+
+
 def test_object_centres_project_onto_their_own_id(run_a):
     checked = hits = 0
-    for e in shards.read_json(run_a / "manifest.json")["shards"]:
-        with h5py.File(run_a / e["path"], "r") as f:
-            for i in range(e["num_scenes"]):
-                rec = json.loads(f["scenes"][i])
-                inst, depth = f["instances"][i], f["depth"][i]
-                for u in range(3):
-                    for v in range(3):
-                        for obj in rec["objects"]:
-                            xy, z = lightfield.project(rec["rig"], u, v, np.asarray(obj["position"]))
-                            col, row = int(np.floor(xy[0])), int(np.floor(xy[1]))
-                            if not (0 <= row < 64 and 0 <= col < 96):
-                                continue
-                            checked += 1
-                            if inst[u, v, row, col] == obj["id"]:
-                                hits += 1
-                            else:
-                                # Only an occluder nearer than the object's centre may cover it.
-                                assert inst[u, v, row, col] != 0 and depth[u, v, row, col] < z, (rec["index"], u, v, obj["id"])
+    for rec, inst, depth in _scenes_with_maps(run_a):
+        for u, v in [(u, v) for u in range(3) for v in range(3)]:
+            for obj in rec["objects"]:
+                xy, z = lightfield.project(rec["rig"], u, v, np.asarray(obj["position"]))
+                col, row = int(np.floor(xy[0])), int(np.floor(xy[1]))
+                if not (0 <= row < 64 and 0 <= col < 96):
+                    continue
+                checked += 1
+                if inst[u, v, row, col] == obj["id"]:
+                    hits += 1
+                else:
+                    # Only an occluder nearer than the object's centre may cover it.
+                    assert inst[u, v, row, col] != 0 and depth[u, v, row, col] < z, (rec["index"], u, v, obj["id"])
     assert checked > 100 and hits / checked > 0.9
 
 
 def test_depth_reprojection_lands_on_the_same_object(run_a):
     agree = total = 0
-    for e in shards.read_json(run_a / "manifest.json")["shards"]:
-        with h5py.File(run_a / e["path"], "r") as f:
-            for i in range(e["num_scenes"]):
-                rec = json.loads(f["scenes"][i])
-                rig = rec["rig"]
-                inst, depth = f["instances"][i], f["depth"][i]
-                rows, cols = np.nonzero(inst[1, 1] > 0)
-                xy = np.stack([cols + 0.5, rows + 0.5], -1)
-                world = lightfield.back_project(rig, 1, 1, xy, depth[1, 1, rows, cols])
-                for (cu, cv) in lightfield.corner_views((3, 3)):
-                    p, z = lightfield.project(rig, cu, cv, world)
-                    c, r = np.floor(p[:, 0]).astype(int), np.floor(p[:, 1]).astype(int)
-                    inside = (c >= 0) & (c < 96) & (r >= 0) & (r < 64)
-                    c, r, z, src = c[inside], r[inside], z[inside], inst[1, 1, rows, cols][inside]
-                    unoccluded = np.abs(depth[cu, cv, r, c] - z) < 0.03 * z
-                    total += unoccluded.sum()
-                    agree += (inst[cu, cv, r, c][unoccluded] == src[unoccluded]).sum()
+    for rec, inst, depth in _scenes_with_maps(run_a):
+        rig = rec["rig"]
+        rows, cols = np.nonzero(inst[1, 1] > 0)
+        xy = np.stack([cols + 0.5, rows + 0.5], -1)
+        world = lightfield.back_project(rig, 1, 1, xy, depth[1, 1, rows, cols])
+        for (cu, cv) in lightfield.corner_views((3, 3)):
+            p, z = lightfield.project(rig, cu, cv, world)
+            c, r = np.floor(p[:, 0]).astype(int), np.floor(p[:, 1]).astype(int)
+            inside = (c >= 0) & (c < 96) & (r >= 0) & (r < 64)
+            c, r, z, src = c[inside], r[inside], z[inside], inst[1, 1, rows, cols][inside]
+            unoccluded = np.abs(depth[cu, cv, r, c] - z) < 0.03 * z
+            total += unoccluded.sum()
+            agree += (inst[cu, cv, r, c][unoccluded] == src[unoccluded]).sum()
     assert total > 2000
     assert agree / total > 0.97
 
