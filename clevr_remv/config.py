@@ -69,6 +69,10 @@ _SCHEMA: dict[str, tuple[type | tuple, object, str]] = {
     "workers.restart_every": (int, lambda v: v >= 1, "an integer >= 1 (scenes per Blender process)"),
     "workers.blender": ((str, type(None)), None,
                         "null for the bpy module, or the path of a blender executable"),
+    "workers.startup_timeout": (float, lambda v: v > 0, "seconds > 0 a worker may take to start and give its first view"),
+    "workers.view_timeout_min": (float, lambda v: v > 0, "seconds > 0: the least time allowed for one view"),
+    "workers.view_timeout_factor": (float, lambda v: v >= 1, "a number >= 1: a view may take this many times the slowest view so far"),
+    "workers.tries": (int, lambda v: 1 <= v <= 100, "an integer from 1 to 100 (tries per scene, each on a fresh Blender process)"),
 }
 
 # A split name becomes a folder and a file-name prefix under --out: one plain path component
