@@ -132,10 +132,15 @@ class FolderLock:
                 try:
                     fcntl.flock(fd, mode | fcntl.LOCK_NB)
                 except BlockingIOError:
-                    holder = _holder(path)
+                    # The pid in the file is the last exclusive holder's: right unless the
+                    # holders now are parts (shared locks write no pid).
+                    holder = _holder(path) if (tag or self.part_tag) else ""
                     os.close(fd)
-                    what = ("part " + tag.replace("part-", "").replace("-of-", " of ").lstrip("0")) if tag else \
-                        ("a whole run" if not self.part_tag else "a whole run (without --part)")
+                    if tag:
+                        k, m = (int(x) for x in tag.replace("part-", "").split("-of-"))
+                        what = f"part {k}/{m}"
+                    else:
+                        what = "a whole run (without --part)" if self.part_tag else "this run (whole, or a --part)"
                     raise UsageError(
                         f"another clevr-remv generate{holder} is writing {what} in '{self.out}'; "
                         f"wait for it to end (it is resumable), or use another --out") from None

@@ -135,7 +135,7 @@ class GenerateJob:
             self.folder.init(self.stats.as_dict(), self.device_info.get("device"))
             self.folder.recover()
             result = self._execute()
-        except OSError as exc:
+        except (OSError, RuntimeError) as exc:  # h5py reports ENOSPC as either
             if is_disk_full(exc) and not isinstance(exc, DiskFullError):
                 raise DiskFullError(disk_full_message(getattr(exc, "filename", None) or self.folder.out)) from exc
             raise
