@@ -150,6 +150,7 @@ def main():
     ap.add_argument("--trials", type=int, default=5)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--tmpfs", action="store_true")
+    ap.add_argument("--only", help="run only the trials whose name contains this text")
     a = ap.parse_args()
     rng = random.Random(a.seed)
     tmp = Path(tempfile.mkdtemp(prefix="clevr-remv-trials-"))
@@ -167,13 +168,15 @@ def main():
     }
     rows = []
     for name, fn in kinds.items():
+        if a.only and a.only not in name:
+            continue
         seen = Counter()
         for _ in range(a.trials):
             for d in ("kill", "term", "two", "flip", "stop"):
                 shutil.rmtree(tmp / d, ignore_errors=True)
             seen[fn(tmp, cfg, ref, rng)] += 1
         rows.append((name, a.trials, "; ".join(f"{k} ({v})" for k, v in seen.items())))
-    if a.tmpfs:
+    if a.tmpfs and not a.only:
         results = [trial_tmpfs(tmp, cfg, ref, rng, s) for s in ("40k", "100k", "200k", "300k", "500k")]
         rows.append(("tmpfs of 40 KB to 500 KB, then a bigger one and re-run", len(results), "; ".join(results)))
     print("| trial | times | what happened (count) |\n|---|---|---|")

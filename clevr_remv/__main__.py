@@ -1,5 +1,11 @@
+import signal
 import sys
 
-from .cli import main
+# A SIGTERM while the command line is still importing (a scheduler cancelling at once) is
+# remembered here and ends the run like one a moment later: exit 130 with the message.
+_pending: list[int] = []
+signal.signal(signal.SIGTERM, lambda signum, frame: _pending.append(signum))
 
-sys.exit(main())
+from .cli import main  # noqa: E402
+
+sys.exit(main(pending_signals=_pending))

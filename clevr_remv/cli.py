@@ -235,7 +235,7 @@ def _terminate(signum, frame):  # noqa: ARG001
     raise KeyboardInterrupt  # SIGTERM (scancel, preemption) ends like Ctrl-C: exit 130, resumable
 
 
-def main(argv=None) -> int:
+def main(argv=None, pending_signals=None) -> int:
     """Entry point: click in non-standalone mode so every error is one line."""
     import signal
     import threading
@@ -244,14 +244,18 @@ def main(argv=None) -> int:
     if threading.current_thread() is threading.main_thread():
         restore = signal.signal(signal.SIGTERM, _terminate)
     try:
+        if pending_signals:  # SIGTERM while importing (see __main__.py)
+            return _main(argv, interrupted=True)
         return _main(argv)
     finally:
         if restore is not None:
             signal.signal(signal.SIGTERM, restore)
 
 
-def _main(argv=None) -> int:
+def _main(argv=None, interrupted: bool = False) -> int:
     try:
+        if interrupted:
+            raise KeyboardInterrupt
         cli.main(args=argv, prog_name="clevr-remv", standalone_mode=False)
         return 0
     except click.exceptions.NoArgsIsHelpError as exc:
