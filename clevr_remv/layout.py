@@ -70,9 +70,12 @@ def _place_objects(cfg, gen, count, dirs) -> tuple[list[dict], int]:
         objects: list[dict] = []
         failed = False
         for _ in range(count):
+            # As CLEVR: the size is drawn once per object, before its placement tries (drawing it
+            # again on every try under-draws large objects, which fail more often).  A restart
+            # of the whole layout draws every size again.
+            size_name = size_names[gen.integers(len(size_names))]
+            r = SIZES[size_name]
             for _try in range(sc["max_tries_per_object"]):
-                size_name = size_names[gen.integers(len(size_names))]
-                r = SIZES[size_name]
                 x, y = gen.uniform(-extent, extent, size=2)
                 ok = True
                 for (xo, yo, ro) in placed:
