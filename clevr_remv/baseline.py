@@ -21,7 +21,8 @@ from .expressions import ATTRIBUTES, load_templates
 from .layout import COLORS, MATERIALS, SHAPES, SIZES
 
 _VALUES = {"size": list(SIZES), "color": list(COLORS), "material": list(MATERIALS), "shape": list(SHAPES)}
-_CLAUSE = re.compile(r"\b(left of|right of|in front of|behind|with the same|sharing|matching|whose)\b")
+# Words that end the target's own description (a relation or a same-attribute clause).
+_CLAUSE = re.compile(r"\b(left|right|in front of|behind|that|with|sharing|same|made|matching|whose)\b")
 
 
 def sentence_attributes(text: str) -> dict:

@@ -52,6 +52,9 @@ _SCHEMA: dict[str, tuple[type | tuple, object, str]] = {
     "render.device": (str, lambda v: v in DEVICES, "one of " + ", ".join(DEVICES)),
     "expressions.per_scene": (int, lambda v: v >= 0, "an integer >= 0"),
     "expressions.min_visible_pixels": (int, lambda v: v >= 1, "an integer >= 1"),
+    "expressions.when_hidden": (str, lambda v: v in ("drop_expression", "mark_views"),
+                                "\"drop_expression\" (the source's rule: drop an expression whose target or anchor "
+                                "is hidden in any view) or \"mark_views\" (keep it; valid_views marks those views)"),
     "output.shard_size": (int, lambda v: v >= 1, "an integer >= 1 (scenes per shard)"),
     "output.splits": (dict, lambda v: len(v) >= 1 and all(
         isinstance(x, (int, float)) and x >= 0 for x in v.values()) and sum(v.values()) > 0,
