@@ -162,11 +162,20 @@ class GenerateJob:
                  self.stats.scenes_rendered, wall)
         st = manifest["stats"]
         if st["expressions"]:
-            log.info("dataset: %d scenes, %d expressions (%.2f per scene, %.2f words on average; %s); "
-                     "(expression, view) pairs dropped as not valid in that view: %d of %d (%.3f%%)",
+            log.info("dataset: %d scenes, %d expressions (%.2f per scene, %.2f words on average; %s)",
                      st["scenes"], st["expressions"], st["expressions_per_scene"], st["mean_words"],
-                     ", ".join(f"{k} {v}" for k, v in sorted(st["families"].items())),
-                     st["view_pairs_dropped"], st["view_pairs"], 100.0 * st["dropped_share"])
+                     ", ".join(f"{k} {v}" for k, v in sorted(st["families"].items())))
+            short = st["scenes_short"]
+            log.info("expressions dropped because their target or anchor is hidden in some view "
+                     "(expressions.when_hidden = %s): %d of %d (%.3f%%); scenes with fewer than %d "
+                     "expressions: %d (too few unique descriptions %d, the rest dropped as hidden %d)",
+                     self.cfg["expressions"]["when_hidden"], st["expressions_dropped_hidden"],
+                     st["expressions"] + st["expressions_dropped_hidden"], 100.0 * st["expressions_dropped_hidden_share"],
+                     self.cfg["expressions"]["per_scene"], sum(short.values()),
+                     short.get("too_few_descriptions", 0), short.get("hidden", 0))
+            log.info("(expression, view) pairs kept but not valid in that view (target or anchor hidden "
+                     "there, or a relation false there): %d of %d (%.3f%%)",
+                     st["view_pairs_not_valid"], st["view_pairs"], 100.0 * st["view_pairs_not_valid_share"])
         return manifest
 
     def _start_worker(self, slot: int):
@@ -203,6 +212,7 @@ class GenerateJob:
                 **{k: round(v, 3) for k, v in t.items()},
                 "visibility_resamples": len(result.rejections),
                 "layout_restarts": result.record["layout"]["restarts"],
+                "expressions_dropped_hidden": result.record.get("expressions", {}).get("dropped_hidden", 0),
                 "worker_pid": worker.proc.pid, "worker_rss": worker.rss_bytes(),
                 "worker_peak_rss": worker.peak_rss_bytes()}
         with self.folder.lock:
@@ -265,11 +275,16 @@ def render_scene(worker, cfg: dict, seed: int, index: int, grid, path: Path, att
 
 
 def scene_expressions(cfg: dict, seed: int, record: dict, visible) -> list[dict]:
+    """The scene's expressions, each with its valid views.  What the drop rule removed (and
+    why the scene has fewer than ``per_scene``, if it has) goes into ``record["expressions"]``."""
     ec = cfg["expressions"]
-    exprs = expressions.generate(record, seed, ec["per_scene"])
-    for e in exprs:
+    got = expressions.select(record, seed, ec["per_scene"], visible=visible,
+                             min_pixels=ec["min_visible_pixels"], when_hidden=ec["when_hidden"])
+    for e in got.kept:
         e["valid_views"] = expressions.valid_views(e, record, visible, ec["min_visible_pixels"])
-    return exprs
+    record["expressions"] = {"when_hidden": ec["when_hidden"], "dropped_hidden": len(got.dropped),
+                             "shortfall": got.shortfall}
+    return got.kept
 
 
 def sample_visible_scene(worker, cfg: dict, seed: int, index: int):
