@@ -40,12 +40,28 @@ def chi2_p(counts) -> float:
     return q
 
 
-def object_report(records: list[dict]) -> dict:
+def size_draws(cfg: dict, seed: int, record: dict) -> dict:
+    """Every size drawn for a stored scene: its layout's draws plus those of the layouts the
+    central-view pixel check rejected before it (re-sampled: a layout is a pure function)."""
+    total = dict.fromkeys(layout.SIZES, 0)
+    for attempt in range(record["layout"]["attempt"] + 1):
+        s = layout.sample_scene(cfg, seed, record["index"], attempt)
+        for name, n in s["layout"]["size_draws"].items():
+            total[name] += n
+    assert [o["size"] for o in s["objects"]] == [o["size"] for o in record["objects"]], "same code as the run"
+    return total
+
+
+def object_report(records: list[dict], draws: list[dict] | None = None) -> dict:
     objs = [o for r in records for o in r["objects"]]
+    draws = draws if draws is not None else [r["layout"]["size_draws"] for r in records]
     by_count = collections.defaultdict(list)
     for r in records:
         by_count[len(r["objects"])] += [o["size"] == "large" for o in r["objects"]]
+    drawn = [sum(d[name] for d in draws) for name in layout.SIZES]
     out = {"scenes": len(records), "objects": len(objs),
+           "size_draws": sum(drawn), "large_share_as_drawn": drawn[list(layout.SIZES).index("large")] / sum(drawn),
+           "size_draws_uniform_p": chi2_p(drawn),
            "large_share": sum(o["size"] == "large" for o in objs) / len(objs),
            "large_share_by_count": {n: round(float(np.mean(v)), 4) for n, v in sorted(by_count.items())}}
     for attr, values in (("size", list(layout.SIZES)), ("color", list(layout.COLORS)),
@@ -92,6 +108,7 @@ def run_layout(args) -> dict:
 def run_dataset(args) -> dict:
     root = Path(args.root)
     manifest = json.loads((root / "manifest.json").read_text())
+    cfg = config.validate(manifest["config"])
     records, exprs, per_scene, short = [], [], [], []
     hidden_objects = objects = 0
     pairs = not_valid = 0
@@ -124,7 +141,10 @@ def run_dataset(args) -> dict:
     rep["view_pairs"] = pairs
     rep["view_pairs_not_valid"] = not_valid
     rep["objects_hidden_in_some_view_share"] = hidden_objects / objects if objects else 0.0
-    return {"objects": object_report(records), "expressions": rep,
+    draws = [size_draws(cfg, manifest["seed"], r) for r in records]
+    obj = object_report(records, draws)
+    obj["visibility_resamples"] = sum(r["layout"]["attempt"] for r in records)
+    return {"objects": obj, "expressions": rep,
             "sentences": sample_sentences(exprs, args.sentences, args.seed)}
 
 

@@ -58,8 +58,9 @@ def _jitter(gen, centre, amount):
     return [float(c + gen.uniform(-amount, amount)) for c in centre]
 
 
-def _place_objects(cfg, gen, count, dirs) -> tuple[list[dict], int]:
-    """Positions and radii of ``count`` objects; returns (objects, restarts used)."""
+def _place_objects(cfg, gen, count, dirs, draws: dict | None = None) -> tuple[list[dict], int]:
+    """Positions and radii of ``count`` objects; returns (objects, restarts used).  ``draws``,
+    if given, counts every size drawn (discarded restarts included) by name."""
     sc = cfg["scene"]
     extent = sc["extent"]
     left = np.asarray(dirs["left"])[:2]
@@ -75,6 +76,8 @@ def _place_objects(cfg, gen, count, dirs) -> tuple[list[dict], int]:
             # of the whole layout draws every size again.
             size_name = size_names[gen.integers(len(size_names))]
             r = SIZES[size_name]
+            if draws is not None:
+                draws[size_name] = draws.get(size_name, 0) + 1
             for _try in range(sc["max_tries_per_object"]):
                 x, y = gen.uniform(-extent, extent, size=2)
                 ok = True
@@ -139,7 +142,8 @@ def sample_scene(cfg: dict, seed: int, index: int, attempt: int = 0) -> dict:
 
     dirs = directions(rig)
     g_obj = rng(seed, index, "objects", attempt)
-    placed, restarts = _place_objects(cfg, g_obj, count, dirs)
+    size_draws = {name: 0 for name in SIZES}
+    placed, restarts = _place_objects(cfg, g_obj, count, dirs, size_draws)
     objects = []
     color_names = list(COLORS)
     for k, p in enumerate(placed):
@@ -169,7 +173,7 @@ def sample_scene(cfg: dict, seed: int, index: int, attempt: int = 0) -> dict:
         "lights": lights,
         "rig": rig,
         "ground": {"rgb": [128, 128, 128], "material": "rubber"},
-        "layout": {"attempt": int(attempt), "restarts": int(restarts)},
+        "layout": {"attempt": int(attempt), "restarts": int(restarts), "size_draws": size_draws},
     }
 
 

@@ -64,6 +64,18 @@ def test_sizes_are_drawn_half_large(scenes):
     assert uniform_p(sizes, list(layout.SIZES)) > P_MIN
 
 
+def test_every_size_draw_is_fair_and_recorded(scenes):
+    # Every size drawn, discarded restarts included, is recorded in the layout: 50/50 as drawn.
+    drawn = [sum(s["layout"]["size_draws"][name] for s in scenes) for name in layout.SIZES]
+    assert sum(drawn) > sum(len(s["objects"]) for s in scenes), "restarts draw again"
+    expected = sum(drawn) / 2
+    assert chi2_sf(sum((n - expected) ** 2 / expected for n in drawn), 1) > P_MIN
+    for s in scenes:
+        if s["layout"]["restarts"] == 0:
+            got = {name: sum(o["size"] == name for o in s["objects"]) for name in layout.SIZES}
+            assert got == s["layout"]["size_draws"], "no restart: one draw per object, before its tries"
+
+
 def test_large_share_after_placement_follows_clevrs_order(scenes):
     # CLEVR draws the size once per object, before its placement tries; a whole-layout restart
     # draws again, so crowded layouts keep slightly fewer large objects (48% over all counts,
