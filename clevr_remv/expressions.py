@@ -2,8 +2,11 @@
 sentences from the templates in ``templates/expressions.json``.
 
 * :func:`execute` runs a program on a scene record (the ground truth of what it refers to);
-* :func:`generate` samples about ``per_scene`` expressions for a scene, each referring to
-  exactly one object, with at most one relation, balanced over families and targets;
+* :func:`select` samples up to ``per_scene`` expressions for a scene, each referring to
+  exactly one object, with at most one relation, balanced over families (by weight) and
+  targets; given the per-view visible-pixel counts it describes objects visible in every view
+  first and applies the drop rule (``expressions.when_hidden``); :func:`generate` returns what
+  it keeps;
 * :func:`valid_views` says in which views an expression may be used (target visible and every
   predicate true there).
 
