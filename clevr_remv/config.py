@@ -189,11 +189,12 @@ def dataset_settings(cfg: dict) -> dict:
 
 
 def digest(cfg: dict, seed: int, scenes: int) -> str:
-    from . import FORMAT_VERSION
+    from . import FORMAT_VERSION, catalogue
 
-    # The format version too: a run of another format never resumes into this one.
+    # The format version and the catalogue (objects, looks, render policy) too: a run made
+    # with other ones never resumes into this one.
     payload = {"config": dataset_settings(cfg), "seed": int(seed), "scenes": int(scenes),
-               "format_version": FORMAT_VERSION}
+               "format_version": FORMAT_VERSION, "catalogue": catalogue.digest_payload()}
     blob = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode("utf-8")
     return hashlib.sha256(blob).hexdigest()[:16]
 

@@ -28,11 +28,11 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from . import catalogue
 from .data import Reader, resolve_views
 from .errors import UsageError
-from .layout import SHAPES
 
-CATEGORIES = [{"id": i + 1, "name": s, "supercategory": "shape"} for i, s in enumerate(SHAPES)]
+CATEGORIES = catalogue.coco_categories()  # stable ids from the catalogue, not positions
 CAT_ID = {c["name"]: c["id"] for c in CATEGORIES}
 
 

@@ -265,11 +265,8 @@ def render_scene(worker, cfg: dict, seed: int, index: int, grid, path: Path, att
 
 
 def scene_expressions(cfg: dict, seed: int, record: dict, visible) -> list[dict]:
-    ec = cfg["expressions"]
-    exprs = expressions.generate(record, seed, ec["per_scene"])
-    for e in exprs:
-        e["valid_views"] = expressions.valid_views(e, record, visible, ec["min_visible_pixels"])
-    return exprs
+    exprs = expressions.generate(record, seed, cfg["expressions"]["per_scene"])
+    return visibility.mark_valid_views(cfg, exprs, record, visible)
 
 
 def sample_visible_scene(worker, cfg: dict, seed: int, index: int):
