@@ -1,4 +1,4 @@
-"""Referring expressions (SPEC section 4): functional programs on the scene graph, rendered to
+"""Referring expressions (docs/scenes.md): functional programs on the scene graph, rendered to
 sentences from the templates in ``templates/expressions.json``.
 
 * :func:`execute` runs a program on a scene record (the ground truth of what it refers to);

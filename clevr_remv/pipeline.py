@@ -203,7 +203,7 @@ class GenerateJob:
                 **{k: round(v, 3) for k, v in t.items()},
                 "visibility_resamples": len(result.rejections),
                 "layout_restarts": result.record["layout"]["restarts"],
-                "worker_pid": worker.proc.pid, "worker_rss": worker.rss_bytes(),
+                "worker": getattr(worker, "name", None), "worker_pid": worker.proc.pid, "worker_rss": worker.rss_bytes(),
                 "worker_peak_rss": worker.peak_rss_bytes()}
         with self.folder.lock:
             with open(self.folder.log_dir / "scenes.jsonl", "a", encoding="utf-8") as fh:

@@ -23,6 +23,7 @@ class FakeWorker:
 
     def __init__(self, cfg, slot, log_path):
         self.cfg = cfg
+        self.name = f"worker-{slot}"
         self.proc = types.SimpleNamespace(pid=10_000 + slot)
         self.info = {"blender": "fake", "devices": {"cpu": ["CPU"]}}
         self.settings = None
@@ -194,6 +195,9 @@ def test_two_workers_share_the_scenes_and_get_their_settings(tmp_path, cfg):
     slots = seen[1:]  # after the probe: one per slot
     assert all(s["passes"] == ["use_pass_normal", "use_pass_object_index", "use_pass_z"] for s in seen)
     assert all(s["threads"] >= 1 and s["device"] == "cpu" for s in slots)
+    lines = [json.loads(x) for x in (tmp_path / "o" / "logs" / "scenes.jsonl").read_text().splitlines()]
+    assert sorted(x["scene"] for x in lines) == list(range(6))
+    assert {x["worker"] for x in lines} <= {"worker-0", "worker-1"}
 
 
 def test_device_policy():
