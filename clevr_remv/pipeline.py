@@ -236,8 +236,8 @@ def render_scene(worker, cfg: dict, seed: int, index: int, grid, path: Path, att
         while True:
             try:
                 ev = next(gen)
-            except StopIteration as stop:
-                done = stop.value or {}
+            except StopIteration as end:
+                done = end.value or {}
                 break
             t0 = time.perf_counter()
             arrays = worker.read_view(ev, wanted, {"intrinsics": ks[ev.u, ev.v], "world_to_camera": es[ev.u, ev.v]})
