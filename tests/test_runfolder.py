@@ -214,3 +214,47 @@ def test_device_policy():
     assert [x["gpu_index"] for x in s] == [0, 1, 0] and s[0]["passes"] == ["use_pass_z"]
     cpu = devices.render_settings(cfg, {"device": "cpu"}, 0, 2, [], cpu_count=16)
     assert cpu["threads"] == 8 and "gpu_index" not in cpu
+
+
+def test_pool_restarts_workers_and_retries_a_crashed_scene_once_on_a_new_one(tmp_path):
+    from clevr_remv.errors import WorkerError
+
+    cfg = config.load_config(overrides={"rig.grid": 3, "render.width": 40, "render.height": 24,
+                                        "output.shard_size": 2, "render.device": "cpu",
+                                        "workers.restart_every": 2})
+    made = []
+
+    class Crashy(FakeWorker):
+        crashed = False
+
+        def __init__(self, *a):
+            super().__init__(*a)
+            made.append(self)
+
+        def render(self, scene, views, tag, settings=None):
+            if tag == "view" and scene["index"] == 3 and not Crashy.crashed:
+                Crashy.crashed = True
+                raise WorkerError("worker-0: Blender process ended unexpectedly (exit code -9)")
+            return (yield from super().render(scene, views, tag, settings))
+
+    m = GenerateJob(tmp_path / "o", 6, 1, cfg, workers=1, progress=False, worker_factory=Crashy).run()
+    assert m["complete"] and rendered_scenes() == list(range(6))
+    # The probe, then scenes (0, 1) (2, 3x) | retry: (3, 4) (5): a new worker per pair and per crash.
+    assert len(made) == 1 + 4
+    assert all(w.closed for w in made), "every worker was closed"
+    lines = [json.loads(x) for x in (tmp_path / "o" / "logs" / "scenes.jsonl").read_text().splitlines()]
+    assert [x["scene"] for x in lines] == [0, 1, 2, 3, 4, 5]
+
+
+def test_a_second_crash_of_the_same_scene_stops_the_run(tmp_path, cfg):
+    from clevr_remv.errors import WorkerError
+
+    class Broken(FakeWorker):
+        def render(self, scene, views, tag, settings=None):
+            if tag == "view" and scene["index"] == 1:
+                raise WorkerError("worker-0: render failed")
+            return (yield from super().render(scene, views, tag, settings))
+
+    with pytest.raises(WorkerError, match="render failed"):
+        GenerateJob(tmp_path / "o", 6, 1, cfg, workers=1, progress=False, worker_factory=Broken).run()
+    assert not list((tmp_path / "o").rglob("*.tmp")), "no half-written scene left"
