@@ -130,7 +130,8 @@ class Progress:
         with self.lock:
             self.shards_done += 1
             eta = self.eta()
-            msg = (f"shard {name} done: scenes {entry['scene_range'][0]}-{entry['scene_range'][1] - 1}, "
+            a, b = entry["scene_range"]
+            msg = (f"shard {name} done: {f'scene {a}' if b - a == 1 else f'scenes {a}-{b - 1}'}, "
                    f"{entry['bytes'] / 1e6:.1f} MB, {entry['refexps']} expressions; "
                    f"{self.shards_done}/{self.shards_total} shards, "
                    f"{self.scenes_done}/{self.total} scenes this run, elapsed "
