@@ -10,7 +10,7 @@ from .errors import UsageError
 
 
 def _split_ranges(scenes: int, splits: dict) -> dict[str, tuple[int, int]]:
-    from .pipeline import split_ranges  # the one place that assigns scenes to splits
+    from .plan import split_ranges  # the one place that assigns scenes to splits
 
     return split_ranges(scenes, splits)
 

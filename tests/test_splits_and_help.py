@@ -7,7 +7,7 @@ import pytest
 
 from clevr_remv import config
 from clevr_remv.dataset_info import empty_split_warning, human_bytes, min_scenes_to_fill
-from clevr_remv.pipeline import split_ranges
+from clevr_remv.plan import split_ranges
 from conftest import run_cli
 
 DEFAULT_SPLITS = {"train": 0.7, "val": 0.15, "test": 0.15}
