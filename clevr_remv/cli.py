@@ -197,8 +197,8 @@ def export_coco_cmd(root, out, views, splits):
 @click.option("--views", default="all", show_default=True, help="center, corners, all, or 'u,v;u,v'.")
 @click.option("--report", "report", type=click.Path(path_type=Path), help="Folder for evaluation.json and iou_heatmap.png [default: next to the predictions].")
 def evaluate(root, pred, split, views, report):
-    """Score predicted masks: the source's tables (central view P@K/mIoU/oIoU, four corners
-    with average and SD, MVR), a JSON report and a heat map of per-view IoU.
+    """Score predicted masks: the source's tables in percent (central view P@K/mIoU/oIoU, four
+    corners with average and SD, MVR), a JSON report and a heat map of per-view IoU.
 
     \b
     Expression ids are "<scene>-<k>" (k-th expression of the scene, 0-based), as in
