@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import Callable
 
 from . import expressions, layout, lightfield, outputs, render, shards, visibility
-from .devices import CHEAP_CHECK, choose_device, render_settings, worker_count
 from .dataset_info import empty_split_warning
+from .devices import CHEAP_CHECK, choose_device, render_settings, worker_count
 from .errors import LayoutError, UsageError, WorkerError
 from .plan import RunPlan, ShardPlan, parse_part, plan_shards, split_ranges  # noqa: F401 (re-exported)
 from .progress import Progress
