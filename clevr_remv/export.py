@@ -60,6 +60,18 @@ def _image_id(reader: Reader, scene: int, u: int, v: int) -> int:
     return (scene * rows + u) * cols + v
 
 
+def coco_info(reader: Reader, what: str, views) -> dict:
+    """COCO's ``info`` record (``pycocotools.COCO(...).info()`` prints it): the standard keys
+    plus what identifies the source dataset.  Dates are the run's, so exports stay repeatable."""
+    m = reader.manifest
+    created = m.get("created", "")
+    return {"description": f"CLEVR-REMV {what}, views {[list(x) for x in views]} of a "
+                           f"{reader.grid[0]}x{reader.grid[1]} rig",
+            "version": m["generator"]["version"], "year": int(created[:4]) if created[:4].isdigit() else None,
+            "date_created": created, "contributor": "clevr-remv generator", "url": "",
+            "format_version": m["format_version"], "config_digest": m["config_digest"], "seed": m["seed"]}
+
+
 def _prepare_out(out: Path) -> None:
     if out.exists() and any(out.iterdir()):
         raise UsageError(f"'{out}' is not empty; export into a new folder")
@@ -153,7 +165,8 @@ def export_coco(root, out, views="center", splits=None) -> dict:
                     ann["object"] = k
                     annotations.append(ann)
         with open(out / "annotations" / f"instances_{split}.json", "w", encoding="utf-8") as fh:
-            json.dump({"images": images, "annotations": annotations, "categories": CATEGORIES}, fh)
+            json.dump({"info": coco_info(reader, f"split {split}", sel), "images": images,
+                       "annotations": annotations, "categories": CATEGORIES}, fh)
         counts["images"] += len(images)
         counts["annotations"] += len(annotations)
     reader.close()

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import expressions, layout, lightfield, outputs, render, shards, visibility
+from .dataset_info import empty_split_warning
 from .devices import CHEAP_CHECK, choose_device, render_settings, worker_count
 from .errors import LayoutError, UsageError, WorkerError
 from .plan import RunPlan, ShardPlan, parse_part, plan_shards, split_ranges  # noqa: F401 (re-exported)
@@ -123,6 +124,9 @@ class GenerateJob:
     # -- the run ------------------------------------------------------------------------------
     def run(self) -> dict:
         self.prepare()
+        warning = empty_split_warning(self.plan.scenes, self.cfg["output"]["splits"])
+        if warning:  # after the checks of bad input, so an error stays one line
+            log.warning(warning)
         try:
             self.folder.init(self.stats.as_dict(), self.device_info.get("device"))
             self.folder.recover()
@@ -183,7 +187,7 @@ class GenerateJob:
                               on_view=self.progress.advance_view, stopping=self.pool.stopping)
         self._record(result, worker)
         self.folder.scene_done(index)
-        self.progress.scene_done()
+        self.progress.scene_done(index, result.wall)
         p = self._plan_of[index]
         if self.folder.claim_if_ready(p):
             self._assemble(p)
