@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import expressions, layout, lightfield, outputs, render, shards, visibility
+from .dataset_info import empty_split_warning
 from .devices import CHEAP_CHECK, choose_device, render_settings, worker_count
 from .errors import LayoutError, UsageError, WorkerError
 from .plan import RunPlan, ShardPlan, parse_part, plan_shards, split_ranges  # noqa: F401 (re-exported)
@@ -123,6 +124,9 @@ class GenerateJob:
     # -- the run ------------------------------------------------------------------------------
     def run(self) -> dict:
         self.prepare()
+        warning = empty_split_warning(self.plan.scenes, self.cfg["output"]["splits"])
+        if warning:  # after the checks of bad input, so an error stays one line
+            log.warning(warning)
         try:
             self.folder.init(self.stats.as_dict(), self.device_info.get("device"))
             self.folder.recover()
@@ -192,7 +196,7 @@ class GenerateJob:
                               on_view=self.progress.advance_view, stopping=self.pool.stopping)
         self._record(result, worker)
         self.folder.scene_done(index)
-        self.progress.scene_done()
+        self.progress.scene_done(index, result.wall)
         p = self._plan_of[index]
         if self.folder.claim_if_ready(p):
             self._assemble(p)
@@ -213,7 +217,7 @@ class GenerateJob:
                 "visibility_resamples": len(result.rejections),
                 "layout_restarts": result.record["layout"]["restarts"],
                 "expressions_dropped_hidden": result.record.get("expressions", {}).get("dropped_hidden", 0),
-                "worker_pid": worker.proc.pid, "worker_rss": worker.rss_bytes(),
+                "worker": getattr(worker, "name", None), "worker_pid": worker.proc.pid, "worker_rss": worker.rss_bytes(),
                 "worker_peak_rss": worker.peak_rss_bytes()}
         with self.folder.lock:
             with open(self.folder.log_dir / "scenes.jsonl", "a", encoding="utf-8") as fh:
@@ -246,8 +250,8 @@ def render_scene(worker, cfg: dict, seed: int, index: int, grid, path: Path, att
         while True:
             try:
                 ev = next(gen)
-            except StopIteration as stop:
-                done = stop.value or {}
+            except StopIteration as end:
+                done = end.value or {}
                 break
             t0 = time.perf_counter()
             arrays = worker.read_view(ev, wanted, {"intrinsics": ks[ev.u, ev.v], "world_to_camera": es[ev.u, ev.v]})
@@ -280,8 +284,7 @@ def scene_expressions(cfg: dict, seed: int, record: dict, visible) -> list[dict]
     ec = cfg["expressions"]
     got = expressions.select(record, seed, ec["per_scene"], visible=visible,
                              min_pixels=ec["min_visible_pixels"], when_hidden=ec["when_hidden"])
-    for e in got.kept:
-        e["valid_views"] = expressions.valid_views(e, record, visible, ec["min_visible_pixels"])
+    visibility.mark_valid_views(cfg, got.kept, record, visible)
     record["expressions"] = {"when_hidden": ec["when_hidden"], "dropped_hidden": len(got.dropped),
                              "shortfall": got.shortfall}
     return got.kept
