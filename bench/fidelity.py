@@ -137,7 +137,7 @@ def run_dataset(args) -> dict:
         not_valid += int(valid.size - valid.sum())
     rep = expression_report(exprs, per_scene, short)
     rep["expressions_dropped_hidden"] = dropped
-    rep["dropped_share"] = dropped / (dropped + len(exprs)) if exprs or dropped else 0.0
+    rep["expressions_dropped_hidden_share"] = dropped / (dropped + len(exprs)) if exprs or dropped else 0.0
     rep["view_pairs"] = pairs
     rep["view_pairs_not_valid"] = not_valid
     rep["objects_hidden_in_some_view_share"] = hidden_objects / objects if objects else 0.0
