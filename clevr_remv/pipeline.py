@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import expressions, layout, lightfield, outputs, render, shards, visibility
+from .dataset_info import empty_split_warning
 from .devices import CHEAP_CHECK, choose_device, render_settings, worker_count
 from .errors import DiskFullError, LayoutError, UsageError, WorkerError
 from .outdir import disk_full_message, is_disk_full
@@ -131,6 +132,9 @@ class GenerateJob:
     # -- the run ------------------------------------------------------------------------------
     def run(self) -> dict:
         self.prepare()
+        warning = empty_split_warning(self.plan.scenes, self.cfg["output"]["splits"])
+        if warning:  # after the checks of bad input, so an error stays one line
+            log.warning(warning)
         try:
             self.folder.init(self.stats.as_dict(), self.device_info.get("device"))
             self.folder.recover()
@@ -179,11 +183,20 @@ class GenerateJob:
                  self.stats.scenes_rendered, wall)
         st = manifest["stats"]
         if st["expressions"]:
-            log.info("dataset: %d scenes, %d expressions (%.2f per scene, %.2f words on average; %s); "
-                     "(expression, view) pairs dropped as not valid in that view: %d of %d (%.3f%%)",
+            log.info("dataset: %d scenes, %d expressions (%.2f per scene, %.2f words on average; %s)",
                      st["scenes"], st["expressions"], st["expressions_per_scene"], st["mean_words"],
-                     ", ".join(f"{k} {v}" for k, v in sorted(st["families"].items())),
-                     st["view_pairs_dropped"], st["view_pairs"], 100.0 * st["dropped_share"])
+                     ", ".join(f"{k} {v}" for k, v in sorted(st["families"].items())))
+            short = st["scenes_short"]
+            log.info("expressions dropped because their target or anchor is hidden in some view "
+                     "(expressions.when_hidden = %s): %d of %d (%.3f%%); scenes with fewer than %d "
+                     "expressions: %d (too few unique descriptions %d, the rest dropped as hidden %d)",
+                     self.cfg["expressions"]["when_hidden"], st["expressions_dropped_hidden"],
+                     st["expressions"] + st["expressions_dropped_hidden"], 100.0 * st["expressions_dropped_hidden_share"],
+                     self.cfg["expressions"]["per_scene"], sum(short.values()),
+                     short.get("too_few_descriptions", 0), short.get("hidden", 0))
+            log.info("(expression, view) pairs kept but not valid in that view (target or anchor hidden "
+                     "there, or a relation false there): %d of %d (%.3f%%)",
+                     st["view_pairs_not_valid"], st["view_pairs"], 100.0 * st["view_pairs_not_valid_share"])
         return manifest
 
     def _start_worker(self, slot: int):
@@ -205,7 +218,7 @@ class GenerateJob:
                               on_view=self.progress.advance_view, stopping=self.pool.stopping)
         self._record(result, worker)
         self.folder.scene_done(index)
-        self.progress.scene_done()
+        self.progress.scene_done(index, result.wall)
         p = self._plan_of[index]
         if self.folder.claim_if_ready(p):
             self._assemble(p)
@@ -225,7 +238,8 @@ class GenerateJob:
                 **{k: round(v, 3) for k, v in t.items()},
                 "visibility_resamples": len(result.rejections),
                 "layout_restarts": result.record["layout"]["restarts"],
-                "worker_pid": worker.proc.pid, "worker_rss": worker.rss_bytes(),
+                "expressions_dropped_hidden": result.record.get("expressions", {}).get("dropped_hidden", 0),
+                "worker": getattr(worker, "name", None), "worker_pid": worker.proc.pid, "worker_rss": worker.rss_bytes(),
                 "worker_peak_rss": worker.peak_rss_bytes()}
         with self.folder.lock:
             with open(self.folder.log_dir / "scenes.jsonl", "a", encoding="utf-8") as fh:
@@ -258,8 +272,8 @@ def render_scene(worker, cfg: dict, seed: int, index: int, grid, path: Path, att
         while True:
             try:
                 ev = next(gen)
-            except StopIteration as stop:
-                done = stop.value or {}
+            except StopIteration as end:
+                done = end.value or {}
                 break
             t0 = time.perf_counter()
             arrays = worker.read_view(ev, wanted, {"intrinsics": ks[ev.u, ev.v], "world_to_camera": es[ev.u, ev.v]})
@@ -287,11 +301,15 @@ def render_scene(worker, cfg: dict, seed: int, index: int, grid, path: Path, att
 
 
 def scene_expressions(cfg: dict, seed: int, record: dict, visible) -> list[dict]:
+    """The scene's expressions, each with its valid views.  What the drop rule removed (and
+    why the scene has fewer than ``per_scene``, if it has) goes into ``record["expressions"]``."""
     ec = cfg["expressions"]
-    exprs = expressions.generate(record, seed, ec["per_scene"])
-    for e in exprs:
-        e["valid_views"] = expressions.valid_views(e, record, visible, ec["min_visible_pixels"])
-    return exprs
+    got = expressions.select(record, seed, ec["per_scene"], visible=visible,
+                             min_pixels=ec["min_visible_pixels"], when_hidden=ec["when_hidden"])
+    visibility.mark_valid_views(cfg, got.kept, record, visible)
+    record["expressions"] = {"when_hidden": ec["when_hidden"], "dropped_hidden": len(got.dropped),
+                             "shortfall": got.shortfall}
+    return got.kept
 
 
 def sample_visible_scene(worker, cfg: dict, seed: int, index: int):

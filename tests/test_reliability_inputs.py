@@ -80,7 +80,7 @@ def test_bad_config_values_before_anything_is_written(tmp_path, content, mention
 def test_config_that_is_a_device_or_empty(tmp_path):
     r, out = _gen(tmp_path, "--config", "/dev/null")
     assert "is a folder" not in r.stderr
-    _clean_failure(r, out, "not valid JSON")
+    _clean_failure(r, out, "'/dev/null'")
 
 
 @pytest.mark.parametrize("args, mention", [
