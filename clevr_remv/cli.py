@@ -209,6 +209,20 @@ def baseline(root, out, split, views):
     click.echo(f"{out}: {n} predicted masks", err=True)
 
 
+# Dataset tools (issue 14): stats, preview, browse, validate; one module each, heavy imports inside.
+def _add_dataset_tools() -> None:
+    from .browse import browse
+    from .preview import preview
+    from .stats import stats
+    from .validate import validate
+
+    for command in (stats, preview, browse, validate):
+        cli.add_command(command)
+
+
+_add_dataset_tools()
+
+
 def main(argv=None) -> int:
     """Entry point: click in non-standalone mode so every error is one line."""
     try:
