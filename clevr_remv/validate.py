@@ -137,15 +137,15 @@ class Validator:
                 self._v("split", name, f"num_scenes {e.get('num_scenes')} but scene range {a}-{b - 1} holds {b - a}")
             if Path(e["path"]).parts[0] != e["split"]:
                 self._v("split", name, f"the file lies outside the folder of split {e['split']}")
-            seen.append((a, b, name))
+            seen.append((a, b, name, e["split"]))
         seen.sort()
-        for (a0, b0, n0), (a1, b1, n1) in zip(seen, seen[1:]):
+        for (a0, b0, n0, _), (a1, b1, n1, _) in zip(seen, seen[1:]):
             if a1 < b0:
                 self._v("split", n1, f"scene range {a1}-{b1 - 1} overlaps {n0} ({a0}-{b0 - 1})")
         if m.get("complete"):
             for split, spec in splits.items():
                 sa, sb = spec["scene_range"]
-                have = sum(min(b, sb) - max(a, sa) for a, b, _ in seen if a < sb and b > sa)
+                have = sum(min(b, sb) - max(a, sa) for a, b, _, sp in seen if sp == split and a < sb and b > sa)
                 if have != sb - sa:
                     self._v("split", "manifest.json", f"split {split} should hold scenes {sa}-{sb - 1} "
                             f"({sb - sa}) but its finished shards hold {have}")
