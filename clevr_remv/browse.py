@@ -34,9 +34,14 @@ MARKER = ".clevr-remv-browse"
 GENERATED = ("index.html", "browse.js", "style.css", "data", "img", MARKER)
 
 
+DEFAULT_SCENES = 100
+
+
 def parse_scenes(spec: str | None, available: list[int]) -> list[int]:
-    """'all' / None, or a list like '0-19,40,41'."""
-    if spec in (None, "", "all"):
+    """None: the first DEFAULT_SCENES; 'all'; or a list like '0-19,40,41'."""
+    if spec is None:
+        return list(available)[:DEFAULT_SCENES]
+    if spec in ("", "all"):
         return list(available)
     want: list[int] = []
     try:
@@ -125,6 +130,8 @@ def build_site(root: Path, out: Path, scenes_spec: str | None = None, echo=None)
     reader = open_dataset(root)
     _check_site(out)
     wanted = parse_scenes(scenes_spec, reader.scene_indices)
+    if echo and scenes_spec is None and len(wanted) < len(reader.scene_indices):
+        echo(f"browse: the first {len(wanted)} of {len(reader.scene_indices)} scenes (--scenes all for every one)")
     created = not out.exists()
     out.mkdir(exist_ok=True)
     part = out / ".partial"
@@ -178,7 +185,7 @@ def build_site(root: Path, out: Path, scenes_spec: str | None = None, echo=None)
 @click.argument("root", type=click.Path(path_type=Path, exists=True, file_okay=False))
 @click.option("--out", "out", type=click.Path(path_type=Path), required=True,
               help="Folder for the site (new, empty, or a site browse wrote before, which is replaced).")
-@click.option("--scenes", "scenes", metavar="LIST", help="Only these scenes, e.g. '0-19,40' [default: all].")
+@click.option("--scenes", "scenes", metavar="LIST", help=f"Scenes to include: 'all', or a list like '0-19,40' [default: the first {DEFAULT_SCENES}].")
 def browse(root, out, scenes):
     """Write a static site to look at a dataset: a scene list; each scene's U x V views with a
     control to move across them (arrow keys too); instance masks on/off; the expressions with

@@ -54,6 +54,8 @@ def test_overlay_strips_layout():
 
 def test_parse_scenes():
     assert parse_scenes(None, [0, 1, 2]) == [0, 1, 2]
+    assert parse_scenes(None, list(range(300))) == list(range(100))
+    assert parse_scenes("all", list(range(300))) == list(range(300))
     assert parse_scenes("0-1,2", [0, 1, 2, 3]) == [0, 1, 2]
     with pytest.raises(UsageError):
         parse_scenes("7", [0, 1])
