@@ -57,6 +57,7 @@ def main() -> None:
     best = max(range(len(runs)), key=lambda k: runs[k]["resolution"][0])
     for k, r in enumerate(runs):
         n = bad = hid_t = hid_a = rel = rescued = out_of_frame = 0
+        rings: dict[int, list[int]] = {}  # Manhattan distance from the central view -> [pairs, not valid]
         tiny = []  # pixels the target shows at the best resolution where it is hidden here
         for i in same:
             sc = r["scenes"][i]
@@ -65,6 +66,12 @@ def main() -> None:
                 valid = e["valid_views"]
                 n += valid.size
                 nv = ~valid
+                gu, gv = valid.shape
+                dist = np.abs(np.arange(gu)[:, None] - gu // 2) + np.abs(np.arange(gv)[None, :] - gv // 2)
+                for d in np.unique(dist):
+                    ring = rings.setdefault(int(d), [0, 0])
+                    ring[0] += int((dist == d).sum())
+                    ring[1] += int(nv[dist == d].sum())
                 bad += int(nv.sum())
                 vt = sc["visible"][:, :, e["object"]] < r["min_px"]
                 a = anchor_of(e["program"], sc["scene"])
@@ -91,6 +98,8 @@ def main() -> None:
                 line += (f"; the hidden targets show {np.median(tiny):.0f} px (median, max {max(tiny)}) "
                          f"at {bw}x{bh}")
         print(line)
+        print("  not valid by distance from the central view: " + ", ".join(
+            f"{d}: {100 * b / max(a, 1):.2f}%" for d, (a, b) in sorted(rings.items())))
 
 
 if __name__ == "__main__":
