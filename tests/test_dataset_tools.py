@@ -273,6 +273,22 @@ def _corrupt_depth(f):
     return "ids_without_depth", "scene 3, view (1,1): 3 pixel(s) carry an object id"
 
 
+def _corrupt_ids(f):
+    ids = f["instances"][0, 2, 2]
+    depth = f["depth"][0, 2, 2]
+    ys, xs = np.nonzero((ids == 0) & np.isfinite(depth))
+    ids[ys[0], xs[0]] = 250
+    f["instances"][0, 2, 2] = ids
+    return "instance_ids", "scene 2, view (2,2): instance id 250 but the scene has"
+
+
+def _corrupt_record(f):
+    rec = json.loads(f["scenes"][1])
+    rec["index"] = 99
+    f["scenes"][1] = json.dumps(rec)
+    return "scene_record", "scene 3: scene record says index 99"
+
+
 def _corrupt_dtype(f):
     data = f["visible_pixels"][()]
     del f["visible_pixels"]
@@ -287,7 +303,8 @@ def _corrupt_chunk(f):
     return ("unreadable", "scene 3, view (0,1): images does not decompress"), info
 
 
-CORRUPTIONS = [_corrupt_program, _corrupt_visible, _corrupt_valid, _corrupt_camera, _corrupt_depth, _corrupt_dtype]
+CORRUPTIONS = [_corrupt_program, _corrupt_visible, _corrupt_valid, _corrupt_camera, _corrupt_depth, _corrupt_ids,
+               _corrupt_record, _corrupt_dtype]
 
 
 @pytest.mark.render
