@@ -12,7 +12,10 @@ Terms, as the tables print them:
   split by reason: the target shows fewer than ``expressions.min_visible_pixels`` pixels in that
   view; else the anchor of a relation does; else the program picks another object with that
   view's own directions.  Expressions a generator drops as a whole never reach a shard and are
-  not counted here.
+  not counted there;
+* *expressions dropped (hidden in a view)*: those, where the scene records say how many
+  (``record["expressions"]["dropped_hidden"]``), as a share of the expressions chosen
+  (kept + dropped); "not recorded" for datasets whose records do not carry it.
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ def _empty() -> dict:
     return {"shards": 0, "scenes": 0, "bytes": 0, "pairs": 0, "objects": Counter(), "words": Counter(),
             "families": Counter(), "with_relation": 0, "view_pairs": 0, "not_valid": 0,
             "not_valid_target_hidden": 0, "not_valid_anchor_hidden": 0, "not_valid_predicate": 0,
-            "valid_in_no_view": 0}
+            "valid_in_no_view": 0, "dropped_hidden": 0, "scenes_with_drop_record": 0}
 
 
 def _add(acc: dict, other: dict) -> None:
@@ -80,6 +83,11 @@ def collect(root: Path) -> dict:
             acc["shards"] += 1
             acc["scenes"] += len(scenes)
             acc["bytes"] += int(entry.get("bytes") or path.stat().st_size)
+            for sc in scenes:  # newer scene records say what the generator's drop rule removed
+                rec = sc.get("expressions")
+                if isinstance(rec, dict) and isinstance(rec.get("dropped_hidden"), int):
+                    acc["dropped_hidden"] += rec["dropped_hidden"]
+                    acc["scenes_with_drop_record"] += 1
             for e in exprs:
                 scene = scenes[e["scene"]]
                 acc["pairs"] += 1
@@ -161,6 +169,11 @@ def _figures(acc: dict, source: dict | None, scenes_at_10k: float) -> dict:
         "not_valid_predicate": acc["not_valid_predicate"],
         "not_valid_target_hidden_share": _share(acc["not_valid_target_hidden"], acc["view_pairs"]),
         "expressions_valid_in_no_view": acc["valid_in_no_view"],
+        # From the scene records, where they carry it: expressions the generator dropped as a
+        # whole because their target or anchor is hidden in some view (None: not recorded).
+        "expressions_dropped_hidden": acc["dropped_hidden"] if acc["scenes_with_drop_record"] else None,
+        "expressions_dropped_hidden_share": (_share(acc["dropped_hidden"], acc["pairs"] + acc["dropped_hidden"])
+                                             if acc["scenes_with_drop_record"] else None),
         "bytes": acc["bytes"],
         "bytes_per_scene": _share(acc["bytes"], acc["scenes"]),
     }
@@ -213,6 +226,10 @@ def format_table(s: dict) -> str:
         ("  relation changes in the view", lambda f: _pct(_share(f["not_valid_predicate"], f["view_pairs"])),
          lambda src: "-"),
         ("expressions valid in no view", lambda f: _num(f["expressions_valid_in_no_view"]), lambda src: "-"),
+        ("expressions dropped (hidden in a view)",
+         lambda f: "not recorded" if f["expressions_dropped_hidden"] is None else
+         f"{f['expressions_dropped_hidden']:,} ({_pct(f['expressions_dropped_hidden_share'])})",
+         lambda src: SOURCE_NOT_VALID + " (removed)"),
         ("bytes per scene", lambda f: _mb(f["bytes_per_scene"]),
          lambda src: f"> {SOURCE_BYTES_PER_SCENE / 1e6:.0f} MB (480x320)"),
     ]

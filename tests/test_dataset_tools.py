@@ -345,3 +345,20 @@ def test_validate_checks_split_sizes_and_checksums(copy):
     assert "VIOLATION split: shard test/test-00000.h5: scene range 5-5 lies outside split test's 6-6" in text
     assert "split val should hold scenes 4-5 (2) but its finished shards hold 1" in text
     assert "VIOLATION checksum: shard train/train-00000.h5" in text
+
+
+@pytest.mark.render
+def test_stats_counts_expressions_the_generator_dropped(copy):
+    """Scene records that say how many expressions the drop rule removed are summed per split."""
+    with h5py.File(copy / "train/train-00000.h5", "r+") as f:
+        for row, n in ((0, 2), (1, 1)):
+            rec = json.loads(f["scenes"][row])
+            rec["expressions"] = {"when_hidden": "drop_expression", "dropped_hidden": n}
+            f["scenes"][row] = json.dumps(rec)
+    r = run_cli("stats", copy, "--json")
+    assert r.returncode == 0, r.stderr
+    s = json.loads(r.stdout)
+    train = s["splits"]["train"]
+    assert train["expressions_dropped_hidden"] == 3
+    assert train["expressions_dropped_hidden_share"] == pytest.approx(3 / (train["pairs"] + 3))
+    assert s["splits"]["val"]["expressions_dropped_hidden"] is None  # its records do not say
