@@ -22,7 +22,6 @@ import shutil
 import time
 from pathlib import Path
 
-import click
 import h5py
 import numpy as np
 
@@ -179,17 +178,3 @@ def build_site(root: Path, out: Path, scenes_spec: str | None = None, echo=None)
     finally:
         reader.close()
     return {"scenes": len(listing), "index": out / "index.html"}
-
-
-@click.command("browse")
-@click.argument("root", type=click.Path(path_type=Path, exists=True, file_okay=False))
-@click.option("--out", "out", type=click.Path(path_type=Path), required=True,
-              help="Folder for the site (new, empty, or a site browse wrote before, which is replaced).")
-@click.option("--scenes", "scenes", metavar="LIST", help=f"Scenes to include: 'all', or a list like '0-19,40' [default: the first {DEFAULT_SCENES}].")
-def browse(root, out, scenes):
-    """Write a static site to look at a dataset: a scene list; each scene's U x V views with a
-    control to move across them (arrow keys too); instance masks on/off; the expressions with
-    the views each is valid in; clicking one highlights its target.  Open OUT/index.html in a
-    browser; no server, no network."""
-    res = build_site(root, out, scenes, echo=lambda s: click.echo(s, err=True))
-    click.echo(f"{res['index']}: {res['scenes']} scenes", err=True)

@@ -209,18 +209,11 @@ def baseline(root, out, split, views):
     click.echo(f"{out}: {n} predicted masks", err=True)
 
 
-# Dataset tools (issue 14): stats, preview, browse, validate; one module each, heavy imports inside.
-def _add_dataset_tools() -> None:
-    from .browse import browse
-    from .preview import preview
-    from .stats import stats
-    from .validate import validate
+# Dataset tools (issue 14): stats, preview, browse, validate (their modules load on use).
+from .dataset_commands import COMMANDS as _DATASET_COMMANDS  # noqa: E402
 
-    for command in (stats, preview, browse, validate):
-        cli.add_command(command)
-
-
-_add_dataset_tools()
+for _command in _DATASET_COMMANDS:
+    cli.add_command(_command)
 
 
 def main(argv=None) -> int:

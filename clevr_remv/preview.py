@@ -12,12 +12,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import click
 import h5py
 import numpy as np
 
-from .errors import UsageError
-from .inspection import check_output_file, open_dataset, palette, refexp_records, scene_location, shard_path
+from .inspection import open_dataset, palette, refexp_records, scene_location, shard_path
 
 BG = (255, 255, 255)
 INK = (20, 20, 20)
@@ -100,7 +98,7 @@ def _view_for(valid: np.ndarray, grid) -> tuple[int, int]:
     return int(us[k]), int(vs[k])
 
 
-def render_png(d: dict) -> "Image.Image":  # noqa: F821
+def render_png(d: dict):
     from PIL import Image, ImageDraw
 
     from .inspection import anchor_of
@@ -186,19 +184,3 @@ def write_preview(root: Path, index: int, out: Path) -> tuple[Path, Path]:
     png.save(out, optimize=True)
     frames[0].save(anim, save_all=True, append_images=frames[1:], duration=70, loop=0, optimize=True)
     return out, anim
-
-
-@click.command("preview")
-@click.argument("root", type=click.Path(path_type=Path, exists=True, file_okay=False))
-@click.option("--scene", "scene", type=int, required=True, help="Global scene index (as in the manifest's scene ranges).")
-@click.option("--out", "out", type=click.Path(path_type=Path), help="PNG to write [default: scene-K.png here]; "
-              "the animation goes beside it with .gif.")
-def preview(root, scene, out):
-    """Pictures of one scene: a PNG of all U x V views with instance masks overlaid and each
-    expression's target highlighted with the views it is valid in; an animated GIF sweeping
-    the views so the parallax shows."""
-    out = check_output_file(out or Path(f"scene-{scene}.png"), (".png",))
-    if out.with_suffix(".gif").is_dir():
-        raise UsageError(f"'{out.with_suffix('.gif')}' is a folder; the animation needs that name")
-    png, anim = write_preview(root, scene, out)
-    click.echo(f"{png}\n{anim}", err=True)

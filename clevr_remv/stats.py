@@ -24,7 +24,6 @@ import json
 from collections import Counter
 from pathlib import Path
 
-import click
 import h5py
 import numpy as np
 
@@ -284,25 +283,3 @@ def write_plots(s: dict, folder: Path) -> list[Path]:
         plt.close(f)
         written.append(path)
     return written
-
-
-@click.command("stats")
-@click.argument("root", type=click.Path(path_type=Path, exists=True, file_okay=False))
-@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON (for scripts) instead of tables.")
-@click.option("--plots", "plots", type=click.Path(path_type=Path), metavar="DIR",
-              help="Also write histograms as PNGs into DIR: stats-<split>.png (objects per pair, words per expression).")
-def stats(root, as_json, plots):
-    """Statistics of a generated dataset per split, beside the source's numbers (thesis 6.4):
-    (expression, scene) pairs and their count extrapolated to 10,000 scenes, objects per pair,
-    words per expression, family mix, share with a relation, (expression, view) pairs not
-    valid (by reason) and bytes per scene."""
-    if plots is not None and plots.exists() and not plots.is_dir():
-        raise UsageError(f"--plots '{plots}' is a file; give a folder")
-    s = summarise(collect(root))
-    if as_json:
-        click.echo(json.dumps(s, indent=2))
-    else:
-        click.echo(format_table(s), nl=False)
-    if plots is not None:
-        for p in write_plots(s, plots):
-            click.echo(f"plot: {p}", err=True)

@@ -28,7 +28,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import click
 import h5py
 import numpy as np
 
@@ -359,28 +358,3 @@ class Validator:
                           f"{'ok' if not found else f'{found} violation(s)'} ({time.perf_counter() - t0:.1f} s)")
         self.reader.close()
         return self.violations
-
-
-@click.command("validate")
-@click.argument("root", type=click.Path(path_type=Path, exists=True, file_okay=False))
-def validate(root):
-    """Read every shard in full and check it: programs re-execute to their targets,
-    visible_pixels and valid_views against the instance maps and each view's directions,
-    cameras against the rig formulas, ids only where depth is finite, shapes and dtypes,
-    split sizes against the manifest, checksums.  Prints every violation with its place
-    (shard, scene, view, expression) and a progress line per shard on stderr; exits 1 when it
-    finds any, 0 when the dataset is sound."""
-    v = Validator(root, report=lambda x: click.echo(x.line()), progress=lambda s: click.echo(s, err=True))
-    found = v.run()
-    c = v.counts
-    summary = (f"{c['shards']} shards, {c['scenes']} scenes, {c['views']} views, "
-               f"{c['expressions']} expressions read")
-    if found:
-        kinds: dict[str, int] = {}
-        for x in found:
-            kinds[x.kind] = kinds.get(x.kind, 0) + 1
-        shards_hit = sorted({x.shard for x in found})
-        click.echo(f"validate: {len(found)} violation(s) ({', '.join(f'{k} {n}' for k, n in sorted(kinds.items()))}) "
-                   f"in {', '.join(shards_hit)}; {summary}", err=True)
-        raise SystemExit(1)
-    click.echo(f"validate: no violations; {summary}", err=True)

@@ -8,7 +8,6 @@ Set ``CLEVR_REMV_SCREENSHOT=PATH`` to keep the screenshot (docs/images/browse.pn
 import io
 import os
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
