@@ -230,6 +230,13 @@ def baseline(root, out, split, views):
     click.echo(f"{out}: {n} predicted masks", err=True)
 
 
+# Dataset tools (issue 14): stats, preview, browse, validate (their modules load on use).
+from .dataset_commands import COMMANDS as _DATASET_COMMANDS  # noqa: E402
+
+for _command in _DATASET_COMMANDS:
+    cli.add_command(_command)
+
+
 def main(argv=None) -> int:
     """Entry point: click in non-standalone mode so every error is one line."""
     try:
