@@ -219,7 +219,26 @@ class SceneBuilder:
         else:
             sc.render.threads_mode = "AUTO"
         cy.use_animated_seed = False
-        return self.set_device(settings.get("device", "cpu"), settings.get("gpu_index"))
+        used = self.set_device(settings.get("device", "cpu"), settings.get("gpu_index"))
+        # Denoise where the render runs: OIDN on the GPU is ~4x faster per scene on an H100
+        # (Blender's default is the CPU).  The driver decides; an absent property is ignored.
+        if hasattr(cy, "denoising_use_gpu"):
+            cy.denoising_use_gpu = bool(settings.get("denoising_use_gpu", False))
+        used["denoiser"] = self.denoiser_device()
+        return used
+
+    def denoiser_device(self) -> str:
+        """Where Cycles will denoise, as Blender sees it: 'gpu', 'cpu' or 'off'."""
+        cy = self.scene.cycles
+        if not cy.use_denoising:
+            return "off"
+        if cy.device != "GPU" or not getattr(cy, "denoising_use_gpu", False):
+            return "cpu"
+        try:
+            prefs = bpy.context.preferences.addons["cycles"].preferences
+            return "gpu" if prefs.has_oidn_gpu_devices() else "cpu"
+        except (KeyError, AttributeError):
+            return "cpu"
 
     def set_device(self, device: str, gpu_index=None) -> dict:
         sc = self.scene

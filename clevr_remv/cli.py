@@ -209,6 +209,11 @@ def baseline(root, out, split, views):
     click.echo(f"{out}: {n} predicted masks", err=True)
 
 
+from .doctor import doctor as _doctor  # noqa: E402 - issue 10: devices, kernels, libraries
+
+cli.add_command(_doctor)
+
+
 def main(argv=None) -> int:
     """Entry point: click in non-standalone mode so every error is one line."""
     try:

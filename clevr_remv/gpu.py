@@ -362,11 +362,13 @@ def _nvidia_package_dirs() -> list[Path]:
 
 
 def choose_ptxas(candidates: list[Ptxas], cc: tuple[int, int], driver_cuda: tuple[int, int] | None) -> Ptxas | None:
-    """The first candidate that can build ``cc`` and whose output the driver can load."""
-    for p in candidates:
-        if p.supports(cc) and p.loadable_by(driver_cuda):
-            return p
-    return None
+    """The first candidate that can build ``cc`` and whose output the driver can load; with
+    no driver to ask (an image built on a machine without a GPU), the oldest that can build
+    it, whose cubins load on the most drivers."""
+    usable = [p for p in candidates if p.supports(cc) and p.loadable_by(driver_cuda)]
+    if driver_cuda is None:
+        usable.sort(key=lambda p: p.version)
+    return usable[0] if usable else None
 
 
 def find_ptxas(env: dict | None = None) -> list[Ptxas]:
@@ -559,21 +561,22 @@ def plan_kernels(gpus: list[Gpu], lib_dir: Path, ptxas: list[Ptxas], *,
     for cc, names in sorted(by_cc.items()):
         st = kernel_status(lib_dir, cc)
         if st.ready:
-            plans.append(KernelPlan(st, "ready", gpus=names, message=f"{st.sm}: {st.detail}"))
+            plans.append(KernelPlan(st, "ready", gpus=names, message=st.detail))
             continue
         if st.status == "missing":
             plans.append(KernelPlan(st, "unsupported", gpus=names,
-                                    message=f"{st.sm}: this Blender has no CUDA kernel for it"))
+                                    message="this Blender has no CUDA kernel for it"))
             continue
         cached = kernel_cache_dir(version, env) / f"kernel_{st.sm}.cubin.zst"
         if _cached_kernel_valid(cached, st.ptx):
             plans.append(KernelPlan(st, "install", str(cached), gpus=names,
-                                    message=f"{st.sm}: built earlier, in {cached.parent}"))
+                                    message=f"built earlier, to install from {cached.parent}"))
             continue
         tool = choose_ptxas(ptxas, cc, driver_cuda)
         if tool:
             plans.append(KernelPlan(st, "build", str(cached), tool, gpus=names,
-                                    message=f"{st.sm}: to build with {tool.path} (CUDA {tool.version[0]}.{tool.version[1]})"))
+                                    message=f"to build with {tool.path} (CUDA {tool.version[0]}.{tool.version[1]}), "
+                                            f"about {ptxas_estimate_s(cores or os.cpu_count() or 1) / 60:.0f} min"))
         else:
             why = ""
             if ptxas:
@@ -616,3 +619,25 @@ def ensure_kernels(gpus: list[Gpu], lib_dir: Path | None, *, jobs: int | None = 
         return []
     plans = plan_kernels(gpus, lib_dir, find_ptxas(env), driver_cuda=driver_cuda_version(), env=env)
     return [execute_plan(plan, lib_dir, jobs=jobs, say=say) for plan in plans]
+
+
+# -- render settings per device ------------------------------------------------------------------
+def render_settings(render_cfg: dict, device: str, *, slot: int = 0, nworkers: int = 1,
+                    gpu_count: int = 1, cpu_count: int | None = None) -> dict:
+    """The settings sent to a worker's Blender for ``device`` ('cpu' or a GPU backend).
+
+    On a GPU: the worker's GPU (``slot`` modulo the GPU count) and denoising on that GPU
+    (``denoising_use_gpu``, the property's name in Blender 4.1 to 5.0; Blender's default is
+    the CPU, which made OpenImageDenoise ~75% of an H100's time per scene).  On the CPU: the
+    cores shared among the workers, and CPU denoising."""
+    rc = dict(render_cfg)
+    rc["device"] = device
+    if device != "cpu":
+        rc["gpu_index"] = slot % max(1, gpu_count)
+        rc.pop("threads", None)
+        rc["denoising_use_gpu"] = bool(rc.get("denoise", False))
+    else:
+        rc.pop("gpu_index", None)
+        rc["threads"] = max(1, (cpu_count or os.cpu_count() or 1) // max(1, nworkers))
+        rc["denoising_use_gpu"] = False
+    return rc

@@ -95,6 +95,7 @@ def test_ptxas_choice_respects_targets_and_driver():
     # A driver of the CUDA 12 line (e.g. 550) cannot load CUDA 13 cubins: the cu12 ptxas is chosen.
     assert gpu.choose_ptxas([cu13, cu12], (9, 0), (12, 4)) is cu12
     assert gpu.choose_ptxas([cu13, cu12], (9, 0), (13, 0)) is cu13
+    assert gpu.choose_ptxas([cu13, cu12], (9, 0), None) is cu12  # no driver: the widest-loading one
     # CUDA 13 dropped targets below sm_75; 11.4 predates sm_90.
     assert gpu.choose_ptxas([cu13, cu12], (7, 0), (13, 0)) is cu12
     assert gpu.choose_ptxas([cu11], (9, 0), (12, 0)) is None
@@ -174,3 +175,19 @@ def test_jit_cache_environment():
     assert env["CUDA_CACHE_MAXSIZE"] == str(4 * 1024**3)
     assert env["CUDA_CACHE_PATH"] == "/home/u/.cache/clevr-remv/cuda-jit"
     assert gpu.jit_cache_env({"CUDA_CACHE_PATH": "/x", "CUDA_CACHE_MAXSIZE": "1", "XDG_CACHE_HOME": "/c"}) == {}
+
+
+def test_render_settings_denoise_where_the_render_runs(cfg):
+    rc = cfg["render"]
+    for backend in ("optix", "cuda", "hip", "metal", "oneapi"):
+        s = gpu.render_settings(rc, backend, slot=3, nworkers=4, gpu_count=2, cpu_count=16)
+        assert s["device"] == backend and s["gpu_index"] == 1 and "threads" not in s
+        assert s["denoising_use_gpu"] is True
+        # everything else is the run's configuration, untouched
+        assert {k: s[k] for k in rc} == {**rc, "device": backend}
+    s = gpu.render_settings(rc, "cpu", slot=1, nworkers=2, cpu_count=16)
+    assert s["denoising_use_gpu"] is False and s["threads"] == 8 and "gpu_index" not in s
+    assert gpu.render_settings(rc, "cpu", nworkers=32, cpu_count=16)["threads"] == 1
+    # No denoiser, nothing to place on the GPU.
+    assert gpu.render_settings({**rc, "denoise": False}, "optix")["denoising_use_gpu"] is False
+    assert rc.get("denoising_use_gpu") is None  # the input is not modified
