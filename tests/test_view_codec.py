@@ -1,0 +1,73 @@
+"""Chunks compressed in threads are the bytes HDF5's own filters store (issue 10)."""
+
+import threading
+import time
+
+import h5py
+import numpy as np
+import pytest
+
+from clevr_remv import shards, view_codec
+
+
+def _arrays(seed=0):
+    rng = np.random.default_rng(seed)
+    rgb = rng.integers(0, 256, (32, 48, 3), dtype=np.uint8)
+    rgb[:16] = 87  # flat regions, like a render
+    ids = np.zeros((32, 48), np.uint8)
+    ids[5:20, 10:30] = 3
+    depth = np.full((32, 48), np.inf, np.float32)
+    depth[8:] = rng.uniform(5, 15, (24, 48)).astype(np.float32)
+    normals = rng.uniform(-1, 1, (32, 48, 3)).astype(np.float16)
+    return {"rgb": rgb, "ids": ids, "depth": depth, "normals": normals}
+
+
+@pytest.mark.parametrize("level", [1, 4, 9])
+def test_thread_chunks_are_byte_identical_to_the_filter(tmp_path, level):
+    arrays = _arrays(level)
+    with h5py.File(tmp_path / "a.h5", "w") as f:
+        for name, arr in arrays.items():
+            floating = arr.dtype.kind == "f"
+            kw = shards.compression_kwargs("gzip", level, floating=floating)
+            ds = f.create_dataset(name, (2,) + arr.shape, arr.dtype, chunks=(1,) + arr.shape, **kw)
+            assert view_codec.gzip_spec(ds) == (level, floating)
+            ds[0] = arr  # through h5py's filter pipeline
+            ds.id.write_direct_chunk((1,) + (0,) * arr.ndim, view_codec.gzip_chunk(arr, level, floating))
+            assert ds.id.read_direct_chunk((0,) * (arr.ndim + 1))[1] == ds.id.read_direct_chunk((1,) + (0,) * arr.ndim)[1]
+            np.testing.assert_array_equal(ds[1], arr)
+
+
+def test_other_pipelines_are_left_to_h5py(tmp_path):
+    with h5py.File(tmp_path / "b.h5", "w") as f:
+        for name in ("lzf", "zstd", "none", "blosc2-lz4"):
+            ds = f.create_dataset(name, (4, 4), np.float32, chunks=(2, 2), **shards.compression_kwargs(name, 3, floating=True))
+            assert view_codec.gzip_spec(ds) is None
+
+
+def test_pool_keeps_order_bounds_work_and_raises():
+    pool = view_codec.ViewPool(3)
+    seen, running, peak = [], [0], [0]
+    lock = threading.Lock()
+
+    def job(i):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.01 * (5 - i % 5))
+        with lock:
+            running[0] -= 1
+        return i
+
+    for i in range(20):
+        seen += pool.submit(job, i)
+        assert len(pool._pending) <= 6
+    seen += pool.drain()
+    assert seen == list(range(20)) and peak[0] <= 3
+    pool.submit(lambda: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        pool.drain()
+    pool.close()
+    serial = view_codec.ViewPool(1)
+    assert serial.submit(job, 7) == [7] and serial.drain() == []
+    assert view_codec.default_threads(1, 16) == 8 and view_codec.default_threads(4, 16) == 3
+    assert view_codec.default_threads(1, 2) == 1
