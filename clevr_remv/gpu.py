@@ -641,3 +641,67 @@ def render_settings(render_cfg: dict, device: str, *, slot: int = 0, nworkers: i
         rc["threads"] = max(1, (cpu_count or os.cpu_count() or 1) // max(1, nworkers))
         rc["denoising_use_gpu"] = False
     return rc
+
+
+# -- the driver's hooks ------------------------------------------------------------------------------
+def prepare_gpu_run(device: str, blender: str | None = None, *, say=None, env: dict | None = None,
+                    jobs: int | None = None) -> tuple[dict, list[KernelStatus]]:
+    """Before the first render on ``device``: for CUDA/OptiX, make sure Cycles has a cubin for
+    every selected NVIDIA GPU (building missing ones with ptxas, with progress lines).
+    Returns (environment variables for the workers: a persistent, large CUDA JIT cache;
+    the kernels' states afterwards).  Never raises for a missing tool or driver."""
+    say = say or log.info
+    if device not in ("cuda", "optix"):
+        return {}, []
+    extra = jit_cache_env(env)
+    gpus, how = query_gpus(env)
+    if not gpus:
+        log.debug("no NVIDIA GPU to prepare kernels for (%s)", how)
+        return extra, []
+    lib = cycles_lib_dir(blender)
+    if lib is None:
+        log.debug("Cycles add-on folder not found; kernels not checked")
+        return extra, []
+    try:
+        statuses = ensure_kernels(gpus, lib, jobs=jobs, say=say, env=env)
+    except (OSError, RuntimeError) as exc:  # a failed build: the driver's JIT remains
+        log.warning("could not build GPU kernels (%s); the NVIDIA driver will compile them on the first "
+                    "render instead, %.0f+ minutes once per machine", exc, DRIVER_JIT_AT_LEAST_S / 60)
+        statuses = [kernel_status(lib, g.compute_capability) for g in gpus]
+    return extra, statuses
+
+
+class FirstRenderWatch:
+    """While a worker's first GPU render runs (the driver may be JIT-compiling kernels for
+    minutes, silently), say so every ``every`` seconds.  Use as a context manager; stops at
+    exit or on :meth:`seen`."""
+
+    def __init__(self, statuses: list[KernelStatus], say=None, every: float = 60.0, name: str = "worker"):
+        self.jit = [s.sm for s in statuses if s.status == "jit"]
+        self.say = say or log.info
+        self.every = every
+        self.name = name
+        self._done = threading.Event()
+        self._thread = None
+
+    def __enter__(self):
+        if self.jit:
+            self._t0 = time.perf_counter()
+            self._thread = threading.Thread(target=self._run, daemon=True, name="first-render-watch")
+            self._thread.start()
+        return self
+
+    def _run(self):
+        while not self._done.wait(self.every):
+            self.say(f"{self.name}: first GPU render still starting after {time.perf_counter() - self._t0:.0f} s: "
+                     f"the NVIDIA driver is compiling the Cycles kernel for {', '.join(self.jit)} from PTX "
+                     f"(once per machine; 'clevr-remv doctor --prepare' with ptxas avoids this)")
+
+    def seen(self):
+        self._done.set()
+
+    def __exit__(self, *exc):
+        self._done.set()
+        if self._thread is not None:
+            self._thread.join(timeout=1)
+        return False

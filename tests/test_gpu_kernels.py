@@ -191,3 +191,25 @@ def test_render_settings_denoise_where_the_render_runs(cfg):
     # No denoiser, nothing to place on the GPU.
     assert gpu.render_settings({**rc, "denoise": False}, "optix")["denoising_use_gpu"] is False
     assert rc.get("denoising_use_gpu") is None  # the input is not modified
+
+
+def test_first_render_watch_speaks_only_while_jit_compiling():
+    import time as _time
+
+    said = []
+    jit = gpu.KernelStatus((9, 0), "jit", "p", "p")
+    with gpu.FirstRenderWatch([jit], say=said.append, every=0.05, name="worker-0"):
+        _time.sleep(0.3)
+    n = len(said)
+    assert n >= 2 and all("compiling the Cycles kernel for sm_90" in s for s in said)
+    _time.sleep(0.15)
+    assert len(said) == n  # stopped at exit
+    quiet = []
+    with gpu.FirstRenderWatch([gpu.KernelStatus((8, 6), "shipped", "c", None)], say=quiet.append, every=0.01):
+        _time.sleep(0.1)
+    assert quiet == []
+
+
+def test_prepare_gpu_run_is_a_no_op_off_nvidia():
+    assert gpu.prepare_gpu_run("cpu") == ({}, [])
+    assert gpu.prepare_gpu_run("hip") == ({}, [])
