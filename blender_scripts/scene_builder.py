@@ -12,6 +12,7 @@ the shape objects are created (as users of the cached meshes) and the rest is mo
 from __future__ import annotations
 
 import math
+import os
 import time
 
 import bmesh
@@ -219,6 +220,8 @@ class SceneBuilder:
         else:
             sc.render.threads_mode = "AUTO"
         cy.use_animated_seed = False
+        if settings.get("cycles_path"):
+            self.set_cycles_path(settings["cycles_path"])
         used = self.set_device(settings.get("device", "cpu"), settings.get("gpu_index"))
         # Denoise where the render runs: OIDN on the GPU is ~4x faster per scene on an H100
         # (Blender's default is the CPU).  The driver decides; an absent property is ignored.
@@ -226,6 +229,17 @@ class SceneBuilder:
             cy.denoising_use_gpu = bool(settings.get("denoising_use_gpu", False))
         used["denoiser"] = self.denoiser_device()
         return used
+
+    def set_cycles_path(self, path: str) -> None:
+        """Point Cycles at another copy of its add-on folder (kernels built by the driver for
+        a read-only Blender install): the folder it looks up ``lib/kernel_*`` in."""
+        if getattr(self, "_cycles_path", None) == path:
+            return
+        import _cycles
+
+        user = os.path.dirname(os.path.abspath(bpy.utils.user_resource("CONFIG", path="")))
+        _cycles.init(path, user, bpy.app.background)
+        self._cycles_path = path
 
     def denoiser_device(self) -> str:
         """Where Cycles will denoise, as Blender sees it: 'gpu', 'cpu' or 'off'."""

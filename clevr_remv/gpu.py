@@ -242,7 +242,7 @@ def shipped_kernels(lib_dir: Path) -> dict:
 @dataclass
 class KernelStatus:
     capability: tuple[int, int]
-    status: str          # "shipped" | "built" | "jit" | "missing"
+    status: str          # "shipped" | "built" | "cached" (not installable: overlay) | "jit" | "missing"
     path: str | None     # the file Cycles will load
     ptx: str | None      # the PTX a kernel can be built from
     detail: str = ""
@@ -253,7 +253,7 @@ class KernelStatus:
 
     @property
     def ready(self) -> bool:
-        return self.status in ("shipped", "built")
+        return self.status in ("shipped", "built", "cached")
 
 
 def _marker(cubin: Path) -> Path:
@@ -601,10 +601,10 @@ def execute_plan(plan: KernelPlan, lib_dir: Path, *, jobs: int | None = None, sa
     try:
         install_kernel(cached, lib_dir)
     except OSError as exc:
-        say(f"cannot install {cached.name} into {lib_dir} ({exc.strerror or exc}): Cycles will JIT-compile "
-            f"the PTX instead; run 'clevr-remv doctor --prepare' as the owner of that folder, or install bpy "
-            f"in a virtual environment you own")
-        return kernel_status(lib_dir, plan.status.capability)
+        say(f"cannot install {cached.name} into {lib_dir} ({exc.strerror or exc}); generate's workers will "
+            f"load it through a copy of the Cycles add-on's folder made of links (see gpu.overlay_addon)")
+        return KernelStatus(plan.status.capability, "cached", str(cached), plan.status.ptx,
+                            f"built, in {cached.parent}; the add-on's folder is not writable")
     status = kernel_status(lib_dir, plan.status.capability)
     say(f"{status.sm}: kernel installed as {status.path}")
     return status
@@ -643,32 +643,85 @@ def render_settings(render_cfg: dict, device: str, *, slot: int = 0, nworkers: i
     return rc
 
 
+# -- a read-only Blender install -------------------------------------------------------------------
+def overlay_addon(lib_dir: Path, kernels: list[Path], root: Path) -> Path:
+    """Where the add-on's folder cannot take a kernel (a shared, read-only install): a folder
+    that mirrors the Cycles add-on with symbolic links, plus the built kernels in its
+    ``lib/``.  The worker points Cycles at it (``_cycles.init``, which sets the folder Cycles
+    looks up ``lib/kernel_sm_XY.cubin.zst`` in).  Made once per content under ``root``
+    (a temporary name, then renamed: concurrent drivers reuse one).  Returns the folder."""
+    addon = lib_dir.parent
+    key = hashlib.sha256("\n".join([str(addon.resolve())] + [f"{k.name}:{sha256(k)}" for k in sorted(kernels)])
+                         .encode()).hexdigest()[:16]
+    dest = Path(root) / f"cycles-{key}"
+    if (dest / ".complete").exists():
+        return dest
+    Path(root).mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".cycles-{key}-", dir=root))
+    try:
+        for entry in addon.iterdir():
+            if entry.name != "lib" and entry.name != "__pycache__":
+                (tmp / entry.name).symlink_to(entry.resolve())
+        (tmp / "lib").mkdir()
+        for f in lib_dir.iterdir():
+            (tmp / "lib" / f.name).symlink_to(f.resolve())
+        for k in kernels:
+            target = tmp / "lib" / k.name
+            if target.is_symlink() or target.exists():
+                target.unlink()
+            shutil.copyfile(k, target)
+            shutil.copyfile(_marker(k), _marker(target))
+        (tmp / ".complete").write_text("")
+        try:
+            os.rename(tmp, dest)
+        except OSError:  # another driver made it first
+            if not (dest / ".complete").exists():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
 # -- the driver's hooks ------------------------------------------------------------------------------
+@dataclass
+class GpuRunPrep:
+    """What the driver passes on to its workers after :func:`prepare_gpu_run`."""
+    env: dict = field(default_factory=dict)          # for the worker processes' environment
+    kernels: list = field(default_factory=list)      # KernelStatus per selected capability
+    cycles_path: str | None = None                   # an add-on overlay (read-only installs)
+
+
 def prepare_gpu_run(device: str, blender: str | None = None, *, say=None, env: dict | None = None,
-                    jobs: int | None = None) -> tuple[dict, list[KernelStatus]]:
+                    jobs: int | None = None) -> GpuRunPrep:
     """Before the first render on ``device``: for CUDA/OptiX, make sure Cycles has a cubin for
-    every selected NVIDIA GPU (building missing ones with ptxas, with progress lines).
-    Returns (environment variables for the workers: a persistent, large CUDA JIT cache;
-    the kernels' states afterwards).  Never raises for a missing tool or driver."""
+    every selected NVIDIA GPU (building missing ones with ptxas, with progress lines), and
+    give the workers a persistent, large CUDA JIT cache.  Never raises for a missing tool
+    or driver: the driver's own JIT remains, and the log says so."""
     say = say or log.info
     if device not in ("cuda", "optix"):
-        return {}, []
-    extra = jit_cache_env(env)
+        return GpuRunPrep()
+    prep = GpuRunPrep(env=jit_cache_env(env))
     gpus, how = query_gpus(env)
     if not gpus:
         log.debug("no NVIDIA GPU to prepare kernels for (%s)", how)
-        return extra, []
+        return prep
     lib = cycles_lib_dir(blender)
     if lib is None:
         log.debug("Cycles add-on folder not found; kernels not checked")
-        return extra, []
+        return prep
     try:
         statuses = ensure_kernels(gpus, lib, jobs=jobs, say=say, env=env)
+        cached = [Path(s.path) for s in statuses if s.status == "cached"]
+        if cached:
+            overlay = overlay_addon(lib, cached, kernel_cache_dir(blender_version(lib), env))
+            prep.cycles_path = str(overlay)
+            statuses = [kernel_status(overlay / "lib", s.capability) for s in statuses]
     except (OSError, RuntimeError) as exc:  # a failed build: the driver's JIT remains
         log.warning("could not build GPU kernels (%s); the NVIDIA driver will compile them on the first "
                     "render instead, %.0f+ minutes once per machine", exc, DRIVER_JIT_AT_LEAST_S / 60)
         statuses = [kernel_status(lib, g.compute_capability) for g in gpus]
-    return extra, statuses
+    prep.kernels = statuses
+    return prep
 
 
 class FirstRenderWatch:

@@ -5,6 +5,7 @@ import json
 import struct
 from pathlib import Path
 
+import numpy as np
 import pytest
 import zstandard
 
@@ -211,5 +212,49 @@ def test_first_render_watch_speaks_only_while_jit_compiling():
 
 
 def test_prepare_gpu_run_is_a_no_op_off_nvidia():
-    assert gpu.prepare_gpu_run("cpu") == ({}, [])
-    assert gpu.prepare_gpu_run("hip") == ({}, [])
+    assert gpu.prepare_gpu_run("cpu") == gpu.GpuRunPrep()
+    assert gpu.prepare_gpu_run("hip") == gpu.GpuRunPrep()
+
+
+def test_overlay_for_a_read_only_addon(tmp_path):
+    lib = fake_lib(tmp_path)
+    (lib.parent / "__init__.py").write_text("# the add-on\n")
+    (lib.parent / "shader").mkdir()
+    built = tmp_path / "cache" / "kernel_sm_90.cubin.zst"
+    built.parent.mkdir()
+    built.write_bytes(zstandard.compress(b"\x7fELF sm_90"))
+    (built.parent / (built.name + ".clevr-remv.json")).write_text("{}")
+    over = gpu.overlay_addon(lib, [built], tmp_path / "cache")
+    assert (over / "__init__.py").is_symlink() and (over / "shader").is_symlink()
+    assert (over / "lib" / "kernel_sm_86.cubin.zst").is_symlink()
+    assert gpu.kernel_status(over / "lib", (9, 0)).status == "built"
+    assert gpu.kernel_status(lib, (9, 0)).status == "jit"  # the install itself is untouched
+    assert gpu.overlay_addon(lib, [built], tmp_path / "cache") == over  # made once
+    assert [p.name for p in (tmp_path / "cache").iterdir() if p.name.startswith(".")] == []
+
+
+@pytest.mark.render
+def test_worker_renders_through_an_addon_overlay(tmp_path, cfg):
+    """Cycles pointed at a linked copy of its add-on folder renders the same view (CPU here;
+    on a GPU the copy's lib/ carries the built kernel)."""
+    from clevr_remv import layout, render
+
+    lib = gpu.cycles_lib_dir()
+    over = gpu.overlay_addon(lib, [], tmp_path)
+    rc = {**cfg["render"], "width": 64, "height": 48, "samples": 2, "denoise": False}
+    record = layout.sample_scene({**cfg, "render": rc}, 5, 0, 0)
+    views = []
+    w = render.BlenderWorker(name="overlay")
+    try:
+        w.hello()
+        for path in (None, str(over)):
+            settings = gpu.render_settings(rc, "cpu", cpu_count=2)
+            if path:
+                settings["cycles_path"] = path
+            w.configure(settings)
+            [ev] = list(w.render(record, [(1, 1)], tag=f"o{bool(path)}"))
+            views.append(render.read_view(ev.path))
+    finally:
+        w.kill()
+    for a, b in zip(*views):
+        np.testing.assert_array_equal(a, b)
