@@ -23,7 +23,6 @@ from . import __version__, gpu, system_libs
 # Reference capabilities when no GPU is here (e.g. a container image built on a CPU host):
 # A100 and H100, the farm GPUs the bpy wheel ships no cubin for.
 FARM_CAPABILITIES = ((8, 0), (9, 0))
-GPU_ORDER = ("optix", "cuda", "hip", "metal", "oneapi")  # what --device auto prefers
 
 
 def parse_sm_list(spec: str | None) -> list[tuple[int, int]]:
@@ -43,9 +42,11 @@ def parse_sm_list(spec: str | None) -> list[tuple[int, int]]:
     return out
 
 
-def _blender_report(blender: str | None, render_cfg: dict) -> dict:
+def _blender_report(blender: str | None, cfg: dict) -> dict:
     """Start one real worker: its Blender version, devices, and where it would denoise."""
+    from .devices import choose_device, render_settings
     from .errors import UsageError, WorkerError
+    from .outputs import render_passes, rendered
     from .render import BlenderWorker
 
     rep: dict = {"ok": False, "via": blender or "bpy module"}
@@ -58,10 +59,9 @@ def _blender_report(blender: str | None, render_cfg: dict) -> dict:
         hello = w.hello()
         devices = hello.get("devices", {})
         rep.update(ok=True, blender=hello.get("blender"), devices=devices)
-        backend = next((b for b in GPU_ORDER if devices.get(b)), "cpu")
-        settings = gpu.render_settings(render_cfg, backend, gpu_count=len(devices.get(backend, [])) or 1)
-        used = w.configure(settings)
-        rep["auto_device"] = used.get("device", backend)
+        info = choose_device("auto", devices)
+        used = w.configure(render_settings(cfg, info, 0, 1, render_passes(rendered(cfg))))
+        rep["auto_device"] = used.get("device", info["device"])
         rep["auto_device_names"] = used.get("names", [])
         rep["denoiser"] = used.get("denoiser", "unknown")
     except (WorkerError, UsageError) as exc:
@@ -117,7 +117,7 @@ def collect(blender: str | None = None, sm: list | None = None, start_blender: b
     report["cuda_jit_cache"] = {**{k: os.environ[k] for k in ("CUDA_CACHE_PATH", "CUDA_CACHE_MAXSIZE") if k in os.environ},
                                 **gpu.jit_cache_env()}
     if start_blender:
-        report["blender"] = _blender_report(blender, load_config()["render"])
+        report["blender"] = _blender_report(blender, load_config())
     return report
 
 

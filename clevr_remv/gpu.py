@@ -621,28 +621,6 @@ def ensure_kernels(gpus: list[Gpu], lib_dir: Path | None, *, jobs: int | None = 
     return [execute_plan(plan, lib_dir, jobs=jobs, say=say) for plan in plans]
 
 
-# -- render settings per device ------------------------------------------------------------------
-def render_settings(render_cfg: dict, device: str, *, slot: int = 0, nworkers: int = 1,
-                    gpu_count: int = 1, cpu_count: int | None = None) -> dict:
-    """The settings sent to a worker's Blender for ``device`` ('cpu' or a GPU backend).
-
-    On a GPU: the worker's GPU (``slot`` modulo the GPU count) and denoising on that GPU
-    (``denoising_use_gpu``, the property's name in Blender 4.1 to 5.0; Blender's default is
-    the CPU, which made OpenImageDenoise ~75% of an H100's time per scene).  On the CPU: the
-    cores shared among the workers, and CPU denoising."""
-    rc = dict(render_cfg)
-    rc["device"] = device
-    if device != "cpu":
-        rc["gpu_index"] = slot % max(1, gpu_count)
-        rc.pop("threads", None)
-        rc["denoising_use_gpu"] = bool(rc.get("denoise", False))
-    else:
-        rc.pop("gpu_index", None)
-        rc["threads"] = max(1, (cpu_count or os.cpu_count() or 1) // max(1, nworkers))
-        rc["denoising_use_gpu"] = False
-    return rc
-
-
 # -- a read-only Blender install -------------------------------------------------------------------
 def overlay_addon(lib_dir: Path, kernels: list[Path], root: Path) -> Path:
     """Where the add-on's folder cannot take a kernel (a shared, read-only install): a folder

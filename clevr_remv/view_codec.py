@@ -38,6 +38,18 @@ def gzip_chunk(arr: np.ndarray, level: int, shuffle: bool) -> bytes:
     return zlib.compress(data, level)
 
 
+def encode_view_chunks(arrays: dict, codecs: dict) -> dict:
+    """{name: compressed chunk} for the arrays whose dtype and shape are exactly the
+    dataset's (``codecs`` from ``SceneWriter.chunk_codecs``); an array that would need a
+    conversion (e.g. float32 depth into a float16 dataset) is left to h5py."""
+    out = {}
+    for name, (level, shuffle, dtype, shape) in codecs.items():
+        arr = arrays.get(name)
+        if arr is not None and arr.dtype == dtype and tuple(arr.shape) == tuple(shape):
+            out[name] = gzip_chunk(arr, level, shuffle)
+    return out
+
+
 def gzip_spec(dataset) -> tuple[int, bool] | None:
     """(deflate level, shuffle) when ``dataset``'s filters are exactly [shuffle,] deflate, in
     that order; None for any other pipeline (write it through h5py)."""

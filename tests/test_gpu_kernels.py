@@ -179,19 +179,22 @@ def test_jit_cache_environment():
 
 
 def test_render_settings_denoise_where_the_render_runs(cfg):
-    rc = cfg["render"]
+    from clevr_remv import devices
+
     for backend in ("optix", "cuda", "hip", "metal", "oneapi"):
-        s = gpu.render_settings(rc, backend, slot=3, nworkers=4, gpu_count=2, cpu_count=16)
+        info = {"device": backend, "names": ["A", "B"], "count": 2}
+        s = devices.render_settings(cfg, info, 3, 4, ["use_pass_z"], cpu_count=16)
         assert s["device"] == backend and s["gpu_index"] == 1 and "threads" not in s
         assert s["denoising_use_gpu"] is True
         # everything else is the run's configuration, untouched
-        assert {k: s[k] for k in rc} == {**rc, "device": backend}
-    s = gpu.render_settings(rc, "cpu", slot=1, nworkers=2, cpu_count=16)
+        assert {k: s[k] for k in cfg["render"]} == {**cfg["render"], "device": backend}
+    s = devices.render_settings(cfg, {"device": "cpu"}, 1, 2, [], cpu_count=16)
     assert s["denoising_use_gpu"] is False and s["threads"] == 8 and "gpu_index" not in s
-    assert gpu.render_settings(rc, "cpu", nworkers=32, cpu_count=16)["threads"] == 1
+    assert devices.render_settings(cfg, {"device": "cpu"}, 0, 32, [], cpu_count=16)["threads"] == 1
     # No denoiser, nothing to place on the GPU.
-    assert gpu.render_settings({**rc, "denoise": False}, "optix")["denoising_use_gpu"] is False
-    assert rc.get("denoising_use_gpu") is None  # the input is not modified
+    off = {**cfg, "render": {**cfg["render"], "denoise": False}}
+    assert devices.render_settings(off, {"device": "optix", "count": 1}, 0, 1, [])["denoising_use_gpu"] is False
+    assert "denoising_use_gpu" not in cfg["render"]  # the input is not modified
 
 
 def test_first_render_watch_speaks_only_while_jit_compiling():
@@ -237,7 +240,7 @@ def test_overlay_for_a_read_only_addon(tmp_path):
 def test_worker_renders_through_an_addon_overlay(tmp_path, cfg):
     """Cycles pointed at a linked copy of its add-on folder renders the same view (CPU here;
     on a GPU the copy's lib/ carries the built kernel)."""
-    from clevr_remv import layout, render
+    from clevr_remv import devices, layout, outputs, render
 
     lib = gpu.cycles_lib_dir()
     over = gpu.overlay_addon(lib, [], tmp_path)
@@ -248,13 +251,14 @@ def test_worker_renders_through_an_addon_overlay(tmp_path, cfg):
     try:
         w.hello()
         for path in (None, str(over)):
-            settings = gpu.render_settings(rc, "cpu", cpu_count=2)
+            settings = devices.render_settings({**cfg, "render": rc}, {"device": "cpu"}, 0, 1,
+                                               outputs.render_passes(outputs.rendered(cfg)), cpu_count=2)
             if path:
                 settings["cycles_path"] = path
             w.configure(settings)
             [ev] = list(w.render(record, [(1, 1)], tag=f"o{bool(path)}"))
-            views.append(render.read_view(ev.path))
+            views.append(render.read_view(ev.path, ["images", "instances", "depth"]))
     finally:
         w.kill()
-    for a, b in zip(*views):
-        np.testing.assert_array_equal(a, b)
+    for name in ("images", "instances", "depth"):
+        np.testing.assert_array_equal(views[0][name], views[1][name])
