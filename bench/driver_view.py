@@ -22,9 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
-from clevr_remv import config, gpu, layout, render, shards, view_codec
+from clevr_remv import config, devices, layout, lightfield, outputs, render, shards, view_codec
 
 
 def make_views(cache: Path, cfg: dict) -> list[Path]:
@@ -35,13 +33,16 @@ def make_views(cache: Path, cfg: dict) -> list[Path]:
     w = render.BlenderWorker(name="bench")
     try:
         w.hello()
-        w.configure(gpu.render_settings(cfg["render"], "cpu"))
-        record = layout.sample_scene(cfg, 11, 0, 0)
-        for ev in w.render(record, [(u, v) for u in range(3) for v in range(3)], tag="view"):
+        w.configure(devices.render_settings(cfg, {"device": "cpu"}, 0, 1, outputs.render_passes(outputs.rendered(cfg))))
+        for ev in w.render(RECORD(cfg), [(u, v) for u in range(3) for v in range(3)], tag="view"):
             shutil.copy(ev.path, cache / Path(ev.path).name)
     finally:
         w.kill()
     return sorted(cache.glob("view_*.exr"))
+
+
+def RECORD(cfg):
+    return layout.sample_scene(cfg, 11, 0, 0)
 
 
 def _uv(path: Path) -> tuple[int, int]:
@@ -49,36 +50,46 @@ def _uv(path: Path) -> tuple[int, int]:
     return int(u), int(v)
 
 
-def serial(views, writer, n) -> list[float]:
-    per = []
+class Reader:
+    """Stands for the worker: reads a kept EXR (not removed) with the view's camera."""
+
+    def __init__(self, cfg):
+        self.wanted = outputs.rendered(cfg)
+        self.ks, self.es = lightfield.all_cameras(RECORD(cfg)["rig"])
+
+    def read_view(self, ev, wanted=None, view=None):
+        return render.read_view(ev.path, wanted or self.wanted, view, remove=False)
+
+
+class Event:
+    def __init__(self, path):
+        self.path = str(path)
+        self.u, self.v = _uv(path)
+
+
+def serial(views, writer, reader) -> float:
+    """Today's path (before issue 10): decode, then write through h5py's filters."""
+    t0 = time.perf_counter()
     for p in views:
-        t0 = time.perf_counter()
-        rgb, ids, depth = render.read_view(p, remove=False)
-        writer.write_view(*_uv(p), rgb, ids, depth, n)
-        per.append(time.perf_counter() - t0)
-    return per
+        ev = Event(p)
+        arrays = reader.read_view(ev, None, {"intrinsics": reader.ks[ev.u, ev.v], "world_to_camera": reader.es[ev.u, ev.v]})
+        writer.write_view(ev.u, ev.v, arrays)
+    return time.perf_counter() - t0
 
 
-def threaded(views, writer, n, threads) -> tuple[float, float]:
-    """(wall seconds for all views, seconds the calling thread was busy)."""
-    f = writer.f
-    specs = {name: view_codec.gzip_spec(f[name]) for name in ("images", "instances", "depth")}
+def threaded(views, writer, reader, threads) -> tuple[float, float]:
+    """The pipeline's path: the same loop as pipeline.render_scene (pool of threads, chunks
+    written directly).  Returns (wall seconds, seconds the calling thread was busy)."""
+    codecs = writer.chunk_codecs()
+    ks, es = reader.ks, reader.es
 
-    def job(p):
-        rgb, ids, depth = render.read_view(p, remove=False)
-        arrays = {"images": rgb, "instances": ids, "depth": depth}
-        return p, arrays, {k: view_codec.gzip_chunk(a, *specs[k]) for k, a in arrays.items() if specs[k]}
+    def work(ev):
+        arrays = reader.read_view(ev, None, {"intrinsics": ks[ev.u, ev.v], "world_to_camera": es[ev.u, ev.v]})
+        return ev, arrays, view_codec.encode_view_chunks(arrays, codecs)
 
-    def store(result):
-        p, arrays, chunks = result
-        u, v = _uv(p)
-        for name, arr in arrays.items():
-            if name in chunks:
-                f[name].id.write_direct_chunk((0, u, v) + (0,) * (arr.ndim), chunks[name], 0)
-            else:
-                f[name][0, u, v] = arr
-        counts = np.bincount(arrays["instances"].ravel(), minlength=n + 1)[1:n + 1]
-        writer.visible[u, v, :n] = counts
+    def store(results):
+        for ev, arrays, chunks in results:
+            writer.write_view(ev.u, ev.v, arrays, chunks)
 
     pool = view_codec.ViewPool(threads)
     busy = 0.0
@@ -86,12 +97,10 @@ def threaded(views, writer, n, threads) -> tuple[float, float]:
     try:
         for p in views:
             tb = time.perf_counter()
-            for r in pool.submit(job, p):
-                store(r)
+            store(pool.submit(work, Event(p)))
             busy += time.perf_counter() - tb
         tb = time.perf_counter()
-        for r in pool.drain():
-            store(r)
+        store(pool.drain())
         busy += time.perf_counter() - tb
     finally:
         pool.close()
@@ -102,7 +111,7 @@ def same_chunks(a: Path, b: Path) -> bool:
     import h5py
 
     with h5py.File(a) as fa, h5py.File(b) as fb:
-        for name in ("images", "instances", "depth"):
+        for name in [o.name for o in outputs.stored()]:
             da, db = fa[name].id, fb[name].id
             for i in range(da.get_num_chunks()):
                 info = da.get_chunk_info(i)
@@ -115,12 +124,12 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--threads", default="1,2,4")
-    ap.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "clevr-remv-bench-exr"))
+    ap.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "clevr-remv-bench-exr-1.1"))
     args = ap.parse_args()
     threads = [int(x) for x in args.threads.split(",")]
     cfg = config.load_config(None, {"rig.grid": 3})
     views = make_views(Path(args.cache), cfg)
-    n = cfg["scene"]["max_objects"]
+    reader = Reader(cfg)
     grid = (3, 3)
     attrs = shards.file_attrs(cfg, "bench", grid)
     tmp = Path(tempfile.mkdtemp(prefix="clevr-remv-bench-"))
@@ -129,11 +138,11 @@ def main():
     try:
         for r in range(args.rounds):  # A/B/C... alternating, one round at a time
             w = shards.SceneWriter(tmp / f"serial-{r}.h5", cfg, grid, attrs)
-            res["serial"].append(sum(serial(views, w, n)) / len(views))
+            res["serial"].append(serial(views, w, reader) / len(views))
             w.commit()
             for t in threads:
                 w = shards.SceneWriter(tmp / f"t{t}-{r}.h5", cfg, grid, attrs)
-                wall, b = threaded(views, w, n, t)
+                wall, b = threaded(views, w, reader, t)
                 w.commit()
                 res[f"threads={t}"].append(wall / len(views))
                 busy[f"threads={t}"].append(b / len(views))

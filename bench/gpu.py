@@ -9,8 +9,9 @@ For anyone with a GPU (it runs on the CPU too, for a dry run).  Three parts:
    Blender reports after configuration (`denoising_use_gpu` and an OIDN-capable GPU), so
    the table shows where denoising really ran, and its cost.
 3. Whole runs with `clevr-remv generate --workers K` at the defaults: seconds per scene and per
-   view from the wall clock, and the driver's per-view work (`driver_view_s`) as a share of
-   the render time (the target is at most 25%).
+   view from the wall clock, the time a slot's driver thread spent on views (`driver_view_s`)
+   as a share of the render time (the target is at most 25%), and the per-view work summed
+   over the decode/compress threads (`view_work_s`).
 
     python bench/gpu.py                                   # defaults: 480x320, the 9x9 rig
     python bench/gpu.py --samples 1,16,64,256 --workers 1,2,3 --scenes 6
@@ -28,7 +29,7 @@ import time
 
 from _common import cleanup, generate, scene_log
 
-from clevr_remv import config, gpu, layout, render
+from clevr_remv import config, devices, layout, outputs, render
 
 
 def kernels() -> None:
@@ -49,10 +50,9 @@ def kernels() -> None:
 def per_view(args, cfg) -> None:
     w = render.BlenderWorker(name="bench")
     try:
-        devices = w.hello()["devices"]
-        device = args.device
-        if device == "auto":
-            device = next((b for b in ("optix", "cuda", "hip", "metal", "oneapi") if devices.get(b)), "cpu")
+        found = w.hello()["devices"]
+        info = devices.choose_device(args.device, found)
+        device = info["device"]
         grid = cfg["rig"]["grid"]
         views = [(u, v) for u in range(grid) for v in range(grid)][: args.views]
         record = layout.sample_scene(cfg, args.seed, 0, 0)
@@ -64,8 +64,8 @@ def per_view(args, cfg) -> None:
             for denoise in ("gpu", "cpu", "off"):
                 if denoise == "gpu" and device == "cpu":
                     continue
-                rc = {**cfg["render"], "samples": samples, "denoise": denoise != "off"}
-                settings = gpu.render_settings(rc, device, gpu_count=len(devices.get(device, [])) or 1)
+                c = {**cfg, "render": {**cfg["render"], "samples": samples, "denoise": denoise != "off"}}
+                settings = devices.render_settings(c, info, 0, 1, outputs.render_passes(outputs.rendered(cfg)))
                 settings["denoising_use_gpu"] = denoise == "gpu"
                 used = w.configure(settings)
                 t0 = time.perf_counter()
@@ -79,8 +79,9 @@ def per_view(args, cfg) -> None:
 
 def per_workers(args) -> None:
     print(f"\nWhole runs at the defaults (plus your options), {args.scenes} scenes each:")
-    print("| workers | wall s | s per scene | s per view | render s per view | driver s per view | driver / render |")
-    print("|---|---|---|---|---|---|---|")
+    print("| workers | wall s | s per scene | s per view | render s per view | driver s per view | driver / render "
+          "| view work s per view (all threads) |")
+    print("|---|---|---|---|---|---|---|---|")
     for k in args.workers:
         out, wall = generate(["--scenes", args.scenes, "--seed", args.seed, "--shard-size", args.scenes,
                               "--workers", k, "--device", args.device, *args.extra])
@@ -88,8 +89,9 @@ def per_workers(args) -> None:
         views = sum(1 for _ in rows) * args.grid ** 2
         render_s = sum(r["render_s"] for r in rows)
         driver_s = sum(r["driver_view_s"] for r in rows)
+        work_s = sum(r.get("view_work_s", r["driver_view_s"]) for r in rows)
         print(f"| {k} | {wall:.1f} | {wall / args.scenes:.2f} | {wall / views:.3f} | {render_s / views:.3f} | "
-              f"{driver_s / views:.4f} | {driver_s / render_s:.0%} |")
+              f"{driver_s / views:.4f} | {driver_s / render_s:.0%} | {work_s / views:.4f} |")
         cleanup(out)
 
 
