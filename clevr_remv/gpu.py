@@ -597,7 +597,22 @@ def execute_plan(plan: KernelPlan, lib_dir: Path, *, jobs: int | None = None, sa
         return plan.status
     cached = Path(plan.cached)
     if plan.action == "build":
-        build_kernel(Path(plan.status.ptx), plan.status.capability, plan.ptxas, cached, jobs=jobs, say=say)
+        # One build per machine: a second driver (another --part on this node) waits for the
+        # first and takes its kernel.
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        with open(cached.with_name(cached.name + ".lock"), "w") as lock:
+            try:
+                import fcntl
+
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    say(f"waiting for another clevr-remv that is building the {plan.status.sm} kernel")
+                    fcntl.flock(lock, fcntl.LOCK_EX)
+            except ImportError:  # not on POSIX: no lock
+                pass
+            if not _cached_kernel_valid(cached, plan.status.ptx):
+                build_kernel(Path(plan.status.ptx), plan.status.capability, plan.ptxas, cached, jobs=jobs, say=say)
     try:
         install_kernel(cached, lib_dir)
     except OSError as exc:

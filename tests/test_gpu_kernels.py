@@ -262,3 +262,24 @@ def test_worker_renders_through_an_addon_overlay(tmp_path, cfg):
         w.kill()
     for name in ("images", "instances", "depth"):
         np.testing.assert_array_equal(views[0][name], views[1][name])
+
+
+def test_two_drivers_build_a_kernel_once(tmp_path):
+    import threading
+
+    tools = gpu.find_ptxas()
+    assert tools
+    env = {"CLEVR_REMV_CACHE": str(tmp_path / "cache")}
+    h100 = gpu.parse_nvidia_smi(H100_SMI)
+    libs = [fake_lib(tmp_path / "a"), fake_lib(tmp_path / "b")]
+    plans = [gpu.plan_kernels(h100, lib, tools, env=env)[0] for lib in libs]
+    assert [p.action for p in plans] == ["build", "build"]
+    said, results = [], []
+    threads = [threading.Thread(target=lambda p=p, lib=lib: results.append(gpu.execute_plan(p, lib, jobs=1, say=said.append)))
+               for p, lib in zip(plans, libs)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [r.status for r in results] == ["built", "built"]
+    assert sum("building the Cycles GPU kernel" in s for s in said) == 1
