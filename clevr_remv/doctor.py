@@ -201,8 +201,11 @@ def doctor(do_prepare, sm_spec, jobs, blender, as_json):
     (compute capability, driver), each GPU's Cycles kernel, ptxas, the denoiser's device.
 
     \b
-    Kernel states: shipped (a cubin comes with Blender), built (by --prepare), jit (only PTX:
-    the NVIDIA driver compiles it on the first render, 9+ minutes, once per machine), missing.
+    Kernel states: shipped (a cubin comes with Blender); built (by clevr-remv, installed in the
+    add-on); cached (built, but the add-on's folder is read-only: generate loads it through a
+    linked copy of the folder); jit (only PTX: the NVIDIA driver compiles it on the first
+    render, 9+ minutes, once per machine); missing.  generate builds what is missing itself
+    before its first GPU render when ptxas is there; --prepare does it now.
     Exit code 0 when Blender can render here (with or without a GPU), 1 when not.
 
     \b
