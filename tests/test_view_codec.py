@@ -118,3 +118,17 @@ def test_threaded_view_work_writes_the_same_shards(tmp_path, tiny_config_file):
         rows = [json.loads(x) for x in (out / "logs" / "scenes.jsonl").read_text().splitlines()]
         assert all(row["view_work_s"] > 0 for row in rows)
     assert digests[0] == digests[1] and len(digests[0]) == 2
+
+
+def test_pixel_rays_bit_identical_to_the_pixel_grid_formula():
+    """outputs.pixel_rays (broadcast) equals _apply(inv(K), [x + 0.5, y + 0.5, 1]) bit for bit."""
+    from clevr_remv import outputs
+
+    rng = np.random.default_rng(3)
+    for _ in range(5):
+        f = rng.uniform(300, 900)
+        k = np.array([[f, 0, rng.uniform(100, 380)], [0, f, rng.uniform(80, 240)], [0, 0, 1]])
+        ys, xs = np.mgrid[0:64, 0:96]
+        pix = np.stack([xs + 0.5, ys + 0.5, np.ones_like(xs, dtype=np.float64)], -1)
+        ref = outputs._apply(np.linalg.inv(k), pix)
+        assert outputs.pixel_rays(k, 64, 96).tobytes() == ref.tobytes()
