@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 from clevr_remv import config, devices, layout, lightfield, outputs, render, shards, view_codec
 
 
@@ -67,8 +69,25 @@ class Event:
         self.u, self.v = _uv(path)
 
 
+def _pixel_rays_before(intrinsics, height, width):
+    """outputs.pixel_rays as it was before issue 10 (a full pixel grid; same bits)."""
+    ys, xs = np.mgrid[0:height, 0:width]
+    pix = np.stack([xs + 0.5, ys + 0.5, np.ones_like(xs, dtype=np.float64)], -1)
+    return outputs._apply(np.linalg.inv(np.asarray(intrinsics, np.float64)), pix)
+
+
 def serial(views, writer, reader) -> float:
-    """Today's path (before issue 10): decode, then write through h5py's filters."""
+    """The path before issue 10: decode (with the former pixel_rays), then write through
+    h5py's filters, one view after the other."""
+    current = outputs.pixel_rays
+    outputs.pixel_rays = _pixel_rays_before
+    try:
+        return _serial(views, writer, reader)
+    finally:
+        outputs.pixel_rays = current
+
+
+def _serial(views, writer, reader) -> float:
     t0 = time.perf_counter()
     for p in views:
         ev = Event(p)
@@ -133,27 +152,35 @@ def main():
     grid = (3, 3)
     attrs = shards.file_attrs(cfg, "bench", grid)
     tmp = Path(tempfile.mkdtemp(prefix="clevr-remv-bench-"))
-    res = {"serial": []} | {f"threads={t}": [] for t in threads}
-    busy = {f"threads={t}": [] for t in threads}
+    res = {"before: serial": []} | {f"after: threads={t}": [] for t in threads}
+    busy = {k: [] for k in res}
+    cpu = {k: [] for k in res}
     try:
         for r in range(args.rounds):  # A/B/C... alternating, one round at a time
             w = shards.SceneWriter(tmp / f"serial-{r}.h5", cfg, grid, attrs)
-            res["serial"].append(serial(views, w, reader) / len(views))
+            c0 = time.process_time()
+            wall = serial(views, w, reader)
+            cpu["before: serial"].append((time.process_time() - c0) / len(views))
+            res["before: serial"].append(wall / len(views))
+            busy["before: serial"].append(wall / len(views))
             w.commit()
             for t in threads:
+                key = f"after: threads={t}"
                 w = shards.SceneWriter(tmp / f"t{t}-{r}.h5", cfg, grid, attrs)
+                c0 = time.process_time()
                 wall, b = threaded(views, w, reader, t)
+                cpu[key].append((time.process_time() - c0) / len(views))
                 w.commit()
-                res[f"threads={t}"].append(wall / len(views))
-                busy[f"threads={t}"].append(b / len(views))
+                res[key].append(wall / len(views))
+                busy[key].append(b / len(views))
                 assert same_chunks(tmp / f"serial-{r}.h5", tmp / f"t{t}-{r}.h5"), "chunks differ"
         print(f"{len(views)} views at {cfg['render']['width']}x{cfg['render']['height']}, {args.rounds} rounds "
               f"alternating, medians; compressed chunks identical in every file")
-        print("| path | wall ms per view | driver thread busy ms per view |")
-        print("|---|---|---|")
+        print("| path | wall ms per view | CPU ms per view (all threads) | driver thread busy ms per view |")
+        print("|---|---|---|---|")
         for k, v in res.items():
-            b = statistics.median(busy[k]) * 1e3 if k in busy else statistics.median(v) * 1e3
-            print(f"| {k} | {statistics.median(v) * 1e3:.1f} | {b:.1f} |")
+            print(f"| {k} | {statistics.median(v) * 1e3:.1f} | {statistics.median(cpu[k]) * 1e3:.1f} | "
+                  f"{statistics.median(busy[k]) * 1e3:.1f} |")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

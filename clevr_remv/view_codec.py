@@ -33,9 +33,12 @@ def shuffle_bytes(arr: np.ndarray) -> bytes:
 
 
 def gzip_chunk(arr: np.ndarray, level: int, shuffle: bool) -> bytes:
-    """The bytes HDF5 stores for one chunk through [shuffle,] deflate(level)."""
-    data = shuffle_bytes(arr) if shuffle else np.ascontiguousarray(arr).tobytes()
-    return zlib.compress(data, level)
+    """The bytes HDF5 stores for one chunk through [shuffle,] deflate(level).  zlib reads
+    the array's memory directly (no intermediate bytes object)."""
+    a = np.ascontiguousarray(arr)
+    if shuffle and a.itemsize > 1:
+        a = np.ascontiguousarray(a.view(np.uint8).reshape(-1, a.itemsize).T)
+    return zlib.compress(memoryview(a).cast("B"), level)
 
 
 def encode_view_chunks(arrays: dict, codecs: dict) -> dict:
