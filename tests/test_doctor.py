@@ -101,18 +101,15 @@ def _bpy_needing_a_missing_library(tmp_path: Path, missing: str) -> Path:
     build = tmp_path / "build"
     build.mkdir()
     (build / "dep.c").write_text("int clevr_remv_dep(void) { return 1; }\n")
-    (build / "mod.c").write_text(
-        "#include <Python.h>\nextern int clevr_remv_dep(void);\n"
-        "static struct PyModuleDef m = {PyModuleDef_HEAD_INIT, \"bpy\", 0, -1, 0};\n"
-        "PyMODINIT_FUNC PyInit_bpy(void) { clevr_remv_dep(); return PyModule_Create(&m); }\n")
+    # The loader fails before Python looks for PyInit_bpy: no Python headers needed.
+    (build / "mod.c").write_text("extern int clevr_remv_dep(void);\nint clevr_remv_mod(void) { return clevr_remv_dep(); }\n")
     import sysconfig
-    inc = sysconfig.get_paths()["include"]
     subprocess.run([gcc, "-shared", "-fPIC", "-o", str(build / missing), f"-Wl,-soname,{missing}",
                     str(build / "dep.c")], check=True)
     site = tmp_path / "site"
     site.mkdir()
     ext = site / ("bpy" + sysconfig.get_config_var("EXT_SUFFIX"))
-    subprocess.run([gcc, "-shared", "-fPIC", f"-I{inc}", "-o", str(ext), str(build / "mod.c"),
+    subprocess.run([gcc, "-shared", "-fPIC", "-o", str(ext), str(build / "mod.c"),
                     str(build / missing)], check=True)
     shutil.rmtree(build)
     return site
