@@ -133,3 +133,35 @@ def test_missing_system_library_is_one_line(tmp_path, command):
         assert r.returncode == 1
         assert f"system libraries: MISSING {missing}" in r.stdout
         assert "CANNOT START" in r.stdout and "Traceback" not in r.stdout + r.stderr
+
+
+def test_report_text_for_a_gpu_node(tmp_path):
+    """The GPU branch of the report (no GPU here): an H100 node without ptxas, built from
+    the same pieces collect() uses."""
+    from test_gpu_kernels import H100_SMI
+
+    lib = fake_lib(tmp_path)
+    gpus = gpu.parse_nvidia_smi(H100_SMI)
+    plans = gpu.plan_kernels(gpus, lib, [], env={"CLEVR_REMV_CACHE": str(tmp_path)}, cores=16)
+    report = {
+        "clevr_remv": "x", "python": "3.11", "cpu_cores": 16,
+        "libraries": {"binary": "/x/bpy/__init__.so", "missing": ["libGL.so.1"], "install": "apt-get install libgl1"},
+        "gpus": {"found_by": "nvidia-smi", "driver_cuda": "13.0",
+                 "list": [{"index": 0, "name": gpus[0].name, "compute_capability": "9.0", "sm": "sm_90",
+                           "driver": "580.65.06"}]},
+        "ptxas": [],
+        "kernels": {"folder": str(lib), "reference_only": False, "blender_version": "4.5.15",
+                    "shipped_cubins": ["sm_86"], "shipped_ptx": ["compute_75"], "cache": str(tmp_path),
+                    "plans": [p.as_dict() for p in plans]},
+        "cuda_jit_cache": {"CUDA_CACHE_MAXSIZE": "4294967296"},
+        "blender": {"ok": True, "via": "bpy module", "blender": "4.5.15", "devices": {"cpu": ["CPU"], "optix": [gpus[0].name]},
+                    "auto_device": "optix", "auto_device_names": [gpus[0].name], "denoiser": "gpu"},
+    }
+    text = "\n".join(doctor.render_text(report))
+    assert "system libraries: MISSING libGL.so.1; on Debian/Ubuntu: apt-get install libgl1" in text
+    assert "GPU backends: optix: NVIDIA H100 80GB HBM3" in text
+    assert "--device auto renders on: optix (NVIDIA H100 80GB HBM3); denoiser (OpenImageDenoise) runs on: gpu" in text
+    assert "0: NVIDIA H100 80GB HBM3, compute capability 9.0 (sm_90), driver 580.65.06" in text
+    assert "  sm_90: jit (no cubin" in text and "about 2 minutes on 16 cores" in text
+    assert "ptxas: none (to build kernels ahead of time: pip install 'clevr-remv[gpu]')" in text
+    json.dumps(report)  # --json can print it
