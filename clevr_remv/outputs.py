@@ -70,17 +70,33 @@ def _apply(matrix: np.ndarray, vectors: np.ndarray) -> np.ndarray:
 
 def camera_normals(world: np.ndarray, intrinsics: np.ndarray, world_to_camera: np.ndarray) -> np.ndarray:
     """World-space normals (HxWx3, 0 where nothing is hit) -> unit normals in the camera frame
-    (OpenCV axes), flipped to face the camera; 0 where nothing is hit."""
+    (OpenCV axes), flipped to face the camera; 0 where nothing is hit.
+
+    Computed one component plane at a time (contiguous HxW arrays, no broadcasting over a
+    trailing axis of 3, which numpy runs slowly): the same products, sums and quotients in
+    the same order per pixel as ``_apply`` and the vector forms, so the same bits, in about
+    half the time."""
     world = np.asarray(world, np.float64)
     rot = np.asarray(world_to_camera, np.float64)[:3, :3]
-    n = _apply(rot, world)
-    length = np.sqrt(n[..., 0:1] ** 2 + n[..., 1:2] ** 2 + n[..., 2:3] ** 2)
-    hit = length[..., 0] > 1e-6
-    n = np.where(hit[..., None], n / np.maximum(length, 1e-12), 0.0)
-    rays = pixel_rays(intrinsics, *n.shape[:2])
-    facing_away = n[..., 0] * rays[..., 0] + n[..., 1] * rays[..., 1] + n[..., 2] * rays[..., 2] > 0
-    n[facing_away] *= -1.0
-    return n
+    w = [np.ascontiguousarray(world[..., j]) for j in range(3)]
+    # _apply per component: (w0 * r[i, 0] + w1 * r[i, 1]) + w2 * r[i, 2]
+    n = [w[0] * rot[i, 0] + w[1] * rot[i, 1] + w[2] * rot[i, 2] for i in range(3)]
+    length = np.sqrt(n[0] ** 2 + n[1] ** 2 + n[2] ** 2)
+    hit = length > 1e-6
+    safe = np.maximum(length, 1e-12)
+    n = [np.where(hit, c / safe, 0.0) for c in n]
+    # pixel_rays per component: (x * m[i, 0] + y * m[i, 1]) + 1.0 * m[i, 2]
+    m = np.linalg.inv(np.asarray(intrinsics, np.float64))
+    height, width = length.shape
+    xs = (np.arange(width, dtype=np.float64) + 0.5)[None, :]
+    ys = (np.arange(height, dtype=np.float64) + 0.5)[:, None]
+    rays = [xs * m[i, 0] + ys * m[i, 1] + 1.0 * m[i, 2] for i in range(3)]
+    facing_away = n[0] * rays[0] + n[1] * rays[1] + n[2] * rays[2] > 0
+    out = np.empty(length.shape + (3,), np.float64)
+    for i in range(3):
+        np.multiply(n[i], -1.0, out=n[i], where=facing_away)
+        out[..., i] = n[i]
+    return out
 
 
 # Stored normals are rounded to multiples of 2**-10 (under 0.06 degrees): Cycles' Normal pass

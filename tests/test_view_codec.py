@@ -132,3 +132,46 @@ def test_pixel_rays_bit_identical_to_the_pixel_grid_formula():
         pix = np.stack([xs + 0.5, ys + 0.5, np.ones_like(xs, dtype=np.float64)], -1)
         ref = outputs._apply(np.linalg.inv(k), pix)
         assert outputs.pixel_rays(k, 64, 96).tobytes() == ref.tobytes()
+
+
+def _camera_normals_reference(world, intrinsics, world_to_camera):
+    """outputs.camera_normals in its vector form (format 1.1 as first written)."""
+    from clevr_remv import outputs
+
+    world = np.asarray(world, np.float64)
+    rot = np.asarray(world_to_camera, np.float64)[:3, :3]
+    n = outputs._apply(rot, world)
+    length = np.sqrt(n[..., 0:1] ** 2 + n[..., 1:2] ** 2 + n[..., 2:3] ** 2)
+    hit = length[..., 0] > 1e-6
+    n = np.where(hit[..., None], n / np.maximum(length, 1e-12), 0.0)
+    ys, xs = np.mgrid[0:n.shape[0], 0:n.shape[1]]
+    pix = np.stack([xs + 0.5, ys + 0.5, np.ones_like(xs, dtype=np.float64)], -1)
+    rays = outputs._apply(np.linalg.inv(np.asarray(intrinsics, np.float64)), pix)
+    facing_away = n[..., 0] * rays[..., 0] + n[..., 1] * rays[..., 1] + n[..., 2] * rays[..., 2] > 0
+    n[facing_away] *= -1.0
+    return n
+
+
+def test_camera_normals_bit_identical_to_the_vector_form():
+    from clevr_remv import outputs
+
+    rng = np.random.default_rng(7)
+    for trial in range(6):
+        world = rng.normal(size=(48, 64, 3)).astype(np.float32)
+        world[:10] = 0.0                                  # no hit
+        world[10:12] = 1e-8                               # below the hit threshold
+        world[12, :5] = [0.0, 0.0, -1.0]                  # exact axes, both signs
+        world[13, :5] = [0.0, 0.0, 1.0]
+        q, _ = np.linalg.qr(rng.normal(size=(3, 3)))
+        e = np.eye(4)
+        e[:3, :3] = q
+        e[:3, 3] = rng.normal(size=3)
+        f = rng.uniform(200, 900)
+        k = np.array([[f, 0, rng.uniform(10, 60)], [0, f, rng.uniform(10, 40)], [0, 0, 1]])
+        got = outputs.camera_normals(world, k, e)
+        ref = _camera_normals_reference(world, k, e)
+        assert got.dtype == ref.dtype and got.shape == ref.shape
+        assert got.tobytes() == ref.tobytes(), trial
+        view = {"intrinsics": k, "world_to_camera": e}
+        assert outputs.get("normals").decode(world, view).tobytes() == \
+            (np.round(ref / outputs.NORMAL_STEP) * outputs.NORMAL_STEP + 0.0).astype(np.float16).tobytes()
