@@ -69,32 +69,10 @@ class Event:
         self.u, self.v = _uv(path)
 
 
-def _camera_normals_before(world, intrinsics, world_to_camera):
-    """outputs.camera_normals as it was before issue 10 (vector form, a full pixel grid for
-    the rays; the same bits)."""
-    world = np.asarray(world, np.float64)
-    rot = np.asarray(world_to_camera, np.float64)[:3, :3]
-    n = outputs._apply(rot, world)
-    length = np.sqrt(n[..., 0:1] ** 2 + n[..., 1:2] ** 2 + n[..., 2:3] ** 2)
-    hit = length[..., 0] > 1e-6
-    n = np.where(hit[..., None], n / np.maximum(length, 1e-12), 0.0)
-    ys, xs = np.mgrid[0:n.shape[0], 0:n.shape[1]]
-    pix = np.stack([xs + 0.5, ys + 0.5, np.ones_like(xs, dtype=np.float64)], -1)
-    rays = outputs._apply(np.linalg.inv(np.asarray(intrinsics, np.float64)), pix)
-    facing_away = n[..., 0] * rays[..., 0] + n[..., 1] * rays[..., 1] + n[..., 2] * rays[..., 2] > 0
-    n[facing_away] *= -1.0
-    return n
-
-
 def serial(views, writer, reader) -> float:
-    """The path before issue 10: decode (with the former normals code), then write through
-    h5py's filters, one view after the other."""
-    current = outputs.camera_normals
-    outputs.camera_normals = _camera_normals_before
-    try:
-        return _serial(views, writer, reader)
-    finally:
-        outputs.camera_normals = current
+    """The path before issue 10: decode, then write through h5py's filters, one view after
+    the other."""
+    return _serial(views, writer, reader)
 
 
 def _serial(views, writer, reader) -> float:

@@ -1,11 +1,11 @@
-"""Referring expressions (SPEC section 4): functional programs on the scene graph, rendered to
+"""Referring expressions (docs/scenes.md): functional programs on the scene graph, rendered to
 sentences from the templates in ``templates/expressions.json``.
 
 * :func:`execute` runs a program on a scene record (the ground truth of what it refers to);
 * :func:`generate` samples about ``per_scene`` expressions for a scene, each referring to
   exactly one object, with at most one relation, balanced over families and targets;
-* :func:`valid_views` says in which views an expression may be used (target visible and every
-  predicate true there).
+* :func:`valid_views` (from :mod:`clevr_remv.visibility`) says in which views an expression
+  may be used (target visible and every predicate true there).
 
 Programs are lists of nodes: ``scene``; ``filter`` with ``attrs`` (a dict of attribute ->
 value); ``unique``; ``relate`` with ``relation`` (left/right/front/behind); ``same`` with
@@ -23,9 +23,10 @@ import re
 import jinja2
 import numpy as np
 
-from . import layout, lightfield
+from . import catalogue, layout, lightfield
 from .resources import resource_dir
 from .seeding import rng as make_rng
+from .visibility import valid_views  # noqa: F401  (re-exported: the rule lives in visibility)
 
 ATTRIBUTES = ("size", "color", "material", "shape")
 RELATIONS = ("left", "right", "front", "behind")
@@ -43,6 +44,7 @@ def load_templates(path: str | None = None) -> dict:
     with open(p, encoding="utf-8") as fh:
         data = json.load(fh)
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=False)
+    data["synonyms"] = catalogue.merge_synonyms(data.get("synonyms", {}))  # object words: the catalogue
     data["_np"] = env.from_string(data["noun_phrase"])
     for fam in data["families"]:
         fam["_wordings"] = [env.from_string(w) for w in fam["wordings"]]
@@ -245,25 +247,6 @@ def generate(scene: dict, seed: int, per_scene: int = 8, templates: dict | None 
                     "num_relations": num_relations(program), "program": program,
                     "anchor": cand.get("anchor")})
     return out
-
-
-def valid_views(expr: dict, scene: dict, visible: np.ndarray, min_pixels: int = 1) -> np.ndarray:
-    """bool [U, V]: the target is visible (>= min_pixels) in the view, so is the anchor of a
-    relation, and the program still picks the target with that view's own directions."""
-    rows, cols = visible.shape[:2]
-    ok = visible[:, :, expr["object"]] >= min_pixels
-    if expr.get("anchor") is not None:
-        ok &= visible[:, :, expr["anchor"]] >= min_pixels
-    rig = scene["rig"]
-    for u in range(rows):
-        for v in range(cols):
-            if ok[u, v] and _uses_directions(expr["program"]):
-                dirs = view_directions(rig, u, v)
-                try:
-                    ok[u, v] = execute(expr["program"], scene, dirs) == expr["object"]
-                except ProgramError:
-                    ok[u, v] = False
-    return ok
 
 
 def _uses_directions(program) -> bool:

@@ -51,52 +51,38 @@ def _decode_depth(px: np.ndarray, view: dict | None) -> np.ndarray:  # noqa: ARG
 
 
 def pixel_rays(intrinsics: np.ndarray, height: int, width: int) -> np.ndarray:
-    """float64 HxWx3: the direction through each pixel centre in the camera frame (OpenCV).
-    The same products and sums, in the same order, as :func:`_apply` on the pixel grid
-    (x + 0.5, y + 0.5, 1), bit for bit; broadcast from a row and a column, so that only the
-    final sums are full-size arrays (4x less work per view)."""
-    m = np.linalg.inv(np.asarray(intrinsics, np.float64))
-    xs = (np.arange(width, dtype=np.float64) + 0.5)[None, :, None]
-    ys = (np.arange(height, dtype=np.float64) + 0.5)[:, None, None]
-    return xs * m[:, 0] + ys * m[:, 1] + 1.0 * m[:, 2]
-
-
-def _apply(matrix: np.ndarray, vectors: np.ndarray) -> np.ndarray:
-    """matrix @ v for every vector of an ...x3 array, element-wise: unlike a BLAS matmul, whose
-    summation order may depend on threads and alignment, the result is bit-reproducible."""
-    return (vectors[..., 0:1] * matrix[:, 0] + vectors[..., 1:2] * matrix[:, 1]
-            + vectors[..., 2:3] * matrix[:, 2])
+    """float64 HxWx3: the direction through each pixel centre in the camera frame (OpenCV)."""
+    ys, xs = np.mgrid[0:height, 0:width]
+    pix = np.stack([xs + 0.5, ys + 0.5, np.ones_like(xs, dtype=np.float64)], -1)
+    return pix @ np.linalg.inv(np.asarray(intrinsics, np.float64)).T
 
 
 def camera_normals(world: np.ndarray, intrinsics: np.ndarray, world_to_camera: np.ndarray) -> np.ndarray:
     """World-space normals (HxWx3, 0 where nothing is hit) -> unit normals in the camera frame
-    (OpenCV axes), flipped to face the camera; 0 where nothing is hit.
+    (OpenCV axes), flipped to face the camera; 0 where nothing is hit.  float32.
 
-    Computed one component plane at a time (contiguous HxW arrays, no broadcasting over a
-    trailing axis of 3, which numpy runs slowly): the same products, sums and quotients in
-    the same order per pixel as ``_apply`` and the vector forms, so the same bits, in about
-    half the time."""
-    world = np.asarray(world, np.float64)
-    rot = np.asarray(world_to_camera, np.float64)[:3, :3]
-    w = [np.ascontiguousarray(world[..., j]) for j in range(3)]
-    # _apply per component: (w0 * r[i, 0] + w1 * r[i, 1]) + w2 * r[i, 2]
-    n = [w[0] * rot[i, 0] + w[1] * rot[i, 1] + w[2] * rot[i, 2] for i in range(3)]
-    length = np.sqrt(n[0] ** 2 + n[1] ** 2 + n[2] ** 2)
-    hit = length > 1e-6
-    safe = np.maximum(length, 1e-12)
-    n = [np.where(hit, c / safe, 0.0) for c in n]
-    # pixel_rays per component: (x * m[i, 0] + y * m[i, 1]) + 1.0 * m[i, 2]
-    m = np.linalg.inv(np.asarray(intrinsics, np.float64))
-    height, width = length.shape
-    xs = (np.arange(width, dtype=np.float64) + 0.5)[None, :]
-    ys = (np.arange(height, dtype=np.float64) + 0.5)[:, None]
-    rays = [xs * m[i, 0] + ys * m[i, 1] + 1.0 * m[i, 2] for i in range(3)]
-    facing_away = n[0] * rays[0] + n[1] * rays[1] + n[2] * rays[2] > 0
-    out = np.empty(length.shape + (3,), np.float64)
+    Element-wise arithmetic only (no BLAS matmul, whose summation order may depend on threads
+    and alignment), so the result is bit-reproducible."""
+    world = np.asarray(world, np.float32)
+    rot = np.asarray(world_to_camera, np.float64)[:3, :3].astype(np.float32)
+    wx, wy, wz = world[..., 0], world[..., 1], world[..., 2]
+    n = np.empty(world.shape, np.float32)
     for i in range(3):
-        np.multiply(n[i], -1.0, out=n[i], where=facing_away)
-        out[..., i] = n[i]
-    return out
+        n[..., i] = wx * rot[i, 0] + wy * rot[i, 1] + wz * rot[i, 2]
+    length = np.sqrt(n[..., 0] * n[..., 0] + n[..., 1] * n[..., 1] + n[..., 2] * n[..., 2])
+    hit = length > 1e-6
+    scale = np.zeros(length.shape, np.float32)
+    np.divide(1.0, length, out=scale, where=hit)
+    # Facing the camera: n . ray <= 0, with the ray through the pixel centre
+    # ((x + 0.5 - cx) / fx, (y + 0.5 - cy) / fy, 1) (K has no skew).
+    k = np.asarray(intrinsics, np.float64)
+    h, w = world.shape[:2]
+    rx = ((np.arange(w) + 0.5 - k[0, 2]) / k[0, 0]).astype(np.float32)
+    ry = ((np.arange(h) + 0.5 - k[1, 2]) / k[1, 1]).astype(np.float32)
+    facing = n[..., 0] * rx[None, :] + n[..., 1] * ry[:, None] + n[..., 2]
+    scale[facing > 0] *= -1.0
+    n *= scale[..., None]
+    return n
 
 
 # Stored normals are rounded to multiples of 2**-10 (under 0.06 degrees): Cycles' Normal pass
@@ -109,7 +95,11 @@ def _decode_normals(px: np.ndarray, view: dict | None) -> np.ndarray:
     if view is None:
         raise ValueError("normals need the view's camera (intrinsics, world_to_camera) to decode")
     n = camera_normals(px, view["intrinsics"], view["world_to_camera"])
-    return (np.round(n / NORMAL_STEP) * NORMAL_STEP + 0.0).astype(np.float16)  # + 0.0: no -0
+    n *= 1.0 / NORMAL_STEP
+    np.round(n, out=n)
+    n *= NORMAL_STEP
+    n += 0.0  # no -0.0: the bytes of a zero are always the same
+    return n.astype(np.float16)
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import expressions, gpu, layout, lightfield, outputs, render, shards, system_libs, view_codec, visibility
+from .dataset_info import empty_split_warning
 from .devices import CHEAP_CHECK, choose_device, render_settings, worker_count
 from .errors import LayoutError, UsageError, WorkerError
 from .plan import RunPlan, ShardPlan, parse_part, plan_shards, split_ranges  # noqa: F401 (re-exported)
@@ -141,6 +142,9 @@ class GenerateJob:
     # -- the run ------------------------------------------------------------------------------
     def run(self) -> dict:
         self.prepare()
+        warning = empty_split_warning(self.plan.scenes, self.cfg["output"]["splits"])
+        if warning:  # after the checks of bad input, so an error stays one line
+            log.warning(warning)
         try:
             self.folder.init(self.stats.as_dict(), self.device_info.get("device"))
             self.folder.recover()
@@ -209,7 +213,7 @@ class GenerateJob:
         self._rendered.add(worker)
         self._record(result, worker)
         self.folder.scene_done(index)
-        self.progress.scene_done()
+        self.progress.scene_done(index, result.wall)
         p = self._plan_of[index]
         if self.folder.claim_if_ready(p):
             self._assemble(p)
@@ -229,7 +233,7 @@ class GenerateJob:
                 **{k: round(v, 3) for k, v in t.items()},
                 "visibility_resamples": len(result.rejections),
                 "layout_restarts": result.record["layout"]["restarts"],
-                "worker_pid": worker.proc.pid, "worker_rss": worker.rss_bytes(),
+                "worker": getattr(worker, "name", None), "worker_pid": worker.proc.pid, "worker_rss": worker.rss_bytes(),
                 "worker_peak_rss": worker.peak_rss_bytes()}
         with self.folder.lock:
             with open(self.folder.log_dir / "scenes.jsonl", "a", encoding="utf-8") as fh:
@@ -291,8 +295,8 @@ def render_scene(worker, cfg: dict, seed: int, index: int, grid, path: Path, att
         while True:
             try:
                 ev = next(gen)
-            except StopIteration as stop:
-                done = stop.value or {}
+            except StopIteration as end:
+                done = end.value or {}
                 break
             t0 = time.perf_counter()
             store(pool.submit(work, ev))
@@ -324,11 +328,8 @@ def render_scene(worker, cfg: dict, seed: int, index: int, grid, path: Path, att
 
 
 def scene_expressions(cfg: dict, seed: int, record: dict, visible) -> list[dict]:
-    ec = cfg["expressions"]
-    exprs = expressions.generate(record, seed, ec["per_scene"])
-    for e in exprs:
-        e["valid_views"] = expressions.valid_views(e, record, visible, ec["min_visible_pixels"])
-    return exprs
+    exprs = expressions.generate(record, seed, cfg["expressions"]["per_scene"])
+    return visibility.mark_valid_views(cfg, exprs, record, visible)
 
 
 def sample_visible_scene(worker, cfg: dict, seed: int, index: int):
