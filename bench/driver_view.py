@@ -22,8 +22,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 from clevr_remv import config, devices, layout, lightfield, outputs, render, shards, view_codec
 
 
