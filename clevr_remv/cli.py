@@ -236,6 +236,10 @@ from .dataset_commands import COMMANDS as _DATASET_COMMANDS  # noqa: E402
 for _command in _DATASET_COMMANDS:
     cli.add_command(_command)
 
+from .doctor import doctor as _doctor  # noqa: E402 - issue 10: devices, kernels, libraries
+
+cli.add_command(_doctor)
+
 
 def main(argv=None) -> int:
     """Entry point: click in non-standalone mode so every error is one line."""
