@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 
 import bmesh
@@ -226,7 +227,39 @@ class SceneBuilder:
         cy.use_animated_seed = False
         if "passes" in settings:
             self.set_passes(settings["passes"])
-        return self.set_device(settings.get("device", "cpu"), settings.get("gpu_index"))
+        if settings.get("cycles_path"):
+            self.set_cycles_path(settings["cycles_path"])
+        used = self.set_device(settings.get("device", "cpu"), settings.get("gpu_index"))
+        # Denoise where the render runs: OIDN on the GPU is ~4x faster per scene on an H100
+        # (Blender's default is the CPU).  The driver decides; an absent property is ignored.
+        if hasattr(cy, "denoising_use_gpu"):
+            cy.denoising_use_gpu = bool(settings.get("denoising_use_gpu", False))
+        used["denoiser"] = self.denoiser_device()
+        return used
+
+    def set_cycles_path(self, path: str) -> None:
+        """Point Cycles at another copy of its add-on folder (kernels built by the driver for
+        a read-only Blender install): the folder it looks up ``lib/kernel_*`` in."""
+        if getattr(self, "_cycles_path", None) == path:
+            return
+        import _cycles
+
+        user = os.path.dirname(os.path.abspath(bpy.utils.user_resource("CONFIG", path="")))
+        _cycles.init(path, user, bpy.app.background)
+        self._cycles_path = path
+
+    def denoiser_device(self) -> str:
+        """Where Cycles will denoise, as Blender sees it: 'gpu', 'cpu' or 'off'."""
+        cy = self.scene.cycles
+        if not cy.use_denoising:
+            return "off"
+        if cy.device != "GPU" or not getattr(cy, "denoising_use_gpu", False):
+            return "cpu"
+        try:
+            prefs = bpy.context.preferences.addons["cycles"].preferences
+            return "gpu" if prefs.has_oidn_gpu_devices() else "cpu"
+        except (KeyError, AttributeError):
+            return "cpu"
 
     def set_passes(self, flags) -> None:
         """Enable exactly these view-layer passes (flags such as ``use_pass_normal``); the

@@ -252,6 +252,17 @@ def baseline(root, out, split, views):
     click.echo(f"{out}: {n} predicted masks", err=True)
 
 
+# Dataset tools (issue 14): stats, preview, browse, validate (their modules load on use).
+from .dataset_commands import COMMANDS as _DATASET_COMMANDS  # noqa: E402
+
+for _command in _DATASET_COMMANDS:
+    cli.add_command(_command)
+
+from .doctor import doctor as _doctor  # noqa: E402 - issue 10: devices, kernels, libraries
+
+cli.add_command(_doctor)
+
+
 def _terminate(signum, frame):  # noqa: ARG001
     raise KeyboardInterrupt  # SIGTERM (scancel, preemption) ends like Ctrl-C: exit 130, resumable
 

@@ -24,13 +24,16 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from . import expressions, layout, lightfield, outputs, render, shards, visibility
+from . import expressions, gpu, layout, lightfield, outputs, render, shards, system_libs, view_codec, visibility
 from .dataset_info import empty_split_warning
 from .devices import CHEAP_CHECK, choose_device, render_settings, worker_count
 from .errors import DiskFullError, LayoutError, UsageError, WorkerError
@@ -79,6 +82,10 @@ def blender_worker(cfg: dict, slot: int, log_path: Path | None) -> render.Blende
         w.hello()
     except WorkerError as exc:
         w.kill()
+        blender = cfg["workers"]["blender"]
+        missing = system_libs.missing_library_message(str(exc), (shutil.which(blender) or blender) if blender else None)
+        if missing:  # e.g. libGL.so.1 on a bare GPU server: name the packages
+            raise UsageError(missing) from None
         raise UsageError(f"Blender did not start: {exc}; check the bpy install "
                          f"(pip install bpy) or --blender / workers.blender") from None
     return w
@@ -100,6 +107,9 @@ class GenerateJob:
         self.progress: Progress | None = None
         self.pool: WorkerPool | None = None
         self.timeouts = render.ReplyTimeouts.from_config(cfg)  # shared: restarted workers keep the measurements
+        self.gpu_prep = gpu.GpuRunPrep()
+        self._rendered: weakref.WeakSet = weakref.WeakSet()  # workers past their first render
+        self.view_threads = 1
 
     @property
     def manifest_name(self) -> str:
@@ -125,9 +135,17 @@ class GenerateJob:
             raise
         log.info("Blender %s, device %s (%s)", hello.get("blender"), self.device_info["device"],
                  ", ".join(self.device_info.get("names", [])))
+        # NVIDIA: a Cycles kernel for every GPU before the first render (built with ptxas
+        # where the wheel has none), and a persistent, large CUDA JIT cache for the workers.
+        self.gpu_prep = gpu.prepare_gpu_run(self.device_info["device"], self.cfg["workers"]["blender"])
+        for key, value in self.gpu_prep.env.items():
+            os.environ.setdefault(key, value)
 
     def _settings(self, slot: int, nworkers: int) -> dict:
-        return render_settings(self.cfg, self.device_info, slot, nworkers, self.passes)
+        settings = render_settings(self.cfg, self.device_info, slot, nworkers, self.passes)
+        if self.gpu_prep.cycles_path:  # kernels built for a read-only Blender install
+            settings["cycles_path"] = self.gpu_prep.cycles_path
+        return settings
 
     # -- the run ------------------------------------------------------------------------------
     def run(self) -> dict:
@@ -161,6 +179,7 @@ class GenerateJob:
                  len(queue), len(pending_plans), len(folder.done_shards), nworkers, *plan.grid,
                  self.cfg["render"]["width"], self.cfg["render"]["height"])
         self._plan_of = plan.plan_of()
+        self.view_threads = view_threads(nworkers)
         self.progress = Progress(total_scenes=len(queue), views_per_scene=plan.views_per_scene,
                                  shards_total=len(plan.plans_mine), shards_done=len(folder.done_shards),
                                  enabled=self.progress_enabled)
@@ -213,9 +232,16 @@ class GenerateJob:
     def _scene_task(self, worker, index: int) -> None:
         path = self.folder.scene_path(index)
         self.folder.ensure_space(path.parent, self.folder.scene_bytes_needed(), path)
-        result = render_scene(worker, self.cfg, self.plan.seed, index, self.plan.grid,
-                              self.folder.scene_path(index), self.folder.attrs,
-                              on_view=self.progress.advance_view, stopping=self.pool.stopping)
+        first = worker not in self._rendered
+        # A worker's first GPU render may wait minutes on the driver's JIT: say so meanwhile.
+        with gpu.FirstRenderWatch(self.gpu_prep.kernels if first else [], name=getattr(worker, "name", "worker")) as watch:
+            def on_view():
+                watch.seen()
+                self.progress.advance_view()
+            result = render_scene(worker, self.cfg, self.plan.seed, index, self.plan.grid,
+                                  path, self.folder.attrs,
+                                  on_view=on_view, stopping=self.pool.stopping, view_threads=self.view_threads)
+        self._rendered.add(worker)
         self._record(result, worker)
         self.folder.scene_done(index)
         self.progress.scene_done(index, result.wall)
@@ -252,11 +278,22 @@ class GenerateJob:
             self.progress.shard_done(p.name, entry, time.perf_counter() - t0)
 
 
+def view_threads(nworkers: int) -> int:
+    """Threads per worker slot for the per-view work (decode, compression): the cores left
+    after one per Blender worker, at most 8; ``CLEVR_REMV_VIEW_THREADS`` overrides."""
+    env = os.environ.get("CLEVR_REMV_VIEW_THREADS", "")
+    return max(1, int(env)) if env.isdigit() else view_codec.default_threads(nworkers)
+
+
 def render_scene(worker, cfg: dict, seed: int, index: int, grid, path: Path, attrs: dict, *,
                  on_view: Callable[[], None] | None = None,
-                 stopping: threading.Event | None = None) -> SceneResult:
+                 stopping: threading.Event | None = None, view_threads: int = 1) -> SceneResult:
     """Sample scene ``index`` (with the visibility check), render every view, count visible
-    pixels, generate the expressions and commit the scene file at ``path``."""
+    pixels, generate the expressions and commit the scene file at ``path``.
+
+    Each view is decoded and compressed in a pool of ``view_threads`` threads while Blender
+    renders the next ones (the stored bytes do not depend on the thread count); this thread
+    only writes the compressed chunks, in view order."""
     t_scene = time.perf_counter()
     record, rejections, check_s = sample_visible_scene(worker, cfg, seed, index)
     writer = shards.SceneWriter(path, cfg, grid, attrs)
@@ -265,8 +302,26 @@ def render_scene(worker, cfg: dict, seed: int, index: int, grid, path: Path, att
     table = visibility.Table(grid, cfg["scene"]["max_objects"], n)
     ks, es = lightfield.all_cameras(record["rig"])
     wanted = outputs.rendered(cfg)
-    render_s = driver_s = 0.0
+    codecs = writer.chunk_codecs()
+    render_s = driver_s = work_s = 0.0
     done: dict = {}
+
+    def work(ev):  # in a pool thread: decode the EXR, compress the chunks
+        t0 = time.perf_counter()
+        arrays = worker.read_view(ev, wanted, {"intrinsics": ks[ev.u, ev.v], "world_to_camera": es[ev.u, ev.v]})
+        chunks = view_codec.encode_view_chunks(arrays, codecs)
+        return ev, arrays, chunks, time.perf_counter() - t0
+
+    def store(results):
+        nonlocal work_s
+        for ev, arrays, chunks, seconds in results:
+            writer.write_view(ev.u, ev.v, arrays, chunks)
+            table.add(ev.u, ev.v, arrays["instances"])
+            work_s += seconds
+            if on_view is not None:
+                on_view()
+
+    pool = view_codec.ViewPool(view_threads)
     try:
         gen = worker.render(record, views, tag="view")
         while True:
@@ -276,15 +331,14 @@ def render_scene(worker, cfg: dict, seed: int, index: int, grid, path: Path, att
                 done = end.value or {}
                 break
             t0 = time.perf_counter()
-            arrays = worker.read_view(ev, wanted, {"intrinsics": ks[ev.u, ev.v], "world_to_camera": es[ev.u, ev.v]})
-            writer.write_view(ev.u, ev.v, arrays)
-            table.add(ev.u, ev.v, arrays["instances"])
+            store(pool.submit(work, ev))
             driver_s += time.perf_counter() - t0
             render_s += ev.seconds
-            if on_view is not None:
-                on_view()
             if stopping is not None and stopping.is_set():
                 raise WorkerError("stopping")
+        t0 = time.perf_counter()
+        store(pool.drain())
+        driver_s += time.perf_counter() - t0
         t0 = time.perf_counter()
         refexps = scene_expressions(cfg, seed, record, table.pixels)
         expr_s = time.perf_counter() - t0
@@ -293,10 +347,15 @@ def render_scene(worker, cfg: dict, seed: int, index: int, grid, path: Path, att
         writer.commit()
         commit_s = time.perf_counter() - t0
     except BaseException:
+        pool.close()
         writer.abort()
         raise
+    pool.close()
+    # driver_view_s: time this thread spent on views (waiting on the pool included);
+    # view_work_s: the per-view work itself, summed over the pool's threads.
     timings = {"render_s": render_s, "check_s": check_s, "build_s": done.get("build_seconds", 0.0),
-               "driver_view_s": driver_s, "expressions_s": expr_s, "commit_s": commit_s}
+               "driver_view_s": driver_s, "view_work_s": work_s, "expressions_s": expr_s,
+               "commit_s": commit_s}
     return SceneResult(index, record, len(views), rejections, timings, time.perf_counter() - t_scene)
 
 

@@ -92,7 +92,7 @@ class ReplyTimeouts:
       ``minimum`` seconds (generous: a hung or stopped worker is what it is for).
     Shared by every worker of a run, so a restarted worker inherits the measurements."""
 
-    def __init__(self, startup: float | None = 600.0, minimum: float = 60.0, factor: float = 20.0):
+    def __init__(self, startup: float | None = 1800.0, minimum: float = 60.0, factor: float = 20.0):
         self.startup, self.minimum, self.factor = startup, minimum, factor
         self.slowest: float | None = None
         self._lock = threading.Lock()
@@ -100,7 +100,7 @@ class ReplyTimeouts:
     @classmethod
     def from_config(cls, cfg: dict) -> "ReplyTimeouts":
         w = cfg["workers"]
-        return cls(w.get("startup_timeout", 600.0), w.get("view_timeout_min", 60.0), w.get("view_timeout_factor", 20.0))
+        return cls(w.get("startup_timeout", 1800.0), w.get("view_timeout_min", 60.0), w.get("view_timeout_factor", 20.0))
 
     def observe(self, seconds: float) -> None:
         with self._lock:

@@ -140,10 +140,30 @@ class SceneWriter:
         create_datasets(self.f, 1, cfg, grid)
         set_file_attrs(self.f, attrs)
 
-    def write_view(self, u: int, v: int, arrays: dict) -> None:
-        """Store every stored output of one view (``arrays``: output name -> array)."""
+    def write_view(self, u: int, v: int, arrays: dict, chunks: dict | None = None) -> None:
+        """Store every stored output of one view (``arrays``: output name -> array).  An
+        output in ``chunks`` is written as those already-compressed bytes (see
+        :meth:`chunk_codecs`), the rest through h5py's filters."""
         for out in self.outputs:
-            self.f[out.name][0, u, v] = arrays[out.name]
+            if chunks and out.name in chunks:
+                offset = (0, u, v) + (0,) * (self.f[out.name].ndim - 3)
+                self.f[out.name].id.write_direct_chunk(offset, chunks[out.name], 0)
+            else:
+                self.f[out.name][0, u, v] = arrays[out.name]
+
+    def chunk_codecs(self) -> dict:
+        """{output name: (deflate level, shuffle, dtype, chunk shape)} for the stored outputs
+        whose chunks the driver may compress itself, byte-identical to HDF5's filters (gzip,
+        the default); outputs with any other compression are not listed."""
+        from .view_codec import gzip_spec
+
+        out = {}
+        for o in self.outputs:
+            ds = self.f[o.name]
+            spec = gzip_spec(ds)
+            if spec is not None:
+                out[o.name] = (*spec, ds.dtype, ds.chunks[3:])
+        return out
 
     def finish(self, scene: dict, intrinsics, extrinsics, visible_pixels, refexps: list[dict]) -> None:
         self.f["visible_pixels"][0] = visible_pixels
