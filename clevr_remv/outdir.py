@@ -115,6 +115,7 @@ class FolderLock:
         self.out = Path(out)
         self.part_tag = part_tag
         self._fds: list[int] = []
+        self._held: list[tuple[Path, int]] = []
 
     def _path(self, tag: str) -> Path:
         return self.out / (f"{LOCK_PREFIX}.{tag}.lock" if tag else f"{LOCK_PREFIX}.lock")
@@ -128,41 +129,68 @@ class FolderLock:
         try:
             for tag, mode in steps:
                 path = self._path(tag)
-                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-                try:
-                    fcntl.flock(fd, mode | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    # The pid in the file is the last exclusive holder's: right unless the
-                    # holders now are parts (shared locks write no pid).
-                    holder = _holder(path) if (tag or self.part_tag) else ""
+                for _ in range(10):
+                    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+                    try:
+                        fcntl.flock(fd, mode | fcntl.LOCK_NB)
+                    except BaseException:
+                        os.close(fd)
+                        raise
+                    # A lock file removed (by a run that gave the folder up) between our open
+                    # and our flock: the lock is on a file nobody else will open; try again.
+                    try:
+                        same = os.stat(path).st_ino == os.fstat(fd).st_ino
+                    except FileNotFoundError:
+                        same = False
+                    if same:
+                        break
                     os.close(fd)
-                    if tag:
-                        k, m = (int(x) for x in tag.replace("part-", "").split("-of-"))
-                        what = f"part {k}/{m}"
-                    else:
-                        what = "a whole run (without --part)" if self.part_tag else "this run (whole, or a --part)"
-                    raise UsageError(
-                        f"another clevr-remv generate{holder} is writing {what} in '{self.out}'; "
-                        f"wait for it to end (it is resumable), or use another --out") from None
-                except OSError as exc:
-                    os.close(fd)
-                    raise UsageError(f"cannot lock '{path}' ({exc.strerror}); on NFS mount with locking "
-                                     f"(not 'nolock'), or use a local --out") from None
                 self._fds.append(fd)
+                self._held.append((path, mode))
                 if mode == fcntl.LOCK_EX:
                     os.ftruncate(fd, 0)
                     os.write(fd, f"{os.getpid()} {os.uname().nodename}\n".encode())
+        except BlockingIOError:
+            path = self._path(tag)
+            holder = _holder(path) if (tag or self.part_tag) else ""
+            if tag:
+                k, m = (int(x) for x in tag.replace("part-", "").split("-of-"))
+                what = f"part {k}/{m}"
+            else:
+                what = "a whole run (without --part)" if self.part_tag else "this run (whole, or a --part)"
+            self.release()
+            raise UsageError(
+                f"another clevr-remv generate{holder} is writing {what} in '{self.out}'; "
+                f"wait for it to end (it is resumable), or use another --out") from None
+        except OSError as exc:
+            self.release()
+            raise UsageError(f"cannot lock '{self._path('')}' ({exc.strerror}); on NFS mount with locking "
+                             f"(not 'nolock'), or use a local --out") from None
         except BaseException:
             self.release()
             raise
 
-    def release(self) -> None:
+    def release(self, remove_files: bool = False) -> None:
+        """Release the locks.  ``remove_files`` (a run that created OUT and gives it up before
+        writing anything): also remove the lock files this process alone holds, while holding
+        them (a waiting writer re-checks the file's inode after its flock)."""
+        import fcntl
+
+        if remove_files and len(self._held) == (2 if self.part_tag else 1):
+            for (path, mode), fd in reversed(list(zip(self._held, self._fds))):
+                try:
+                    if mode != fcntl.LOCK_EX:  # shared: only when no other part holds it
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    path.unlink(missing_ok=True)
+                except OSError:
+                    break
         for fd in self._fds:
             try:
                 os.close(fd)  # closing the last descriptor releases the flock
             except OSError:
                 pass
         self._fds = []
+        self._held = []
 
     def is_lock_file(self, name: str) -> bool:
         return name.startswith(LOCK_PREFIX) and name.endswith(".lock")

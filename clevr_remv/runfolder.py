@@ -106,9 +106,12 @@ class RunFolder:
     def take_lock(self) -> None:
         """Take this part's writer lock (creating OUT), then check the folder again under it:
         a second writer is refused here, before Blender starts."""
-        self._created = not self.out.exists()
         self._initialised = False
-        self.out.mkdir(parents=True, exist_ok=True)
+        try:
+            self.out.mkdir(parents=True)
+            self._created = True  # by this process: only then may it remove OUT again
+        except FileExistsError:
+            self._created = False
         self.writer_lock = FolderLock(self.out, self.plan.part_tag)
         try:
             self.writer_lock.acquire()
@@ -122,14 +125,12 @@ class RunFolder:
         lock = getattr(self, "writer_lock", None)
         if lock is None:
             return
-        lock.release()
+        give_up = getattr(self, "_created", False) and not getattr(self, "_initialised", False)
+        lock.release(remove_files=give_up)
         self.writer_lock = None
-        if getattr(self, "_created", False) and not getattr(self, "_initialised", False):
-            for p in self.out.iterdir():
-                if p.name.startswith(LOCK_PREFIX):
-                    p.unlink(missing_ok=True)
+        if give_up:
             try:
-                self.out.rmdir()
+                self.out.rmdir()  # only when empty: another writer's files keep it
             except OSError:
                 pass
 
