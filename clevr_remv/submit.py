@@ -187,13 +187,14 @@ def slurm(scenes, out, seed, config_spec, shard_size, workers, device, samples, 
     slurm_dir.mkdir(parents=True, exist_ok=True)
     (slurm_dir / "render.sbatch").write_text(render_script, encoding="utf-8")
     (slurm_dir / "merge.sbatch").write_text(merge_script, encoding="utf-8")
-    array = farm.format_ranges(missing) + (f"%{parallel}" if parallel else "")
+    listed = farm.format_ranges(missing)
+    array = listed + (f"%{parallel}" if parallel else "")
     render_cmd = ["sbatch", "--parsable", f"--array={array}", str(slurm_dir / "render.sbatch")]
     old_arrays = sorted(j for j, info in active.items() if info["kind"] == "render")
     old_merges = sorted(j for j, info in active.items() if info["kind"] == "merge" and info["state"] == "PENDING")
 
     if dry_run:
-        click.echo(f"would submit {len(missing)} of {tasks} tasks ({array}); scripts written to {slurm_dir}:")
+        click.echo(f"would submit {len(missing)} of {tasks} tasks ({listed}); scripts written to {slurm_dir}:")
         click.echo("  " + shlex.join(render_cmd))
         click.echo("  " + shlex.join(["sbatch", "--parsable", "--dependency=afterany:<array id>",
                                       str(slurm_dir / "merge.sbatch")]))
@@ -216,7 +217,7 @@ def slurm(scenes, out, seed, config_spec, shard_size, workers, device, samples, 
         subprocess.run(["scancel", j], capture_output=True, timeout=60)
 
     ids = [array_id, merge_id, *old_arrays]
-    click.echo(f"submitted render array {array_id}: {len(missing)} of {tasks} tasks ({array}), "
+    click.echo(f"submitted render array {array_id}: {len(missing)} of {tasks} tasks ({listed}), "
                f"{per_task} each" + (f", at most {parallel} at once" if parallel else ""))
     if done:
         click.echo(f"  {len(done)} tasks already finished" + (f"; {len(active_tasks)} still queued or running "
