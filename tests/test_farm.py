@@ -162,3 +162,22 @@ def test_merge_of_an_incomplete_run_names_missing_shards_and_exits_1(tmp_path, t
     assert "missing train/train-00001.h5 (part 2/2)" in r.stderr
     m = shards.read_json(out / "manifest.json")
     assert not m["complete"] and [e["path"] for e in m["shards"]] == ["train/train-00000.h5", "val/val-00000.h5"]
+
+
+@pytest.mark.render
+def test_part_auto_under_slurm_variables_logs_its_part_and_the_gpus_it_was_given(tmp_path, tiny_config_file):
+    """As an array task sees it (the variables Slurm sets), on a machine without a GPU: the
+    part comes from the array, the GPUs the scheduler named are logged, and falling back to the
+    CPU although GPUs were given is a warning in the task's log."""
+    out = tmp_path / "task"
+    env = {"SLURM_ARRAY_TASK_ID": "2", "SLURM_ARRAY_TASK_MIN": "0", "SLURM_ARRAY_TASK_MAX": "2",
+           "SLURM_ARRAY_TASK_COUNT": "3", "CLEVR_REMV_PARTS": "", "JOB_COMPLETION_INDEX": "",
+           "CUDA_VISIBLE_DEVICES": "0"}
+    r = run_cli("generate", "--out", out, "--config", tiny_config_file, "--scenes", 3, "--shard-size", 1,
+                "--width", 48, "--height", 32, "--part", "auto", env=env)
+    assert r.returncode == 0, r.stderr
+    assert "Slurm array task 2 of 0-2 -> part 3/3" in r.stderr
+    assert "GPUs given by the scheduler: CUDA_VISIBLE_DEVICES=0" in r.stderr
+    assert "Blender found none it can use" in r.stderr
+    m = shards.read_json(out / "manifest.part-003-of-003.json")
+    assert m["part"] == [3, 3] and m["complete"] and [e["path"] for e in m["shards"]] == ["val/val-00000.h5"]
