@@ -181,3 +181,69 @@ def test_part_auto_under_slurm_variables_logs_its_part_and_the_gpus_it_was_given
     assert "Blender found none it can use" in r.stderr
     m = shards.read_json(out / "manifest.part-003-of-003.json")
     assert m["part"] == [3, 3] and m["complete"] and [e["path"] for e in m["shards"]] == ["val/val-00000.h5"]
+
+
+# -- the container recipe and the Kubernetes manifest in docs/ ----------------------------------
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+# In every Debian base image (python:3.11-slim-bookworm included).
+BASE_PACKAGES = {"libc6", "libgcc-s1", "libstdc++6", "zlib1g", "libzstd1", "liblzma5", "libbz2-1.0"}
+
+
+def test_kubernetes_manifest_gives_the_part_count_and_one_shard_per_pod():
+    import yaml
+
+    from clevr_remv.config import load_config
+
+    text = (ROOT / "docs" / "kubernetes.md").read_text()
+    block = text.split("```yaml\n", 1)[1].split("```", 1)[0]
+    docs = [d for d in yaml.safe_load_all(block) if d]
+    job = next(d for d in docs if d["kind"] == "Job" and d["spec"].get("completionMode") == "Indexed")
+    pod = job["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    args = container["args"]
+    parts = int(next(e["value"] for e in container["env"] if e["name"] == "CLEVR_REMV_PARTS"))
+    assert parts == job["spec"]["completions"]
+    assert args[:3] == ["generate", "--part", "auto"]
+    cfg = load_config()
+    scenes = int(args[args.index("--scenes") + 1])
+    assert len(pipeline.plan_shards(scenes, cfg["output"]["splits"], cfg["output"]["shard_size"])) == parts
+    assert farm.resolve_part({"JOB_COMPLETION_INDEX": str(parts - 1), "CLEVR_REMV_PARTS": str(parts)}).spec \
+        == f"{parts}/{parts}"
+    mounts = {m["name"] for m in container["volumeMounts"]}
+    assert mounts == {v["name"] for v in pod["volumes"]} and "nvidia.com/gpu" in container["resources"]["limits"]
+    pvc = next(d for d in docs if d["kind"] == "PersistentVolumeClaim")
+    assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]
+    assert pod["volumes"][0]["persistentVolumeClaim"]["claimName"] == pvc["metadata"]["name"]
+
+
+def test_dockerfile_installs_every_system_library_bpy_links_against():
+    """ldd on bpy's extension module and bundled libraries here; dpkg names the package of each
+    system library they load; every such package is in the Dockerfile's apt-get line."""
+    import importlib.util
+    import re
+    from pathlib import Path
+
+    bpy_dir = Path(importlib.util.find_spec("bpy").origin).parent
+    sos = [bpy_dir / "__init__.so", *sorted((bpy_dir / "lib").glob("*.so*"))]
+    libs = set()
+    for so in sos:
+        out = subprocess.run(["ldd", str(so)], capture_output=True, text=True).stdout
+        for line in out.splitlines():
+            m = re.match(r"\s*(\S+) => (/\S+)", line)
+            if m and not m.group(2).startswith(str(bpy_dir)):
+                libs.add(m.group(2))
+    assert any("libGL.so" in lib for lib in libs), "ldd found bpy's OpenGL dependency"
+    packages = set()
+    for lib in sorted(libs):
+        # usrmerge: a library may be packaged under /lib or /usr/lib, by its name or its target
+        for name in dict.fromkeys([lib, str(Path(lib).resolve()), lib.replace("/usr/lib/", "/lib/", 1),
+                                   str(Path(lib).resolve()).replace("/usr/lib/", "/lib/", 1)]):
+            r = subprocess.run(["dpkg", "-S", name], capture_output=True, text=True)
+            if r.returncode == 0:
+                break
+        assert r.returncode == 0, f"dpkg does not know {lib}: {r.stderr}"
+        packages.add(r.stdout.split(":")[0])
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    installed = set(re.findall(r"\b(lib[\w.+-]+)\b", dockerfile.split("apt-get install", 1)[1].split("rm -rf", 1)[0]))
+    assert packages - BASE_PACKAGES <= installed, sorted(packages - BASE_PACKAGES - installed)
