@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 from clevr_remv import config as config_mod, farm
-from clevr_remv.pipeline import plan_shards
+from clevr_remv.plan import plan_shards
 
 BYTES_PER_SCENE = 81 * 248.3e3  # default settings, gzip 4 (docs/benchmarks.md)
 
@@ -44,9 +44,9 @@ def make_parts(template: dict, folder: Path, scenes: int, shard_size: int, tasks
         entries = []
         for s in farm.shards_of_task(i, tasks, len(plans)):
             p = plans[s]
-            e = dict(proto, path=p.name, split=p.split, number=p.number, scene_range=[p.start, p.stop],
-                     num_scenes=p.stop - p.start, views=(p.stop - p.start) * views,
-                     sha256=os.urandom(32).hex(), bytes=int(BYTES_PER_SCENE * (p.stop - p.start)))
+            e = dict(proto, path=p.name, split=p.split, number=p.number, scene_range=[p.first, p.end],
+                     num_scenes=p.end - p.first, views=(p.end - p.first) * views,
+                     sha256=os.urandom(32).hex(), bytes=int(BYTES_PER_SCENE * (p.end - p.first)))
             entries.append(e)
         m = dict(template, scenes=scenes, config_digest=digest, config=cfg, part=[i + 1, tasks],
                  shards_planned=len(entries), shards=entries, complete=True)

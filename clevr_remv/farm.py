@@ -181,7 +181,7 @@ def warn_unused_gpus(env: Mapping[str, str] | None = None) -> None:
 
 def report_missing(out, manifest: dict, echo) -> bool:
     """After ``merge``: list the planned shards the merged manifest lacks.  True if none."""
-    from .pipeline import plan_shards
+    from .plan import plan_shards
 
     cfg = manifest["config"]
     plans = plan_shards(manifest["scenes"], cfg["output"]["splits"], cfg["output"]["shard_size"])

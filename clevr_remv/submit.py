@@ -91,7 +91,7 @@ def slurm(scenes, out, seed, config_spec, shard_size, workers, device, samples, 
     """
     from . import config as config_mod
     from .config import load_config
-    from .pipeline import plan_shards
+    from .plan import plan_shards
 
     for name, value in (("--gpus-per-task", gpus_per_task), ("--cpus-per-task", cpus_per_task),
                         ("--parallel", parallel)):

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from clevr_remv import farm, pipeline, shards
+from clevr_remv import farm, plan, shards
 from clevr_remv.errors import UsageError
 from conftest import listing, run_cli
 
@@ -77,7 +77,7 @@ def test_every_shard_belongs_to_exactly_one_task_as_its_part(shards_total, per_t
     assert max(len(farm.shards_of_task(i, tasks, shards_total)) for i in range(tasks)) <= per_task
     # The same shards as generate --part (i+1)/tasks selects.
     for i in range(tasks):
-        k, m = pipeline.parse_part(f"{i + 1}/{tasks}")
+        k, m = plan.parse_part(f"{i + 1}/{tasks}")
         assert farm.shards_of_task(i, tasks, shards_total) == [s for s in range(shards_total) if s % m == k - 1]
 
 
@@ -207,7 +207,7 @@ def test_kubernetes_manifest_gives_the_part_count_and_one_shard_per_pod():
     assert args[:3] == ["generate", "--part", "auto"]
     cfg = load_config()
     scenes = int(args[args.index("--scenes") + 1])
-    assert len(pipeline.plan_shards(scenes, cfg["output"]["splits"], cfg["output"]["shard_size"])) == parts
+    assert len(plan.plan_shards(scenes, cfg["output"]["splits"], cfg["output"]["shard_size"])) == parts
     assert farm.resolve_part({"JOB_COMPLETION_INDEX": str(parts - 1), "CLEVR_REMV_PARTS": str(parts)}).spec \
         == f"{parts}/{parts}"
     mounts = {m["name"] for m in container["volumeMounts"]}
