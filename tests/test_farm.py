@@ -247,3 +247,21 @@ def test_dockerfile_installs_every_system_library_bpy_links_against():
     dockerfile = (ROOT / "Dockerfile").read_text()
     installed = set(re.findall(r"\b(lib[\w.+-]+)\b", dockerfile.split("apt-get install", 1)[1].split("rm -rf", 1)[0]))
     assert packages - BASE_PACKAGES <= installed, sorted(packages - BASE_PACKAGES - installed)
+
+
+def test_cycles_threads_follow_the_cpus_a_task_was_given(tmp_path):
+    from clevr_remv.devices import render_settings, usable_cpus
+
+    machine = usable_cpus({}, cgroup_cpu_max=str(tmp_path / "none"))
+    assert machine >= 1
+    assert usable_cpus({"SLURM_CPUS_PER_TASK": "1"}, str(tmp_path / "none")) == 1
+    assert usable_cpus({"SLURM_JOB_CPUS_PER_NODE": "1(x3)"}, str(tmp_path / "none")) == 1
+    assert usable_cpus({"SLURM_CPUS_PER_TASK": "512"}, str(tmp_path / "none")) == machine, "never more than the machine"
+    quota = tmp_path / "cpu.max"
+    quota.write_text("100000 100000\n")  # a Kubernetes limit of one CPU
+    assert usable_cpus({}, str(quota)) == 1
+    quota.write_text("max 100000\n")
+    assert usable_cpus({}, str(quota)) == machine
+    cpu = {"device": "cpu", "names": ["CPU"], "count": 1}
+    assert render_settings({"render": {}}, cpu, 0, 1, [], cpu_count=8)["threads"] == 8
+    assert render_settings({"render": {}}, cpu, 0, 2, [], cpu_count=8)["threads"] == 4
