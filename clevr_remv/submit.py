@@ -69,11 +69,13 @@ def submit():
               help="Shell line run before clevr-remv in every job, e.g. 'module load cuda' (repeatable).")
 @click.option("--job-name", default="clevr-remv", show_default=True, help="Name of the array; the merge job gets '-merge'.")
 @click.option("--merge-time", default="1:00:00", show_default=True, metavar="TIME", help="Time limit of the merge job.")
+@click.option("--merge-mem", default="4G", show_default=True, metavar="SIZE",
+              help="Memory of the merge job (a JSON join: 1 GB for 62,500 parts, docs/farms.md).")
 @click.option("--python", "python", metavar="PATH", help="Python with clevr-remv installed on the nodes [default: this one].")
 @click.option("--dry-run", is_flag=True, help="Write the sbatch scripts and print the commands; submit nothing.")
 def slurm(scenes, out, seed, config_spec, shard_size, workers, device, samples, width, height, grid, baseline,
           blender, partition, account, time_limit, gpus_per_task, mem, cpus_per_task, parallel, shards_per_task,
-          sbatch_lines, setup_lines, job_name, merge_time, python, dry_run):
+          sbatch_lines, setup_lines, job_name, merge_time, merge_mem, python, dry_run):
     """Render a dataset on Slurm: a job array (one task per shard by default) and a merge job
     that runs when the array has ended (afterany) and writes OUT/manifest.json.
 
@@ -156,7 +158,7 @@ def slurm(scenes, out, seed, config_spec, shard_size, workers, device, samples, 
         render_opts.append(f"--mem={mem}")
     render_opts += extra
     merge_opts = [f"--job-name={job_name}-merge", f"--comment={comment}", f"--output={slurm_dir}/merge-%j.out",
-                  *common, f"--time={merge_time}", "--cpus-per-task=1", *extra]
+                  *common, f"--time={merge_time}", "--cpus-per-task=1", f"--mem={merge_mem}", *extra]
     per_task = f"{shards_per_task} shard{'s' if shards_per_task > 1 else ''}"
     render_script = _script(
         f"clevr-remv render array: {scenes} scenes in {len(plans)} shards, {tasks} tasks of {per_task}.",
