@@ -10,6 +10,7 @@ attribute matching alone achieves and exercises ``evaluate`` end to end.  Not a 
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -17,6 +18,8 @@ import h5py
 import numpy as np
 
 from .data import Reader, resolve_views
+from .errors import UsageError
+from .outdir import new_file
 from .expressions import ATTRIBUTES, load_templates
 from .layout import COLORS, MATERIALS, SHAPES, SIZES
 
@@ -40,8 +43,24 @@ def sentence_attributes(text: str) -> dict:
 def predict(root, out: Path, split: str = "test", views="all") -> int:
     reader = Reader(root)
     sel = resolve_views(views, reader.grid)
+    out = Path(out)
+    new_file(out, "predictions file")
+    if split not in reader.manifest.get("splits", {}):
+        raise UsageError(f"unknown split '{split}' in '{root}' (splits: {', '.join(reader.manifest.get('splits', {}))})")
+    # A temporary name in the same folder, renamed when complete: nothing half-written.
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        n = _write_predictions(reader, tmp, split, sel)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+        reader.close()
+    return n
+
+
+def _write_predictions(reader: Reader, path: Path, split: str, sel) -> int:
     n = 0
-    with h5py.File(out, "w") as f:
+    with h5py.File(path, "w") as f:
         for e in reader.expressions(split):
             rec = reader.scene(e["scene"])
             attrs = sentence_attributes(e["text"])
@@ -52,5 +71,4 @@ def predict(root, out: Path, split: str = "test", views="all") -> int:
                 inst = reader.instances(e["scene"], u, v)
                 f.create_dataset(f"{e['id']}/{u}_{v}", data=np.isin(inst, ids), compression="gzip")
                 n += 1
-    reader.close()
     return n

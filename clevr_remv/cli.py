@@ -15,7 +15,7 @@ import click
 
 from . import __version__
 from .config import DEVICES, load_config, shipped_config_names
-from .errors import UsageError, WorkerError
+from .errors import CorruptShardError, DiskFullError, UsageError, WorkerError
 
 log = logging.getLogger("clevr_remv")
 
@@ -33,7 +33,28 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
     root.propagate = False
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+def _verbose_callback(ctx, param, value):  # noqa: ARG001
+    if value:
+        _setup_logging(value, False)
+    return value
+
+
+class _Group(click.Group):
+    """Gives every subcommand (also ones registered later) a ``-v`` for the traceback."""
+
+    def add_command(self, cmd, name=None):
+        if not isinstance(cmd, click.Group) and not any(p.name == "verbose" for p in cmd.params):
+            cmd.params.append(click.Option(["-v", "--verbose"], count=True, expose_value=False,
+                                           is_eager=True, callback=_verbose_callback,
+                                           help="More detail in the log; the traceback of an internal error."))
+        super().add_command(cmd, name)
+
+
+# Scenes one --out may hold: bounds the plan's memory (10 million scenes are ~200 TB at the defaults).
+MAX_SCENES = 10_000_000
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="clevr-remv")
 def cli():
     """Generate CLEVR-REMV: CLEVR-style scenes rendered from a light-field camera array
@@ -48,7 +69,7 @@ def cli():
 
 
 @cli.command()
-@click.option("--scenes", type=int, required=True, help="Number of scenes in the whole dataset (split 70/15/15 into train/val/test by scene index).")
+@click.option("--scenes", type=click.IntRange(1, MAX_SCENES), required=True, help="Number of scenes in the whole dataset (split 70/15/15 into train/val/test by scene index).")
 @click.option("--out", "out", type=click.Path(path_type=Path), required=True, help="Output folder. Re-running the same command into it resumes.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Global seed: a scene is a pure function of (seed, scene index, config).")
 @click.option("--config", "config_spec", metavar="FILE", help=f"JSON/TOML file of settings to change, or a shipped preset: {', '.join(shipped_config_names())}.")
@@ -147,7 +168,7 @@ def _views_checked(reader_root: Path, spec: str):
     return views
 
 
-@cli.group()
+@cli.group(cls=_Group)
 def export():
     """Write a generated dataset in layouts existing training code reads."""
 
@@ -197,10 +218,12 @@ def evaluate(root, pred, split, views, report):
     resolution; nonzero = the referred object.  A missing mask scores as empty.
     """
     from .evaluate import evaluate as run_eval, tables, write_report
+    from .outdir import writable_folder
 
+    out = report or (pred.parent if pred.is_file() else pred) / "evaluation"
+    writable_folder(out, "--report folder")  # before the work, not after the tables
     res = run_eval(root, pred, split, _views_checked(root, views))
     click.echo(tables(res))
-    out = report or (pred.parent if pred.is_file() else pred) / "evaluation"
     js, png = write_report(res, out)
     click.echo(f"\nreport: {js}\nheat map: {png}", err=True)
 
@@ -215,8 +238,6 @@ def baseline(root, out, split, views):
     ready for 'clevr-remv evaluate ROOT --predictions OUT'."""
     from .baseline import predict
 
-    if out.exists():
-        raise UsageError(f"'{out}' exists; give a new file name")
     n = predict(root, out, split, _views_checked(root, views))
     click.echo(f"{out}: {n} predicted masks", err=True)
 
@@ -226,8 +247,26 @@ from .submit import submit  # noqa: E402 - issue 13: render farms (submit slurm)
 cli.add_command(submit)
 
 
+def _terminate(signum, frame):  # noqa: ARG001
+    raise KeyboardInterrupt  # SIGTERM (scancel, preemption) ends like Ctrl-C: exit 130, resumable
+
+
 def main(argv=None) -> int:
     """Entry point: click in non-standalone mode so every error is one line."""
+    import signal
+    import threading
+
+    restore = None
+    if threading.current_thread() is threading.main_thread():
+        restore = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return _main(argv)
+    finally:
+        if restore is not None:
+            signal.signal(signal.SIGTERM, restore)
+
+
+def _main(argv=None) -> int:
     try:
         cli.main(args=argv, prog_name="clevr-remv", standalone_mode=False)
         return 0
@@ -249,6 +288,10 @@ def main(argv=None) -> int:
         return 2
     except WorkerError as exc:
         click.echo(f"clevr-remv: Blender failed: {exc}", err=True)
+        return 1
+    except (CorruptShardError, DiskFullError) as exc:
+        log.debug("details", exc_info=True)
+        click.echo(f"clevr-remv: error: {exc}", err=True)
         return 1
     except SystemExit as exc:
         return int(exc.code or 0) if isinstance(exc.code, int) else 1

@@ -10,6 +10,10 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
+import os
+import re
+import shutil
 import tomllib
 from pathlib import Path
 
@@ -32,7 +36,7 @@ _SCHEMA: dict[str, tuple[type | tuple, object, str]] = {
     "scene.max_layout_restarts": (int, lambda v: v >= 1, "an integer >= 1"),
     "scene.min_pixels_per_object": (float, lambda v: v >= 0, "a number >= 0 (pixels at 480x320)"),
     "scene.max_visibility_resamples": (int, lambda v: v >= 0, "an integer >= 0"),
-    "scene.camera_position": (list, lambda v: len(v) == 3, "[x, y, z]"),
+    "scene.camera_position": (list, lambda v: _is_vec3(v), "[x, y, z] (three finite numbers)"),
     "scene.camera_jitter": (float, lambda v: v >= 0, "a number >= 0"),
     "scene.light_jitter": (float, lambda v: v >= 0, "a number >= 0"),
     "scene.lens_mm": (float, lambda v: v > 0, "a positive number"),
@@ -54,8 +58,9 @@ _SCHEMA: dict[str, tuple[type | tuple, object, str]] = {
     "expressions.min_visible_pixels": (int, lambda v: v >= 1, "an integer >= 1"),
     "output.shard_size": (int, lambda v: v >= 1, "an integer >= 1 (scenes per shard)"),
     "output.splits": (dict, lambda v: len(v) >= 1 and all(
-        isinstance(x, (int, float)) and x >= 0 for x in v.values()) and sum(v.values()) > 0,
-                      "an object of split name -> share, e.g. {\"train\": 0.7, \"val\": 0.15, \"test\": 0.15}"),
+        _is_number(x) and x >= 0 for x in v.values()) and sum(v.values()) > 0,
+                      "an object of split name -> share (finite numbers >= 0, not all 0), "
+                      "e.g. {\"train\": 0.7, \"val\": 0.15, \"test\": 0.15}"),
     "output.compression": (str, lambda v: v in COMPRESSIONS, "one of " + ", ".join(COMPRESSIONS)),
     "output.compression_level": (int, lambda v: 0 <= v <= 22, "an integer from 0 to 22"),
     "output.depth_dtype": (str, lambda v: v in ("float32", "float16"), "float32 or float16"),
@@ -64,7 +69,51 @@ _SCHEMA: dict[str, tuple[type | tuple, object, str]] = {
     "workers.restart_every": (int, lambda v: v >= 1, "an integer >= 1 (scenes per Blender process)"),
     "workers.blender": ((str, type(None)), None,
                         "null for the bpy module, or the path of a blender executable"),
+    "workers.startup_timeout": (float, lambda v: v > 0, "seconds > 0 a worker may take to start and give its first view"),
+    "workers.view_timeout_min": (float, lambda v: v > 0, "seconds > 0: the least time allowed for one view"),
+    "workers.view_timeout_factor": (float, lambda v: v >= 1, "a number >= 1: a view may take this many times the slowest view so far"),
+    "workers.tries": (int, lambda v: 1 <= v <= 100, "an integer from 1 to 100 (tries per scene, each on a fresh Blender process)"),
 }
+
+# A split name becomes a folder and a file-name prefix under --out: one plain path component
+# (letters, digits, '_', '-', '.'; starting with a letter or digit), so no '..', '/', absolute
+# path, empty or hidden name can ever point outside --out.  'logs' is the run's log folder.
+SPLIT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+RESERVED_NAMES = ("logs",)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _is_vec3(v) -> bool:
+    return isinstance(v, list) and len(v) == 3 and all(_is_number(x) for x in v)
+
+
+def check_split_name(name) -> str | None:
+    """None when ``name`` is a usable split name, else what is wrong with it."""
+    if not isinstance(name, str) or not SPLIT_NAME.fullmatch(name):
+        return ("must be a plain name of letters, digits, '_', '-' or '.', starting with a letter "
+                "or digit, at most 64 characters (no '..', '/', absolute, empty or hidden names)")
+    if name in RESERVED_NAMES:
+        return f"is reserved ({', '.join(RESERVED_NAMES)} is the run's log folder)"
+    return None
+
+
+def _check_blender(path: str) -> str | None:
+    """None when ``path`` names an executable file (directly or on PATH), else why not."""
+    if not path.strip():
+        return "is empty; use null for the bpy module"
+    if os.sep in path or (os.altsep and os.altsep in path):
+        if not os.path.exists(path):
+            return "not found"
+        if os.path.isdir(path):
+            return "is a folder, not a blender executable"
+        if not os.access(path, os.X_OK):
+            return "is not executable (chmod +x, or give the blender executable itself)"
+        return None
+    return None if shutil.which(path) else "not found on PATH"
+
 
 # Settings that do not change a single byte of the dataset: excluded from the digest so that
 # a run can be resumed on another machine, device or worker count.
@@ -90,13 +139,18 @@ def _read_user_file(spec: str) -> dict:
         if spec in shipped_config_names():  # a preset, even beside a folder of that name
             return _load_shipped(spec)
         names = ", ".join(shipped_config_names())
-        if path.exists():
+        if path.is_dir():
             raise UsageError(f"--config '{spec}' is a folder; give a JSON/TOML file or one of: {names}")
-        raise UsageError(f"config file '{spec}' does not exist; give a JSON/TOML file or one of: {names}")
+        if not path.exists():
+            raise UsageError(f"config file '{spec}' does not exist; give a JSON/TOML file or one of: {names}")
+        # a device or a pipe (/dev/null, <(...)): read it like a file
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_bytes().decode("utf-8")
     except OSError as exc:
-        raise UsageError(f"cannot read config file '{spec}': {exc.strerror}") from None
+        raise UsageError(f"cannot read config file '{spec}': {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"config file '{spec}' is not UTF-8 text (byte {exc.start}); "
+                         f"save it as UTF-8 JSON or TOML") from None
     try:
         if path.suffix.lower() == ".toml":
             data = tomllib.loads(text)
@@ -149,19 +203,51 @@ def validate(cfg: dict) -> dict:
             raise UsageError(f"config is missing '{path}' ({hint})") from None
         types = typ if isinstance(typ, tuple) else (typ,)
         if float in types and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
+            try:
+                value = float(value)
+            except OverflowError:
+                raise UsageError(f"config '{path}' = {value} is invalid: expected {hint}") from None
             _set(cfg, path, value)
         ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
+        if ok and isinstance(value, float) and not math.isfinite(value):
+            ok = False
         if not ok or (check is not None and not check(value)):
             raise UsageError(f"config '{path}' = {json.dumps(value)} is invalid: expected {hint}")
     scene = cfg["scene"]
     if scene["min_objects"] > scene["max_objects"]:
         raise UsageError(f"config scene.min_objects ({scene['min_objects']}) is larger than "
                          f"scene.max_objects ({scene['max_objects']}); lower min_objects or raise max_objects")
+    scene["camera_position"] = [float(x) for x in scene["camera_position"]]
+    names = set()
     for i, light in enumerate(scene["lights"]):
+        where = f"config scene.lights[{i}]"
+        if not isinstance(light, dict):
+            raise UsageError(f"{where} = {json.dumps(light)} is invalid: expected an object with "
+                             f"name, position, size and energy")
         missing = {"name", "position", "size", "energy"} - set(light)
         if missing:
-            raise UsageError(f"config scene.lights[{i}] lacks {', '.join(sorted(missing))}")
+            raise UsageError(f"{where} lacks {', '.join(sorted(missing))}")
+        checks = {
+            "name": (lambda v: isinstance(v, str) and v.strip() != "" and v not in names, "a non-empty name, unique among the lights"),
+            "position": (_is_vec3, "[x, y, z] (three finite numbers)"),
+            "size": (lambda v: _is_number(v) and v > 0, "a positive number (side of the area light)"),
+            "energy": (lambda v: _is_number(v) and v >= 0, "a number >= 0 (watts)"),
+        }
+        for key, (check, hint) in checks.items():
+            if not check(light[key]):
+                raise UsageError(f"{where}.{key} = {json.dumps(light[key])} is invalid: expected {hint}")
+        names.add(light["name"])
+        light["position"] = [float(x) for x in light["position"]]
+    for name in cfg["output"]["splits"]:
+        problem = check_split_name(name)
+        if problem:
+            raise UsageError(f"config output.splits: split name {json.dumps(name)} {problem}")
+    blender = cfg["workers"]["blender"]
+    if blender is not None:
+        problem = _check_blender(blender)
+        if problem:
+            raise UsageError(f"cannot start Blender: '{blender}' {problem}; "
+                             f"fix --blender / workers.blender, or leave it null to use the bpy module")
     return cfg
 
 

@@ -3,10 +3,54 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from . import shards
+from .config import check_split_name
 from .errors import UsageError
+
+# What to run when a manifest is damaged: generate finds the shards by their own attributes.
+REBUILD_HINT = ("re-run the same 'clevr-remv generate' command into this folder: it rebuilds the "
+                "manifest from the shards (each carries its settings digest) and renders only what is missing")
+
+_SHARD_PATH = re.compile(r"(?P<split>[^/]+)/(?P=split)-\d{5,}\.h5")
+
+
+def manifest_problem(m) -> str | None:
+    """None when ``m`` has the manifest's shape and only safe names, else what is wrong."""
+    if not isinstance(m, dict):
+        return "it does not hold a JSON object"
+    for key in ("config_digest", "scenes", "seed", "grid", "resolution", "splits", "shards", "config"):
+        if key not in m:
+            return f"it lacks '{key}'"
+    if not isinstance(m["splits"], dict) or not isinstance(m["shards"], list):
+        return "'splits' or 'shards' has the wrong type"
+    for name in m["splits"]:
+        problem = check_split_name(name)
+        if problem:
+            return f"split name {json.dumps(name)} {problem}"
+    for e in m["shards"]:
+        if not isinstance(e, dict) or not {"path", "split", "scene_range", "sha256", "bytes"} <= set(e):
+            return "a shard entry lacks path, split, scene_range, sha256 or bytes"
+        match = _SHARD_PATH.fullmatch(str(e["path"]))
+        if not match or match["split"] != e["split"] or e["split"] not in m["splits"]:
+            return f"shard path {json.dumps(e['path'])} is not <split>/<split>-NNNNN.h5 of a known split"
+    return None
+
+
+def read_manifest(path: Path) -> dict:
+    """A manifest (or a part's), checked; UsageError naming what to run when it is damaged."""
+    try:
+        m = shards.read_json(path)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UsageError(f"'{path}' is not valid JSON ({exc}); {REBUILD_HINT}") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read '{path}' ({exc.strerror or exc}); {REBUILD_HINT}") from None
+    problem = manifest_problem(m)
+    if problem:
+        raise UsageError(f"'{path}' is not a clevr-remv manifest: {problem}; {REBUILD_HINT}")
+    return m
 
 
 def load_manifest(out: Path) -> dict:
@@ -15,10 +59,7 @@ def load_manifest(out: Path) -> dict:
         parts = sorted(Path(out).glob("manifest.part-*.json"))
         hint = " (farm parts found: run 'clevr-remv merge' first)" if parts else ""
         raise UsageError(f"'{out}' has no manifest.json{hint}; give a folder made by 'clevr-remv generate'")
-    try:
-        return shards.read_json(path)
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"'{path}' is not valid JSON ({exc}); re-run generate to rewrite it") from None
+    return read_manifest(path)
 
 
 def describe(out: Path, verify: bool, echo) -> bool:
@@ -35,6 +76,8 @@ def describe(out: Path, verify: bool, echo) -> bool:
              f"{sum(e['refexps'] for e in done)} expressions, {sum(e['bytes'] for e in done) / 1e9:.2f} GB")
     ok = True
     if verify:
+        from .data import check_shard_readable
+
         for e in m["shards"]:
             path = Path(out) / e["path"]
             if not path.exists():
@@ -43,7 +86,16 @@ def describe(out: Path, verify: bool, echo) -> bool:
             elif shards.sha256_file(path) != e["sha256"]:
                 echo(f"  CHECKSUM MISMATCH {e['path']}")
                 ok = False
-        echo("  checksums: " + ("all match" if ok else "problems found"))
+            else:
+                # A matching checksum proves the bytes did not change since they were
+                # written, not that they were written right: read every chunk too.
+                problem = check_shard_readable(path)
+                if problem:
+                    echo(f"  UNREADABLE {e['path']}: {problem}")
+                    ok = False
+        echo("  checksums and contents: " + ("all match and read" if ok else
+                                              "problems found; re-run the same 'clevr-remv generate' "
+                                              "command to re-render the damaged shards"))
     return ok
 
 
@@ -52,7 +104,7 @@ def merge_parts(out: Path) -> dict:
     parts = sorted(out.glob("manifest.part-*-of-*.json"))
     if not parts:
         raise UsageError(f"'{out}' holds no manifest.part-K-of-M.json; run 'generate --part K/M' first")
-    loaded = [shards.read_json(p) for p in parts]
+    loaded = [read_manifest(p) for p in parts]
     digests = {m["config_digest"] for m in loaded}
     if len(digests) != 1:
         raise UsageError(f"parts in '{out}' come from runs with different settings ({', '.join(sorted(digests))})")

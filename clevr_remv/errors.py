@@ -11,3 +11,12 @@ class LayoutError(UsageError):
 
 class WorkerError(RuntimeError):
     """A Blender worker failed (crashed, or reported an error)."""
+
+
+class CorruptShardError(OSError):
+    """A shard that cannot be read or does not match its recorded checksum.  The message names
+    the shard and what to run; the CLI prints it on one line and exits with code 1."""
+
+
+class DiskFullError(OSError):
+    """The disk ran out of space while writing; everything finished is kept (exit code 1)."""

@@ -31,6 +31,7 @@ from pycocotools import mask as mask_utils
 from .data import Reader, resolve_views
 from .errors import UsageError
 from .layout import SHAPES
+from .outdir import writable_folder
 
 CATEGORIES = [{"id": i + 1, "name": s, "supercategory": "shape"} for i, s in enumerate(SHAPES)]
 CAT_ID = {c["name"]: c["id"] for c in CATEGORIES}
@@ -61,6 +62,7 @@ def _image_id(reader: Reader, scene: int, u: int, v: int) -> int:
 
 
 def _prepare_out(out: Path) -> None:
+    writable_folder(out, "export folder")
     if out.exists() and any(out.iterdir()):
         raise UsageError(f"'{out}' is not empty; export into a new folder")
     try:
@@ -69,10 +71,23 @@ def _prepare_out(out: Path) -> None:
         raise UsageError(f"cannot create '{out}': {exc.strerror}") from None
 
 
+def check_splits(reader: Reader, splits) -> list[str] | None:
+    """Split names the run knows (exit 2 for others, as in evaluate), or None for all."""
+    if not splits:
+        return None
+    known = list(reader.manifest.get("splits", {}))
+    unknown = [s for s in splits if s not in known]
+    if unknown:
+        raise UsageError(f"unknown split {', '.join(repr(s) for s in unknown)} in '{reader.root}' "
+                         f"(splits: {', '.join(known)})")
+    return list(dict.fromkeys(splits))
+
+
 def export_refcoco(root, out, views="center", splits=None, dataset="refcoco", split_by="unc",
                    progress=None) -> dict:
     reader = Reader(root)
     sel = resolve_views(views, reader.grid)
+    splits = check_splits(reader, splits)
     out = Path(out)
     _prepare_out(out)
     image_dir = out / "images" / "mscoco" / "images" / "train2014"
@@ -127,6 +142,7 @@ def export_refcoco(root, out, views="center", splits=None, dataset="refcoco", sp
 def export_coco(root, out, views="center", splits=None) -> dict:
     reader = Reader(root)
     sel = resolve_views(views, reader.grid)
+    splits = check_splits(reader, splits)
     out = Path(out)
     _prepare_out(out)
     (out / "annotations").mkdir()

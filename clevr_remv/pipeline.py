@@ -32,7 +32,8 @@ from typing import Callable
 
 from . import expressions, layout, lightfield, outputs, render, shards, visibility
 from .devices import CHEAP_CHECK, choose_device, render_settings, worker_count
-from .errors import LayoutError, UsageError, WorkerError
+from .errors import DiskFullError, LayoutError, UsageError, WorkerError
+from .outdir import disk_full_message, is_disk_full
 from .plan import RunPlan, ShardPlan, parse_part, plan_shards, split_ranges  # noqa: F401 (re-exported)
 from .progress import Progress
 from .runfolder import RunFolder
@@ -71,7 +72,8 @@ class SceneResult:
 
 def blender_worker(cfg: dict, slot: int, log_path: Path | None) -> render.BlenderWorker:
     """A started Blender worker that answered hello (the default worker factory)."""
-    w = render.BlenderWorker(cfg["workers"]["blender"], log_path=log_path, name=f"worker-{slot}")
+    w = render.BlenderWorker(cfg["workers"]["blender"], log_path=log_path, name=f"worker-{slot}",
+                             timeouts=render.ReplyTimeouts.from_config(cfg))
     try:
         w.hello()
     except WorkerError as exc:
@@ -96,6 +98,7 @@ class GenerateJob:
         self.progress_enabled = progress
         self.progress: Progress | None = None
         self.pool: WorkerPool | None = None
+        self.timeouts = render.ReplyTimeouts.from_config(cfg)  # shared: restarted workers keep the measurements
 
     @property
     def manifest_name(self) -> str:
@@ -127,9 +130,14 @@ class GenerateJob:
             self.folder.init(self.stats.as_dict(), self.device_info.get("device"))
             self.folder.recover()
             result = self._execute()
+        except OSError as exc:
+            if is_disk_full(exc) and not isinstance(exc, DiskFullError):
+                raise DiskFullError(disk_full_message(getattr(exc, "filename", None) or self.folder.out)) from exc
+            raise
         finally:
             if self.pool is not None:
                 self.pool.kill_all()
+            self.folder.release()
         return result
 
     def _execute(self) -> dict:
@@ -148,7 +156,8 @@ class GenerateJob:
                                  shards_total=len(plan.plans_mine), shards_done=len(folder.done_shards),
                                  enabled=self.progress_enabled)
         self.pool = WorkerPool(start=self._start_worker, setup=lambda w, slot: w.configure(self._settings(slot, nworkers)),
-                               restart_every=self.cfg["workers"]["restart_every"], retire=self._record_peak)
+                               restart_every=self.cfg["workers"]["restart_every"], retire=self._record_peak,
+                               tries=self.cfg["workers"].get("tries", 3))
         t0 = time.perf_counter()
         try:
             self.pool.run(queue, nworkers, self._scene_task)
@@ -158,6 +167,9 @@ class GenerateJob:
         manifest = folder.write_manifest(complete=folder.complete, stats=self.stats.as_dict(),
                                          device=self.device_info.get("device"))
         folder.finish()
+        if folder.damaged:
+            log.warning("re-rendered %d shard(s) that did not match their SHA-256: %s",
+                        len(folder.damaged), ", ".join(folder.damaged))
         log.info("finished: %d shards, %d scenes rendered in %.1f s", len(folder.done_shards),
                  self.stats.scenes_rendered, wall)
         st = manifest["stats"]
@@ -170,7 +182,10 @@ class GenerateJob:
         return manifest
 
     def _start_worker(self, slot: int):
-        return self.worker_factory(self.cfg, slot, self.folder.log_dir / f"worker-{slot}.log")
+        w = self.worker_factory(self.cfg, slot, self.folder.log_dir / f"worker-{slot}.log")
+        if isinstance(w, render.BlenderWorker):
+            w.timeouts = self.timeouts
+        return w
 
     def _record_peak(self, worker) -> None:
         rss = worker.peak_rss_bytes()
@@ -178,6 +193,8 @@ class GenerateJob:
             self.stats.peak_worker_rss = max(self.stats.peak_worker_rss, rss or 0)
 
     def _scene_task(self, worker, index: int) -> None:
+        path = self.folder.scene_path(index)
+        self.folder.ensure_space(path.parent, self.folder.scene_bytes_needed(), path)
         result = render_scene(worker, self.cfg, self.plan.seed, index, self.plan.grid,
                               self.folder.scene_path(index), self.folder.attrs,
                               on_view=self.progress.advance_view, stopping=self.pool.stopping)

@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,6 +83,36 @@ def clean_stale_scratch() -> None:
             pass
 
 
+class ReplyTimeouts:
+    """How long the driver waits for a worker's next reply before it kills the worker.
+
+    * ``startup``: a worker's start (hello, configure) and its first render reply, which may
+      include building the scene and compiling GPU kernels;
+    * afterwards: ``factor`` x the slowest view measured so far in this run, at least
+      ``minimum`` seconds (generous: a hung or stopped worker is what it is for).
+    Shared by every worker of a run, so a restarted worker inherits the measurements."""
+
+    def __init__(self, startup: float | None = 600.0, minimum: float = 60.0, factor: float = 20.0):
+        self.startup, self.minimum, self.factor = startup, minimum, factor
+        self.slowest: float | None = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_config(cls, cfg: dict) -> "ReplyTimeouts":
+        w = cfg["workers"]
+        return cls(w.get("startup_timeout", 600.0), w.get("view_timeout_min", 60.0), w.get("view_timeout_factor", 20.0))
+
+    def observe(self, seconds: float) -> None:
+        with self._lock:
+            self.slowest = seconds if self.slowest is None else max(self.slowest, seconds)
+
+    def view(self) -> float | None:
+        with self._lock:
+            if self.slowest is None:
+                return self.startup
+            return max(self.minimum, self.factor * self.slowest)
+
+
 @dataclass
 class ViewEvent:
     u: int
@@ -93,8 +124,12 @@ class ViewEvent:
 class BlenderWorker:
     """One Blender child process speaking the JSON-lines protocol of ``worker.py``."""
 
-    def __init__(self, blender: str | None = None, log_path: Path | None = None, name: str = "worker"):
+    def __init__(self, blender: str | None = None, log_path: Path | None = None, name: str = "worker",
+                 timeouts: ReplyTimeouts | None = None):
         self.name = name
+        self.timeouts = timeouts or ReplyTimeouts(startup=None)
+        self.timed_out: float | None = None
+        self._rendered = False
         self.cmd = worker_command(blender)
         self.scratch = Path(tempfile.mkdtemp(prefix=f"clevr-remv-{os.getpid()}-", dir=scratch_root()))
         # stderr always goes to a file, so a worker that dies early can say why.
@@ -107,11 +142,12 @@ class BlenderWorker:
                 self.cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log_file,
                 text=True, bufsize=1, env=env,
                 preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
-        except FileNotFoundError:
+        except OSError as exc:  # not found, not executable, not a program (exec format error)
             self._log_file.close()
             shutil.rmtree(self.scratch, ignore_errors=True)
-            raise UsageError(f"cannot start Blender: '{self.cmd[0]}' not found; "
-                             f"fix workers.blender or leave it null to use the bpy module") from None
+            why = "not found" if isinstance(exc, FileNotFoundError) else (exc.strerror or str(exc))
+            raise UsageError(f"cannot start Blender: '{self.cmd[0]}': {why}; "
+                             f"fix --blender / workers.blender or leave it null to use the bpy module") from None
         self.info: dict = {}
 
     # -- protocol ------------------------------------------------------------------------
@@ -122,14 +158,32 @@ class BlenderWorker:
         except (BrokenPipeError, OSError):
             raise self._crashed() from None
 
-    def _recv(self) -> dict:
-        while True:
-            line = self.proc.stdout.readline()
-            if not line:
-                raise self._crashed()
-            if line.startswith(PROTOCOL_MARKER):
-                break
-            log.debug("%s: %s", self.name, line.rstrip())  # e.g. a standalone Blender's banner
+    def _on_timeout(self, seconds: float) -> None:
+        self.timed_out = seconds
+        try:
+            self.proc.kill()  # SIGKILL also ends a stopped (SIGSTOP) process
+        except OSError:
+            pass
+
+    def _recv(self, timeout: float | None = None) -> dict:
+        """The next protocol reply; after ``timeout`` seconds without one the worker is killed
+        and a WorkerError says so."""
+        timer = None
+        if timeout:
+            timer = threading.Timer(timeout, self._on_timeout, args=(timeout,))
+            timer.daemon = True
+            timer.start()
+        try:
+            while True:
+                line = self.proc.stdout.readline()
+                if not line:
+                    raise self._crashed()
+                if line.startswith(PROTOCOL_MARKER):
+                    break
+                log.debug("%s: %s", self.name, line.rstrip())  # e.g. a standalone Blender's banner
+        finally:
+            if timer is not None:
+                timer.cancel()
         try:
             return json.loads(line[len(PROTOCOL_MARKER):])
         except json.JSONDecodeError:
@@ -142,6 +196,10 @@ class BlenderWorker:
             code = None
         last = self._last_log_line()
         where = "" if self.log_path.parent == self.scratch else f"; see {self.log_path}"
+        if self.timed_out is not None:
+            return WorkerError(f"{self.name}: no reply from Blender in {self.timed_out:.0f} s (hung or stopped), "
+                               f"killed it; raise workers.startup_timeout / workers.view_timeout_min if "
+                               f"it is only slow{where}")
         return WorkerError(f"{self.name}: Blender process ended unexpectedly (exit code {code})"
                            + (f": {last}" if last else "") + where)
 
@@ -156,7 +214,7 @@ class BlenderWorker:
 
     def hello(self) -> dict:
         self._send({"cmd": "hello"})
-        reply = self._recv()
+        reply = self._recv(self.timeouts.startup)
         if reply.get("event") == "error":
             raise WorkerError(f"{self.name}: {reply.get('message')}")
         if reply.get("event") != "hello":
@@ -166,7 +224,7 @@ class BlenderWorker:
 
     def configure(self, settings: dict) -> dict:
         self._send({"cmd": "configure", "settings": settings})
-        reply = self._recv()
+        reply = self._recv(self.timeouts.startup)
         if reply.get("event") == "error":
             if reply.get("kind") == "device":
                 have = ", ".join(sorted(reply.get("devices", {}))) or "cpu"
@@ -184,9 +242,13 @@ class BlenderWorker:
         self._send({"cmd": "render", "scene": scene, "views": [list(v) for v in views],
                     "out_dir": str(self.scratch), "tag": tag, "settings": settings or {}})
         while True:
-            reply = self._recv()
+            # A worker's first reply may include building the scene and compiling kernels.
+            reply = self._recv(self.timeouts.view() if self._rendered else self.timeouts.startup)
+            self._rendered = True
             event = reply.get("event")
             if event == "view":
+                if tag == "view":
+                    self.timeouts.observe(float(reply["seconds"]))
                 yield ViewEvent(reply["u"], reply["v"], reply["path"], reply["seconds"])
             elif event == "done":
                 return reply

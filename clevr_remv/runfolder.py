@@ -18,7 +18,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from . import FORMAT_VERSION, __version__, render, shards
-from .errors import UsageError
+from .dataset_info import manifest_problem
+from .errors import DiskFullError, UsageError
+from .outdir import LOCK_PREFIX, FolderLock, disk_full_message, free_bytes, remove_inside
 from .plan import RunPlan, ShardPlan, split_ranges
 
 log = logging.getLogger("clevr_remv")
@@ -30,7 +32,8 @@ class RunFolder:
         self.plan = plan
         self.cfg = plan.cfg
         self.overwrite = overwrite
-        self.work_dir = self.out / ".work"
+        # A part works in its own folder: parts running at once never touch each other's files.
+        self.work_dir = self.out / ".work" / plan.part_tag if plan.part else self.out / ".work"
         self.log_dir = self.out / "logs" / plan.part_tag
         self.manifest_path = self.out / plan.manifest_name
         self.attrs = shards.file_attrs(self.cfg, plan.digest, plan.grid)
@@ -38,81 +41,212 @@ class RunFolder:
         self.done_shards: dict[str, dict] = {}
         self.done_scenes: set[int] = set()
         self.assembling: set[str] = set()
+        self.damaged: list[str] = []  # shards that failed their checksum on resume (re-rendered)
+        self.rebuild = False
 
     # -- checks: before anything is written ------------------------------------------------
     def check(self) -> None:
+        """Refuse (exit 2) what this run must not write into; nothing is written here."""
         out = self.out
         if out.exists() and not out.is_dir():
             raise UsageError(f"--out '{out}' is a file; give a folder")
         probe_dir = out if out.exists() else _existing_parent(out)
         if probe_dir is None or not _can_write(probe_dir):
             raise UsageError(f"cannot write to '{probe_dir or out}'; choose a folder you can write to")
-        manifest = self.manifest_path
-        if out.exists():
-            other = [p for p in out.iterdir() if p.name not in ("logs",)]
-            if manifest.exists():
-                try:
-                    old = shards.read_json(manifest)
-                except (OSError, json.JSONDecodeError):
-                    raise UsageError(f"'{manifest}' is unreadable; remove it or use --overwrite") from None
-                if old.get("config_digest") != self.plan.digest and not self.overwrite:
-                    raise UsageError(
-                        f"'{out}' holds a run with other settings (digest {old.get('config_digest')}, "
-                        f"{old.get('scenes')} scenes, seed {old.get('seed')}); use another --out or --overwrite")
-            elif other and not self._looks_like_run():
-                raise UsageError(f"'{out}' is not empty and holds no clevr-remv run; choose an empty or new folder")
+        self.rebuild = False
+        if not out.exists():
+            return
+        manifests = self._manifests()
+        for path, m in manifests.items():
+            if m is None:
+                if path == self.manifest_path and not self.overwrite:
+                    self.rebuild = True  # rebuilt from the shards' own attributes in recover()
+                continue
+            if m["config_digest"] == self.plan.digest:
+                continue
+            mine = path == self.manifest_path or not self.plan.part
+            if mine and self.overwrite:
+                continue
+            if mine:
+                raise UsageError(
+                    f"'{out}' holds a run with other settings (digest {m['config_digest']}, "
+                    f"{m.get('scenes')} scenes, seed {m.get('seed')}); use another --out or --overwrite")
+            raise UsageError(
+                f"'{out}' holds {path.name} of a run with other settings (digest {m['config_digest']}, "
+                f"{m.get('scenes')} scenes, seed {m.get('seed')}); every part must use the same settings: "
+                f"fix the command, use another --out, or replace the whole run with --overwrite without --part")
+        other = [p for p in out.iterdir() if p.name != "logs" and not p.name.startswith(LOCK_PREFIX)]
+        if other and not manifests and not self._looks_like_run():
+            raise UsageError(f"'{out}' is not empty and holds no clevr-remv run; choose an empty or new folder")
+
+    def _manifests(self) -> dict[Path, dict | None]:
+        """Every manifest in OUT (whole run, parts, merged): its checked content, or None."""
+        found = {}
+        for path in sorted(self.out.glob("manifest*.json")):
+            try:
+                m = shards.read_json(path)
+            except (OSError, ValueError):
+                found[path] = None
+                continue
+            found[path] = m if manifest_problem(m) is None else None
+        return found
 
     def _looks_like_run(self) -> bool:
-        return any(self.out.glob("manifest*.json")) or self.work_dir.exists()
+        if any(self.out.glob("manifest*.json")) or (self.out / ".work").exists():
+            return True
+        # Shards without a manifest (it was removed): recognised by the layout's names.
+        return any(any((self.out / split).glob(f"{split}-[0-9][0-9][0-9][0-9][0-9].h5"))
+                   for split in self.cfg["output"]["splits"])
 
     # -- init and recovery -----------------------------------------------------------------------
     def init(self, stats: dict, device: str | None) -> None:
-        """Create the folder (after --overwrite removed a run with other settings)."""
-        if self.overwrite and self.manifest_path.exists():
-            old = shards.read_json(self.manifest_path)
-            if old.get("config_digest") != self.plan.digest:
-                log.warning("--overwrite: removing the previous run in %s", self.out)
-                for name in list(old.get("config", {}).get("output", {}).get("splits", {})) + [".work", "logs"]:
-                    shutil.rmtree(self.out / name, ignore_errors=True)
-                for m in self.out.glob("manifest*.json"):
-                    m.unlink()
+        """Create the folder, take this part's writer lock, (with --overwrite) remove the run
+        with other settings that this run replaces."""
+        created = not self.out.exists()
         self.out.mkdir(parents=True, exist_ok=True)
-        self.work_dir.mkdir(exist_ok=True)
+        self.writer_lock = FolderLock(self.out, self.plan.part_tag)
+        try:
+            self.writer_lock.acquire()
+            self.check()  # again, under the lock: another writer may have changed the folder
+        except BaseException:
+            self.writer_lock.release()
+            if created:
+                for p in self.out.iterdir():
+                    if p.name.startswith(LOCK_PREFIX):
+                        p.unlink(missing_ok=True)
+                try:
+                    self.out.rmdir()
+                except OSError:
+                    pass
+            raise
+        if self.overwrite:
+            self._remove_replaced_run()
+        for attempt in range(5):  # another part may remove an empty .work at this moment
+            try:
+                self.work_dir.mkdir(parents=True, exist_ok=True)
+                break
+            except FileNotFoundError:
+                if attempt == 4:
+                    raise
         self.log_dir.mkdir(parents=True, exist_ok=True)
         for split in self.cfg["output"]["splits"]:
             (self.out / split).mkdir(exist_ok=True)
         render.clean_stale_scratch()
-        if not self.manifest_path.exists():
+        if self.rebuild:
+            log.warning("'%s' is unreadable: rebuilding it from the shards' own attributes "
+                        "(each carries its settings digest)", self.manifest_path)
+        if self.rebuild or not self.manifest_path.exists():
             self.write_manifest(complete=False, stats=stats, device=device)
 
+    def release(self) -> None:
+        lock = getattr(self, "writer_lock", None)
+        if lock is not None:
+            lock.release()
+
+    def _remove_replaced_run(self) -> None:
+        """--overwrite: remove the run with other settings, and only what its manifest and the
+        shard layout name, only inside OUT (never following a symlink out of it).  A part
+        removes only its own files: its manifest's shards, work folder, logs and manifest."""
+        if self.plan.part:
+            targets = {self.manifest_path: self._manifests().get(self.manifest_path)} \
+                if self.manifest_path.exists() else {}
+        else:
+            targets = self._manifests()
+        replaced = {p: m for p, m in targets.items() if m is None or m["config_digest"] != self.plan.digest}
+        if not replaced:
+            return
+        log.warning("--overwrite: removing the previous run%s in %s",
+                    f" (part {self.plan.part[0]} of {self.plan.part[1]})" if self.plan.part else "", self.out)
+        removed = 0
+        for path, m in replaced.items():
+            if m is None:
+                log.warning("--overwrite: %s is unreadable; removing only it, not the names in it", path.name)
+            else:
+                for e in m["shards"]:
+                    removed += remove_inside(self.out, e["path"])
+                if not self.plan.part:  # the whole run: also shards the manifest did not list yet
+                    for split in m["splits"]:
+                        folder = self.out / split
+                        if folder.is_symlink() or not folder.is_dir():
+                            continue
+                        for f in list(folder.glob(f"{split}-[0-9]*.h5")) + list(folder.glob(f".{split}-*.tmp")):
+                            removed += remove_inside(self.out, f.relative_to(self.out))
+                        try:
+                            folder.rmdir()  # only when empty: files of the user's stay
+                        except OSError:
+                            pass
+            remove_inside(self.out, path.name)
+        if self.plan.part:
+            remove_inside(self.out, self.work_dir.relative_to(self.out))
+            remove_inside(self.out, self.log_dir.relative_to(self.out))
+        else:
+            remove_inside(self.out, ".work")
+            remove_inside(self.out, "logs")
+        log.info("--overwrite: removed %d shards", removed)
+
     def recover(self) -> None:
-        """Keep what earlier runs finished; remove what they left half-written."""
-        # Only this run's own files: other farm parts may be writing beside it.
-        mine = [self.out / p.split / f".{Path(p.name).name}.tmp" for p in self.plan.plans_mine]
-        mine += [self.scene_path(i).with_name(self.scene_path(i).name + ".tmp") for i in self.plan.my_scenes]
-        for tmp in mine:
-            if tmp.exists():
-                log.info("removing unfinished file %s", tmp)
-                tmp.unlink()
-        old = shards.read_json(self.manifest_path) if self.manifest_path.exists() else {}
+        """Keep what earlier runs finished (checked), remove what they left half-written."""
+        # This part's writer lock is held: every temporary file of its own is a leftover.
+        for tmp in self._own_temporaries():
+            log.info("removing unfinished file %s", tmp)
+            tmp.unlink(missing_ok=True)
+        old = {}
+        if self.manifest_path.exists() and not self.rebuild:
+            old = self._manifests().get(self.manifest_path) or {}
         listed = {e["path"]: e for e in old.get("shards", [])}
         for plan in self.plan.plans_mine:
             path = self.out / plan.name
             entry = listed.get(plan.name)
-            if entry and path.exists() and path.stat().st_size == entry.get("bytes"):
+            if entry and path.exists() and path.stat().st_size == entry.get("bytes") \
+                    and shards.sha256_file(path) == entry.get("sha256"):
                 self.done_shards[plan.name] = entry
+            elif entry and path.exists():
+                log.warning("%s does not match its SHA-256 in %s: re-rendering its %d scenes",
+                            plan.name, self.manifest_path.name, len(plan.scenes))
+                self.damaged.append(plan.name)
+                path.unlink()
             elif path.exists():
                 adopted = self.adopt(plan, path)
                 if adopted:
                     self.done_shards[plan.name] = adopted
+        plan_of = self.plan.plan_of()
         for i in self.plan.my_scenes:
-            if self.scene_path(i).exists():
+            path = self.scene_path(i)
+            if not path.exists():
+                continue
+            if plan_of[i].name in self.done_shards:
+                log.info("removing %s: its shard is finished", path)  # a kill after the shard's rename
+                path.unlink(missing_ok=True)
+            elif not self._scene_file_ok(path, i):
+                log.warning("removing %s: not a finished scene %d of this run (other settings or damaged)", path, i)
+                path.unlink(missing_ok=True)
+            else:
                 self.done_scenes.add(i)
         if self.done_shards or self.done_scenes:
-            log.info("resuming: %d shards and %d scenes already finished", len(self.done_shards), len(self.done_scenes))
+            log.info("resuming: %d shards (checksums verified) and %d scenes already finished",
+                     len(self.done_shards), len(self.done_scenes))
+
+    def _own_temporaries(self) -> list[Path]:
+        found = [p for p in self.work_dir.glob("*.tmp") if p.is_file()] if self.work_dir.is_dir() else []
+        for plan in self.plan.plans_mine:
+            folder = self.out / plan.split
+            if folder.is_dir():
+                found += folder.glob(f".{Path(plan.name).name}*.tmp")
+        return found
+
+    def _scene_file_ok(self, path: Path, index: int) -> bool:
+        """A scene file of this run (settings digest) and of this scene, readable."""
+        import h5py
+        try:
+            with h5py.File(path, "r") as f:
+                return (f.attrs.get("config_digest") == self.plan.digest
+                        and json.loads(f["scenes"][0])["index"] == index)
+        except (OSError, ValueError, KeyError):
+            return False
 
     def adopt(self, plan: ShardPlan, path: Path) -> dict | None:
-        """A complete shard renamed into place just before a kill, not yet in the manifest."""
+        """A complete shard renamed into place just before a kill, not yet in the manifest
+        (or a manifest being rebuilt): recognised by its own attributes."""
         import h5py
         try:
             with h5py.File(path, "r") as f:
@@ -155,9 +289,32 @@ class RunFolder:
                 return True
             return False
 
+    def ensure_space(self, folder: Path, need: int, what: Path) -> None:
+        """Stop cleanly (DiskFullError, exit 1) before a write that would not fit: a full disk
+        mid-write makes HDF5 fail in ways that are hard to clean up."""
+        free = free_bytes(folder)
+        if free is not None and free < need:
+            raise DiskFullError(disk_full_message(what, need))
+
+    def scene_bytes_needed(self) -> int:
+        """Room for one more scene file: 1.5 x the largest so far, or the raw size of its views
+        before the first one (compression only makes it smaller)."""
+        sizes = [p.stat().st_size for p in self.work_dir.glob("scene-*.h5")] if self.work_dir.is_dir() else []
+        if sizes:
+            return int(max(sizes) * 1.5) + (1 << 20)
+        rc = self.cfg["render"]
+        return self.plan.views_per_scene * rc["width"] * rc["height"] * 16 + (1 << 20)
+
     def assemble(self, plan: ShardPlan, stats: dict, device: str | None) -> dict:
         """Write the shard from its scene files, record it in the manifest, drop the scenes."""
         paths = [self.scene_path(i) for i in plan.scenes]
+        need = int(sum(p.stat().st_size for p in paths if p.exists()) * 1.05) + (1 << 20)
+        try:
+            self.ensure_space(self.out / plan.split, need, self.out / plan.name)
+        except DiskFullError:
+            with self.lock:
+                self.assembling.discard(plan.name)
+            raise
         info = shards.assemble_shard(paths, self.out / plan.name, self.cfg, self.plan.grid, self.attrs)
         entry = self.entry(plan, info)
         with self.lock:
@@ -174,10 +331,12 @@ class RunFolder:
 
     def finish(self) -> None:
         if self.complete:
-            try:
-                self.work_dir.rmdir()  # empty unless another farm part is still working
-            except OSError:
-                pass
+            # Only empty folders: another part's files (in its own folder) are never touched.
+            for folder in (self.work_dir, self.out / ".work"):
+                try:
+                    folder.rmdir()
+                except OSError:
+                    pass
 
     # -- manifest -----------------------------------------------------------------------------------
     def write_manifest(self, complete: bool, stats: dict, device: str | None) -> dict:

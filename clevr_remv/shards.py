@@ -132,7 +132,8 @@ class SceneWriter:
 
     def __init__(self, path: Path, cfg: dict, grid, attrs: dict):
         self.path = Path(path)
-        self.tmp = self.path.with_name(self.path.name + ".tmp")
+        # Unique per process: two writers never share (or delete) each other's temporary file.
+        self.tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
         self.grid = tuple(grid)
         self.outputs = outputs.stored(cfg)
         self.f = h5py.File(self.tmp, "w", track_order=False)
@@ -199,9 +200,23 @@ def assemble_shard(scene_paths: list[Path], final: Path, cfg: dict, grid, attrs:
     created by :func:`create_datasets` with the same settings, so the filters match); write to
     a temporary name in the same folder, fsync, rename.  Returns sha256, bytes, refexps."""
     final = Path(final)
-    tmp = final.with_name("." + final.name + ".tmp")
-    rows, cols = grid
+    tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
     refexps: list[dict] = []
+    try:
+        _assemble_into(tmp, scene_paths, cfg, grid, attrs, refexps)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync(tmp)
+    entry = {"sha256": sha256_file(tmp), "bytes": tmp.stat().st_size, "refexps": len(refexps),
+             "expression_stats": expression_stats(refexps)}
+    os.replace(tmp, final)
+    _fsync_dir(final.parent)
+    return entry
+
+
+def _assemble_into(tmp: Path, scene_paths: list[Path], cfg: dict, grid, attrs: dict, refexps: list) -> None:
+    rows, cols = grid
     with h5py.File(tmp, "w", track_order=False) as out:
         create_datasets(out, len(scene_paths), cfg, grid)
         names = [o.name for o in outputs.stored(cfg)]
@@ -219,12 +234,6 @@ def assemble_shard(scene_paths: list[Path], final: Path, cfg: dict, grid, attrs:
                 refexps += [{**e, "scene": i} for e in read_refexps(src)]
         write_refexps(out, refexps, grid)
         set_file_attrs(out, attrs)
-    _fsync(tmp)
-    entry = {"sha256": sha256_file(tmp), "bytes": tmp.stat().st_size, "refexps": len(refexps),
-             "expression_stats": expression_stats(refexps)}
-    os.replace(tmp, final)
-    _fsync_dir(final.parent)
-    return entry
 
 
 def sha256_file(path: Path, block: int = 8 << 20) -> str:
@@ -258,7 +267,7 @@ def _fsync_dir(path: Path) -> None:
 
 def write_json_atomic(path: Path, data: dict) -> None:
     path = Path(path)
-    tmp = path.with_name("." + path.name + ".tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "w", encoding="utf-8") as fh:
         json.dump(data, fh, indent=2, sort_keys=False)
         fh.write("\n")

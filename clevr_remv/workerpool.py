@@ -1,7 +1,8 @@
 """The worker pool: driver threads, each owning one worker process, fed from one queue.
 
 * a slot starts its worker lazily, restarts it every ``restart_every`` items (Blender's memory
-  grows slowly), and retries an item once on a fresh worker when the worker fails;
+  grows slowly), and retries an item on a fresh worker when the worker fails (crashed, or
+  killed after a reply timeout), ``tries`` times in all, then gives up (the run ends, exit 1);
 * SIGINT / SIGTERM only set flags: every slot finishes its own clean-up (half-written files
   removed by the task) before :meth:`WorkerPool.run` raises ``KeyboardInterrupt``; a second
   Ctrl-C stops waiting;
@@ -25,13 +26,14 @@ log = logging.getLogger("clevr_remv")
 
 class WorkerPool:
     def __init__(self, start: Callable[[int], object], setup: Callable[[object, int], None],
-                 restart_every: int, retire: Callable[[object], None] | None = None):
+                 restart_every: int, retire: Callable[[object], None] | None = None, tries: int = 2):
         """``start(slot)`` returns a new worker; ``setup(worker, slot)`` configures it (it may
         be killed in between when the pool stops); ``retire(worker)`` runs before it closes."""
         self.start = start
         self.setup = setup
         self.restart_every = restart_every
         self.on_retire = retire
+        self.tries = max(1, int(tries))  # per item, each try on a fresh worker
         self.stopping = threading.Event()   # set: slots take no new item
         self.interrupted = threading.Event()
         self.lock = threading.Lock()
@@ -101,15 +103,21 @@ class WorkerPool:
                 if worker is None or served >= self.restart_every:
                     worker = self._fresh(slot, worker)
                     served = 0
-                try:
-                    task(worker, item)
-                except WorkerError as exc:
-                    if self.stopping.is_set():
-                        return
-                    log.warning("%s; retrying scene %d with a new Blender process", exc, item)
-                    worker = self._fresh(slot, worker)
-                    served = 0
-                    task(worker, item)
+                attempt = 1
+                while True:
+                    try:
+                        task(worker, item)
+                        break
+                    except WorkerError as exc:
+                        if self.stopping.is_set():
+                            return
+                        if attempt >= self.tries:
+                            raise WorkerError(f"scene {item}: gave up after {attempt} tries; the last: {exc}") from None
+                        attempt += 1
+                        log.warning("%s; retrying scene %d with a new Blender process (try %d of %d)",
+                                    exc, item, attempt, self.tries)
+                        worker = self._fresh(slot, worker)
+                        served = 0
                 served += 1
         except BaseException as exc:  # noqa: BLE001 - handed to the main thread
             if not self.stopping.is_set():
