@@ -15,7 +15,6 @@ the same command submits only the tasks whose part is neither finished nor queue
 
 from __future__ import annotations
 
-import json
 import shlex
 import shutil
 import subprocess
@@ -271,7 +270,8 @@ def _check_out(out: Path) -> Path:
     if not probe.is_dir() or not _writable(probe):
         raise UsageError(f"cannot write to '{probe}'; choose a folder you can write to")
     if out.exists():
-        other = [p for p in out.iterdir() if p.name != "logs"]
+        from .outdir import LOCK_PREFIX
+        other = [p for p in out.iterdir() if p.name != "logs" and not p.name.startswith(LOCK_PREFIX)]
         if other and not (any(out.glob("manifest*.json")) or (out / ".work").exists()):
             raise UsageError(f"'{out}' is not empty and holds no clevr-remv run; choose an empty or new folder")
     return out
@@ -299,8 +299,8 @@ def _finished_tasks(out: Path, digest: str, tasks: int) -> set[int]:
     for path in sorted(out.glob("manifest*.json")):
         try:
             m = shards.read_json(path)
-        except (OSError, json.JSONDecodeError):
-            raise UsageError(f"'{path}' is unreadable; remove it or choose another --out") from None
+        except (OSError, ValueError):
+            continue  # damaged: its task is not finished; generate rebuilds it from the shards
         if m.get("config_digest") != digest:
             raise UsageError(f"'{out}' holds a run with other settings (digest {m.get('config_digest')}, "
                              f"{m.get('scenes')} scenes, seed {m.get('seed')}); use another --out or the same options")

@@ -135,6 +135,10 @@ def test_array_renders_merges_and_matches_a_local_run(slurm, local_run, cfg_file
     array, merge = _ids(r.stdout)
     assert "5 of 5 tasks (0-4), 1 shard each, at most 2 at once" in r.stdout
     assert f"squeue -j {array},{merge}" in r.stdout and f"scancel {array} {merge}" in r.stdout
+    # The same command while the array is queued or running: nothing is submitted twice.
+    again = _submit(out, cfg_file, "--parallel", 2)
+    assert "nothing to submit" in again.stdout and "queued or running" in again.stdout, again.stdout
+    assert "submitted" not in again.stdout
     _wait_all(out)
     assert _exit_code(merge) == "0:0", (out / "logs" / "slurm" / f"merge-{merge}.out").read_text()
     assert_same_dataset(out, local_run)
