@@ -21,7 +21,7 @@ WAIT_S=${SLURM_UP_WAIT_S:-60}
 fail() {
     echo "slurm-up: FAILED: $*" >&2
     for f in "$LOG_DIR/slurmctld.log" "$LOG_DIR/slurmd.log" /var/log/munge/munged.log; do
-        [ -s "$f" ] && { echo "--- last lines of $f" >&2; tail -n 15 "$f" >&2; }
+        [ -s "$f" ] && [ -r "$f" ] && { echo "--- last lines of $f" >&2; tail -n 15 "$f" >&2; }
     done
     exit 1
 }
