@@ -108,15 +108,20 @@ class GenerateJob:
     def prepare(self) -> None:
         self.folder.check()
         layout.check_feasible(self.cfg, self.plan.seed)  # an impossible layout fails here
-        probe = self.worker_factory(self.cfg, 0, None)  # asks Blender which devices exist
+        self.folder.take_lock()  # one writer per part: a second one is refused before Blender starts
         try:
-            hello = probe.info
-            self.device_info = choose_device(self.cfg["render"]["device"], hello.get("devices", {}))
-            # Apply the run's render settings once: a Blender that cannot (no such denoiser,
-            # device refused) fails here, before anything is written.
-            probe.configure(self._settings(0, 1))
-        finally:
-            probe.close()
+            probe = self.worker_factory(self.cfg, 0, None)  # asks Blender which devices exist
+            try:
+                hello = probe.info
+                self.device_info = choose_device(self.cfg["render"]["device"], hello.get("devices", {}))
+                # Apply the run's render settings once: a Blender that cannot (no such denoiser,
+                # device refused) fails here, before anything is written.
+                probe.configure(self._settings(0, 1))
+            finally:
+                probe.close()
+        except BaseException:
+            self.folder.release()  # removes OUT again when this run created it
+            raise
         log.info("Blender %s, device %s (%s)", hello.get("blender"), self.device_info["device"],
                  ", ".join(self.device_info.get("names", [])))
 

@@ -67,6 +67,10 @@ class RunFolder:
             mine = path == self.manifest_path or not self.plan.part
             if mine and self.overwrite:
                 continue
+            if self.overwrite:  # a part replacing its own files; the others are re-run the same way
+                log.warning("%s holds other settings (digest %s); re-run those parts with --overwrite "
+                            "too before 'clevr-remv merge'", path.name, m["config_digest"])
+                continue
             if mine:
                 raise UsageError(
                     f"'{out}' holds a run with other settings (digest {m['config_digest']}, "
@@ -99,26 +103,42 @@ class RunFolder:
                    for split in self.cfg["output"]["splits"])
 
     # -- init and recovery -----------------------------------------------------------------------
-    def init(self, stats: dict, device: str | None) -> None:
-        """Create the folder, take this part's writer lock, (with --overwrite) remove the run
-        with other settings that this run replaces."""
-        created = not self.out.exists()
+    def take_lock(self) -> None:
+        """Take this part's writer lock (creating OUT), then check the folder again under it:
+        a second writer is refused here, before Blender starts."""
+        self._created = not self.out.exists()
+        self._initialised = False
         self.out.mkdir(parents=True, exist_ok=True)
         self.writer_lock = FolderLock(self.out, self.plan.part_tag)
         try:
             self.writer_lock.acquire()
             self.check()  # again, under the lock: another writer may have changed the folder
         except BaseException:
-            self.writer_lock.release()
-            if created:
-                for p in self.out.iterdir():
-                    if p.name.startswith(LOCK_PREFIX):
-                        p.unlink(missing_ok=True)
-                try:
-                    self.out.rmdir()
-                except OSError:
-                    pass
+            self.release()
             raise
+
+    def release(self) -> None:
+        """Release the writer lock; a folder this run created but never used is removed."""
+        lock = getattr(self, "writer_lock", None)
+        if lock is None:
+            return
+        lock.release()
+        self.writer_lock = None
+        if getattr(self, "_created", False) and not getattr(self, "_initialised", False):
+            for p in self.out.iterdir():
+                if p.name.startswith(LOCK_PREFIX):
+                    p.unlink(missing_ok=True)
+            try:
+                self.out.rmdir()
+            except OSError:
+                pass
+
+    def init(self, stats: dict, device: str | None) -> None:
+        """Create the run's folders and (with --overwrite) remove the run with other settings
+        that this run replaces.  Call :meth:`take_lock` first."""
+        if getattr(self, "writer_lock", None) is None:
+            self.take_lock()
+        self._initialised = True
         if self.overwrite:
             self._remove_replaced_run()
         for attempt in range(5):  # another part may remove an empty .work at this moment
@@ -137,11 +157,6 @@ class RunFolder:
                         "(each carries its settings digest)", self.manifest_path)
         if self.rebuild or not self.manifest_path.exists():
             self.write_manifest(complete=False, stats=stats, device=device)
-
-    def release(self) -> None:
-        lock = getattr(self, "writer_lock", None)
-        if lock is not None:
-            lock.release()
 
     def _remove_replaced_run(self) -> None:
         """--overwrite: remove the run with other settings, and only what its manifest and the
@@ -301,14 +316,14 @@ class RunFolder:
         before the first one (compression only makes it smaller)."""
         sizes = [p.stat().st_size for p in self.work_dir.glob("scene-*.h5")] if self.work_dir.is_dir() else []
         if sizes:
-            return int(max(sizes) * 1.5) + (1 << 20)
+            return int(max(sizes) * 1.5) + (64 << 10)
         rc = self.cfg["render"]
-        return self.plan.views_per_scene * rc["width"] * rc["height"] * 16 + (1 << 20)
+        return self.plan.views_per_scene * rc["width"] * rc["height"] * 16 + (64 << 10)
 
     def assemble(self, plan: ShardPlan, stats: dict, device: str | None) -> dict:
         """Write the shard from its scene files, record it in the manifest, drop the scenes."""
         paths = [self.scene_path(i) for i in plan.scenes]
-        need = int(sum(p.stat().st_size for p in paths if p.exists()) * 1.05) + (1 << 20)
+        need = int(sum(p.stat().st_size for p in paths if p.exists()) * 1.05) + (64 << 10)
         try:
             self.ensure_space(self.out / plan.split, need, self.out / plan.name)
         except DiskFullError:

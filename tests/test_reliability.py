@@ -47,6 +47,13 @@ def _one_line(r, code):
     return lines[0]
 
 
+def _last_line(r, code):
+    """A run that had started logs its progress; its end is one line, without a traceback."""
+    assert r.returncode == code, (r.returncode, r.stderr)
+    assert "Traceback" not in r.stderr and "internal error" not in r.stderr and "Exception" not in r.stderr, r.stderr
+    return r.stderr.strip().splitlines()[-1]
+
+
 def _patch(path, offset, data: bytes):
     with open(path, "r+b") as fh:
         fh.seek(offset)
@@ -181,3 +188,377 @@ def test_outputs_that_cannot_be_written_are_refused_before_the_work(small_run, t
         line = _one_line(r, 2)
         assert mention in line and r.stdout == "", (report, r.stdout)  # no tables before the error
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "pred.h5"]
+
+
+# -- phase B: writing -------------------------------------------------------------------------
+import os  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+
+def _cmd(out, cfg, *extra):
+    return [sys.executable, "-m", "clevr_remv", "generate", "--out", str(out), "--config", str(cfg),
+            *map(str, SMALL), *map(str, extra)]
+
+
+def _gen(out, cfg, *extra, timeout=600):
+    return run_cli(*_cmd(out, cfg, *extra)[3:], timeout=timeout)
+
+
+def _digests(out, name="manifest.json"):
+    return {e["path"]: e["sha256"] for e in shards.read_json(out / name)["shards"]}
+
+
+def _cfg_with(tmp_path, **sections):
+    cfg = json.loads(json.dumps(TINY))
+    for section, values in sections.items():
+        cfg.setdefault(section, {}).update(values)
+    path = tmp_path / "cfg.json"
+    path.write_text(json.dumps(cfg))
+    return path
+
+
+def _tree(root):
+    """{relative path: bytes} of every file under root (symlinks not followed)."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in filenames:
+            p = os.path.join(dirpath, name)
+            if not os.path.islink(p):
+                out[os.path.relpath(p, root)] = open(p, "rb").read()
+    return out
+
+
+# -- item 1: --overwrite never removes anything outside --out -------------------------------------
+@pytest.mark.parametrize("bad_split", ["..", "/ABS", "../sibling"])
+def test_overwrite_with_a_manifest_naming_paths_outside(run_copy, small_cfg, tmp_path, bad_split):
+    parent = run_copy.parent
+    sibling = parent / "sibling"
+    sibling.mkdir()
+    (sibling / "thesis.tex").write_text("mine")
+    (parent / "notes.txt").write_text("mine")
+    absolute = tmp_path / "abs-target"
+    absolute.mkdir()
+    (absolute / "keep.txt").write_text("mine")
+    name = str(absolute) if bad_split == "/ABS" else bad_split
+    m = shards.read_json(run_copy / "manifest.json")
+    m["config"]["output"]["splits"] = {name: 1.0}
+    m["splits"] = {name: {"scene_range": [0, 6]}}
+    m["config_digest"] = "0000000000000000"  # "another run": --overwrite replaces it
+    shards.write_json_atomic(run_copy / "manifest.json", m)
+    r = _gen(run_copy, small_cfg, "--overwrite")
+    assert r.returncode == 0, r.stderr
+    assert (sibling / "thesis.tex").read_text() == "mine"
+    assert (parent / "notes.txt").read_text() == "mine"
+    assert (absolute / "keep.txt").read_text() == "mine"
+    assert run_cli("info", run_copy, "--verify").returncode == 0
+
+
+def test_overwrite_never_follows_a_symlink_out(small_run, small_cfg, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(small_run, out)
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "train").mkdir(parents=True)
+    keep = {elsewhere / "train" / "train-00000.h5": b"not yours", elsewhere / "scene-0000001.h5": b"not yours",
+            elsewhere / "worker-0.log": b"not yours"}
+    for p, data in keep.items():
+        p.write_bytes(data)
+    shutil.rmtree(out / "logs")
+    (out / "logs").symlink_to(elsewhere)
+    (out / ".work").symlink_to(elsewhere)
+    shutil.move(out / "val" / "val-00000.h5", elsewhere / "val-00000.h5")
+    shutil.rmtree(out / "val")
+    (out / "val").symlink_to(elsewhere)
+    r = _gen(out, small_cfg, "--seed", 9, "--overwrite")
+    assert r.returncode == 0, r.stderr
+    for p, data in keep.items():
+        assert p.read_bytes() == data, p
+    assert (elsewhere / "val-00000.h5").exists()
+
+
+# -- item 2 and issue 13: concurrent writers --------------------------------------------------------
+def _start(out, cfg, *extra):
+    return subprocess.Popen(_cmd(out, cfg, *extra), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _finish(p, timeout=600):
+    out, err = p.communicate(timeout=timeout)
+    return p.returncode, err
+
+
+def test_two_identical_writers_at_once(small_run, small_cfg, tmp_path):
+    out = tmp_path / "out"
+    a, b = _start(out, small_cfg), _start(out, small_cfg)
+    results = [_finish(a), _finish(b)]
+    codes = sorted(c for c, _ in results)
+    assert codes in ([0, 0], [0, 2]), results
+    if codes == [0, 2]:
+        err = [e for c, e in results if c == 2][0]
+        assert "another clevr-remv generate" in err and len(err.strip().splitlines()) == 1, err
+    r = run_cli("info", out, "--verify")
+    assert r.returncode == 0, r.stdout
+    assert _digests(out) == _digests(small_run), "identical to a run alone"
+
+
+def test_two_writers_with_other_settings_at_once(small_run, small_cfg, tmp_path):
+    out = tmp_path / "out"
+    a, b = _start(out, small_cfg), _start(out, small_cfg, "--seed", 5)
+    (ca, ea), (cb, eb) = _finish(a), _finish(b)
+    assert sorted([ca, cb]) == [0, 2], (ea, eb)
+    m = shards.read_json(out / "manifest.json")
+    assert m["complete"]
+    for e in m["shards"]:
+        with h5py.File(out / e["path"], "r") as f:
+            assert f.attrs["config_digest"] == m["config_digest"]
+            assert {json.loads(s)["global_seed"] for s in f["scenes"][()]} == {m["seed"]}
+    assert run_cli("info", out, "--verify").returncode == 0
+    if ca == 0:
+        assert _digests(out) == _digests(small_run)
+
+
+def test_two_parts_at_once_lose_nothing(small_run, small_cfg, tmp_path):
+    out = tmp_path / "out"
+    procs = [_start(out, small_cfg, "--part", f"{k}/2") for k in (1, 2)]
+    for p in procs:
+        code, err = _finish(p)
+        assert code == 0, err
+    assert not (out / ".work").exists()
+    r = run_cli("merge", out)
+    assert r.returncode == 0 and "complete" in r.stderr, r.stderr
+    assert _digests(out) == _digests(small_run)
+    assert run_cli("info", out, "--verify").returncode == 0
+
+
+def test_same_part_twice_at_once_is_refused(small_cfg, tmp_path):
+    out = tmp_path / "out"
+    a, b = _start(out, small_cfg, "--part", "1/2"), _start(out, small_cfg, "--part", "1/2")
+    results = [_finish(a), _finish(b)]
+    assert sorted(c for c, _ in results) in ([0, 0], [0, 2]), results
+    assert json.loads((out / "manifest.part-001-of-002.json").read_text())["complete"]
+
+
+def test_overwrite_of_one_part_touches_only_that_part(small_cfg, tmp_path):
+    out = tmp_path / "out"
+    for k in (1, 2):
+        r = _gen(out, small_cfg, "--part", f"{k}/2")
+        assert r.returncode == 0, r.stderr
+    part2 = {path: data for path, data in _tree(out).items()
+             if path in _digests(out, "manifest.part-002-of-002.json")
+             or "part-002" in path}
+    assert len(part2) >= 3
+    # Another seed for part 1 only, without --overwrite: refused (settings differ).
+    r = _gen(out, small_cfg, "--part", "1/2", "--seed", 7)
+    assert r.returncode == 2 and "other settings" in r.stderr, r.stderr
+    r = _gen(out, small_cfg, "--part", "1/2", "--seed", 7, "--overwrite")
+    assert r.returncode == 0, r.stderr
+    after = _tree(out)
+    for path, data in part2.items():
+        assert after.get(path) == data, f"part 2's {path} was touched"
+    m1 = shards.read_json(out / "manifest.part-001-of-002.json")
+    assert m1["seed"] == 7 and m1["complete"]
+    # A part 2 with part 1's new settings but without --overwrite: refused (its own old run).
+    r = _gen(out, small_cfg, "--part", "2/2", "--seed", 0, "--shard-size", 3)
+    assert r.returncode == 2, r.stderr
+    assert run_cli("merge", out).returncode == 2  # mixed settings are never merged
+
+
+def test_a_part_with_other_settings_is_refused(small_cfg, tmp_path):
+    out = tmp_path / "out"
+    assert _gen(out, small_cfg, "--part", "1/2").returncode == 0
+    before = _tree(out)
+    r = _gen(out, small_cfg, "--part", "2/2", "--seed", 3)
+    line = _one_line(r, 2)
+    assert "manifest.part-001-of-002.json" in line and "same settings" in line
+    assert _tree(out) == before
+
+
+def _wait_for(pred, timeout=120):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if pred():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_scheduler_kill_of_a_part_is_finished_by_rerunning(small_run, small_cfg, tmp_path):
+    """scancel / preemption / time limit: SIGTERM, then SIGKILL."""
+    out = tmp_path / "out"
+    p = _start(out, small_cfg, "--part", "1/2")
+    assert _wait_for(lambda: (out / "logs" / "part-001-of-002" / "scenes.jsonl").exists())
+    p.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    p.kill()
+    p.communicate()
+    assert p.returncode in (130, -9)
+    for k in (1, 2):
+        r = _gen(out, small_cfg, "--part", f"{k}/2")
+        assert r.returncode == 0, r.stderr
+    assert run_cli("merge", out).returncode == 0
+    assert _digests(out) == _digests(small_run)
+
+
+def test_stale_scene_file_of_other_settings_is_not_reused(small_run, small_cfg, tmp_path):
+    """A --seed 5 --part 1/2 run killed after one scene, then a seed-0 run into the folder."""
+    out = tmp_path / "out"
+    p = _start(out, small_cfg, "--seed", 5, "--part", "1/2")
+    work = out / ".work" / "part-001-of-002"
+    assert _wait_for(lambda: any(work.glob("scene-*.h5")) if work.exists() else False)
+    p.kill()
+    p.communicate()
+    r = _gen(out, small_cfg)
+    assert r.returncode == 2 and "other settings" in r.stderr  # refused: no silent mix
+    # The damaged-manifest path (rebuild) must not reuse the stale file either.
+    (out / "manifest.part-001-of-002.json").write_text("{")
+    stale = sorted(work.glob("scene-*.h5"))
+    assert stale
+    for s in stale:
+        shutil.copy(s, tmp_path / s.name)
+    r = _gen(out, small_cfg, "--part", "1/2")
+    assert r.returncode == 0, r.stderr
+    assert "not a finished scene" in r.stderr
+    for e in shards.read_json(out / "manifest.part-001-of-002.json")["shards"]:
+        with h5py.File(out / e["path"], "r") as f:
+            assert {json.loads(s)["global_seed"] for s in f["scenes"][()]} == {0}
+
+
+# -- item 4 (generate side) and item 5 ----------------------------------------------------------------
+def test_generate_re_renders_a_shard_that_fails_its_checksum(small_run, run_copy, small_cfg):
+    _flip_refexp_object(run_copy / "train" / "train-00001.h5")
+    r = _gen(run_copy, small_cfg)
+    assert r.returncode == 0, r.stderr
+    assert "train/train-00001.h5 does not match its SHA-256" in r.stderr
+    assert "re-rendered 1 shard" in r.stderr
+    assert _digests(run_copy) == _digests(small_run)
+    assert run_cli("info", run_copy, "--verify").returncode == 0
+
+
+@pytest.mark.parametrize("damage", ["garbage", "removed"])
+def test_a_damaged_manifest_is_rebuilt_from_the_shards(small_run, run_copy, small_cfg, damage):
+    if damage == "garbage":
+        (run_copy / "manifest.json").write_text("{\"shards\": [")
+    else:
+        (run_copy / "manifest.json").unlink()
+    r = _gen(run_copy, small_cfg)
+    assert r.returncode == 0, r.stderr
+    assert "0 scenes to render" in r.stderr, "intact shards are reused, not rendered again"
+    assert _digests(run_copy) == _digests(small_run)
+    assert run_cli("info", run_copy, "--verify").returncode == 0
+
+
+# -- item 7: leaks after a kill; SIGTERM at once ----------------------------------------------------
+def test_scene_files_of_a_finished_shard_are_cleaned_on_the_next_run(small_run, small_cfg, tmp_path):
+    """The state a SIGKILL between a shard's rename and its scene clean-up leaves."""
+    out = tmp_path / "out"
+    p = _start(out, small_cfg)
+    assert _wait_for(lambda: (out / ".work" / "scene-0000000.h5").exists())
+    p.kill()
+    p.communicate()
+    shutil.copy(out / ".work" / "scene-0000000.h5", tmp_path / "scene-0000000.h5")
+    assert _gen(out, small_cfg).returncode == 0
+    (out / ".work").mkdir()
+    shutil.copy(tmp_path / "scene-0000000.h5", out / ".work" / "scene-0000000.h5")
+    r = _gen(out, small_cfg)
+    assert r.returncode == 0, r.stderr
+    assert not (out / ".work").exists(), listing(out / ".work")
+    assert _digests(out) == _digests(small_run)
+
+
+def test_sigterm_in_the_first_second_exits_130(small_cfg, tmp_path):
+    out = tmp_path / "out"
+    p = _start(out, small_cfg)
+    time.sleep(1.0)
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 130, (p.returncode, err)
+    assert "interrupted" in err and "Traceback" not in err
+    r = _gen(out, small_cfg)
+    assert r.returncode == 0, r.stderr
+
+
+# -- item 6: a hung worker ----------------------------------------------------------------------------
+FAKE_BLENDER = """#!{python}
+# A Blender that starts, answers hello and configure, then hangs on every render.
+import json, sys, time
+for line in sys.stdin:
+    cmd = json.loads(line)["cmd"]
+    if cmd == "hello":
+        reply = {{"event": "hello", "blender": "fake", "devices": {{"cpu": ["CPU"]}}}}
+    elif cmd == "configure":
+        reply = {{"event": "configured", "device": "cpu", "names": ["CPU"]}}
+    elif cmd == "quit":
+        break
+    else:
+        time.sleep(3600)
+    print("@clevr-remv@ " + json.dumps(reply), flush=True)
+"""
+
+
+def test_a_worker_that_never_starts_times_out(tmp_path):
+    fake = tmp_path / "blender"
+    fake.write_text("#!/bin/sh\nexec sleep 3600\n")
+    fake.chmod(0o755)
+    cfg = _cfg_with(tmp_path, workers={"startup_timeout": 3})
+    t0 = time.time()
+    r = run_cli(*_cmd(tmp_path / "out", cfg, "--blender", fake)[3:], timeout=120)
+    assert time.time() - t0 < 3 + 30
+    line = _one_line(r, 2)
+    assert "no reply from Blender in 3 s" in line
+
+
+def test_a_worker_that_hangs_on_render_is_retried_then_given_up(tmp_path):
+    fake = tmp_path / "blender"
+    fake.write_text(FAKE_BLENDER.format(python=sys.executable))
+    fake.chmod(0o755)
+    cfg = _cfg_with(tmp_path, workers={"startup_timeout": 3, "tries": 2})
+    out = tmp_path / "out"
+    t0 = time.time()
+    r = run_cli(*_cmd(out, cfg, "--blender", fake)[3:], timeout=120)
+    assert time.time() - t0 < 2 * 3 + 30
+    line = _last_line(r, 1)
+    assert "gave up after 2 tries" in line and "no reply from Blender in 3 s" in line
+    assert str(out / "logs" / "worker-0.log") in line
+
+
+def test_a_stopped_worker_is_killed_and_the_scene_retried(small_run, tmp_path):
+    cfg = _cfg_with(tmp_path, workers={"view_timeout_min": 2})
+    out = tmp_path / "out"
+    p = _start(out, cfg)
+    jsonl = out / "logs" / "scenes.jsonl"
+    assert _wait_for(lambda: jsonl.exists() and jsonl.read_text().strip())
+    pid = json.loads(jsonl.read_text().splitlines()[0])["worker_pid"]
+    t0 = time.time()
+    os.kill(pid, signal.SIGSTOP)
+    code, err = _finish(p, timeout=300)
+    assert code == 0, err
+    assert "no reply from Blender in" in err and "retrying scene" in err, err
+    assert time.time() - t0 < 2 + 60
+    assert _digests(out) == _digests(small_run)
+
+
+# -- item 3: a full disk ----------------------------------------------------------------------------
+@pytest.fixture
+def small_disk(tmp_path):
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(mnt)], check=True)
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_a_full_disk_stops_with_one_line_and_resumes(small_run, small_cfg, small_disk, tmp_path):
+    out = small_disk / "out"
+    r = _gen(out, small_cfg)
+    line = _last_line(r, 1)
+    assert "disk full while writing" in line and "re-run the same command" in line
+    kept = sorted(p.name for p in (out / ".work").glob("scene-*.h5"))
+    assert kept, "the scenes finished before the disk filled are kept"
+    # Free space by moving the finished shards elsewhere... the simplest way: a bigger disk.
+    subprocess.run(["mount", "-o", "remount,size=4m", str(small_disk)], check=True)
+    r = _gen(out, small_cfg)
+    assert r.returncode == 0, r.stderr
+    assert f"{6 - len(kept)} scenes to render" in r.stderr
+    assert _digests(out) == _digests(small_run)
+    assert not (out / ".work").exists() and not list(out.rglob("*.tmp"))
