@@ -52,7 +52,7 @@ def submit():
 @click.option("--height", type=int, help="Image height [default: 320].")
 @click.option("--grid", type=int, help="Light-field grid size U = V, odd [default: 9].")
 @click.option("--baseline", type=float, help="Camera spacing, scene units [default: 0.4].")
-@click.option("--blender", metavar="PATH", help="blender executable on the nodes instead of the bpy module.")
+@click.option("--blender", metavar="PATH", help="blender executable on the nodes instead of the bpy module (checked on the nodes).")
 # -- Slurm --
 @click.option("--partition", "-p", help="Slurm partition (sbatch --partition).")
 @click.option("--account", "-A", help="Slurm account to charge (sbatch --account).")
@@ -95,23 +95,21 @@ def slurm(scenes, out, seed, config_spec, shard_size, workers, device, samples, 
     from . import config as config_mod
     from .cli import _setup_logging
     from .config import load_config
+    from .plan import plan_shards
 
     if verbose:
         _setup_logging(verbose, False)
-    from .plan import plan_shards
 
     for name, value in (("--gpus-per-task", gpus_per_task), ("--cpus-per-task", cpus_per_task),
                         ("--parallel", parallel)):
         if value is not None and value < 1:
             raise UsageError(f"{name} must be at least 1")
-    if scenes < 1:
-        raise UsageError("--scenes must be at least 1")
     if not 0 <= seed < 2**63:
         raise UsageError("--seed must be a non-negative integer below 2**63")
     overrides = {
         "output.shard_size": shard_size, "workers.count": workers, "render.device": device,
         "render.samples": samples, "render.width": width, "render.height": height, "rig.grid": grid,
-        "rig.baseline": baseline, "workers.blender": blender,
+        "rig.baseline": baseline,  # --blender: a path on the nodes, checked there, not here
     }
     cfg = load_config(config_spec, overrides)
     digest = config_mod.digest(cfg, seed, scenes)

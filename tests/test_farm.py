@@ -107,7 +107,8 @@ def test_dry_run_writes_readable_sbatch_scripts_with_every_option(tmp_path):
     out, r = _dry(tmp_path, "--partition", "gpu", "--account", "proj42", "--time", "4:00:00",
                   "--gpus-per-task", 2, "--mem", "16G", "--cpus-per-task", 8, "--parallel", 3,
                   "--shards-per-task", 2, "--sbatch-line", "--qos=long", "--sbatch-line", "#SBATCH --constraint=a100",
-                  "--setup", "module load cuda", "--config", cfg, "--samples", 64)
+                  "--setup", "module load cuda", "--config", cfg, "--samples", 64,
+                  "--blender", "/opt/blender-4.5/blender")
     assert r.returncode == 0, r.stderr
     assert "would submit 3 of 3 tasks (0-2)" in r.stdout
     script = (out / "logs" / "slurm" / "render.sbatch").read_text()
@@ -118,6 +119,7 @@ def test_dry_run_writes_readable_sbatch_scripts_with_every_option(tmp_path):
                  "export CLEVR_REMV_PARTS=3"):
         assert line in script.splitlines(), line
     assert f"--part auto --scenes 8 --out {out} --seed 0 --config {cfg} --shard-size 2 --samples 64" in script
+    assert "--blender /opt/blender-4.5/blender --no-progress" in script, "a path on the nodes, not checked here"
     merge = (out / "logs" / "slurm" / "merge.sbatch").read_text()
     assert "#SBATCH --partition=gpu" in merge and "--gres" not in merge and f"merge {out}" in merge
     for path in ("render.sbatch", "merge.sbatch"):
