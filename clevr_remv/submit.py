@@ -121,6 +121,11 @@ def slurm(scenes, out, seed, config_spec, shard_size, workers, device, samples, 
     active = {} if dry_run else _active_jobs(out)
     active_tasks = {t for j in active.values() if j["kind"] == "render" for t in j["tasks"]}
     missing = [i for i in range(tasks) if i not in done and i not in active_tasks]
+    limit = None if dry_run or not missing else _max_array_size()
+    if limit is not None and max(missing) >= limit:
+        need = -(-len(plans) // limit)
+        raise UsageError(f"this cluster allows array indices below {limit} (MaxArraySize) but the run needs "
+                         f"{tasks} tasks; use --shards-per-task {need} or more")
 
     # -- the scripts -------------------------------------------------------------------------
     gen = [python or sys.executable, "-m", "clevr_remv", "generate", "--part", "auto", "--scenes", str(scenes),
@@ -189,11 +194,14 @@ def slurm(scenes, out, seed, config_spec, shard_size, workers, device, samples, 
         click.echo(f"{out}/manifest.json: {len(manifest['shards'])} shards, complete")
         return
 
+    listed = farm.format_ranges(missing)
+    array = listed + (f"%{parallel}" if parallel else "")
+    if not dry_run:  # Slurm checks the options (partition, account, time, gres...) before anything is written
+        _sbatch(["sbatch", "--test-only", f"--array={array}"], "the render array", stdin=render_script)
+        _sbatch(["sbatch", "--test-only"], "the merge job", stdin=merge_script)
     slurm_dir.mkdir(parents=True, exist_ok=True)
     (slurm_dir / "render.sbatch").write_text(render_script, encoding="utf-8")
     (slurm_dir / "merge.sbatch").write_text(merge_script, encoding="utf-8")
-    listed = farm.format_ranges(missing)
-    array = listed + (f"%{parallel}" if parallel else "")
     render_cmd = ["sbatch", "--parsable", f"--array={array}", str(slurm_dir / "render.sbatch")]
     old_arrays = sorted(j for j, info in active.items() if info["kind"] == "render")
     old_merges = sorted(j for j, info in active.items() if info["kind"] == "merge" and info["state"] == "PENDING")
@@ -205,11 +213,6 @@ def slurm(scenes, out, seed, config_spec, shard_size, workers, device, samples, 
                                       str(slurm_dir / "merge.sbatch")]))
         return
 
-    limit = _max_array_size()
-    if limit is not None and max(missing) >= limit:
-        need = -(-len(plans) // limit)
-        raise UsageError(f"this cluster allows array indices below {limit} (MaxArraySize) but the run needs "
-                         f"{tasks} tasks; use --shards-per-task {need} or more")
     array_id = _sbatch(render_cmd, "the render array")
     after = ":".join([array_id, *old_arrays])
     try:
@@ -346,9 +349,10 @@ def _max_array_size() -> int | None:
     return None
 
 
-def _sbatch(cmd: list[str], what: str) -> str:
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+def _sbatch(cmd: list[str], what: str, stdin: str | None = None) -> str:
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, input=stdin)
     if r.returncode != 0:
-        reason = (r.stderr.strip().splitlines() or ["no message"])[-1]
-        raise UsageError(f"sbatch refused {what}: {reason}")
+        lines = r.stderr.strip().splitlines() or ["no message"]
+        reason = next((ln for ln in lines if ln.startswith("sbatch: error:")), lines[-1])
+        raise UsageError(f"sbatch refused {what}: {reason.removeprefix('sbatch: error: ')}")
     return r.stdout.strip().split(";")[0]

@@ -201,3 +201,22 @@ def test_two_parts_at_once_into_one_folder_lose_nothing(slurm, local_run, cfg_fi
     assert _exit_code(merge) == "0:0"
     assert_same_dataset(out, local_run)
     assert not (out / ".work").exists() or not list((out / ".work").iterdir())
+
+
+def test_an_array_larger_than_the_cluster_allows_is_refused_before_anything_is_written(slurm, cfg_file, tmp_path):
+    """MaxArraySize is 100001 on the test cluster (1001 by default elsewhere): 100,002 one-scene
+    shards need 100,002 array indices."""
+    out = tmp_path / "big"
+    r = run_cli("submit", "slurm", "--out", out, "--config", cfg_file, "--scenes", 100002, "--shard-size", 1)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "MaxArraySize" in r.stderr and "--shards-per-task 2 or more" in r.stderr and r.stderr.count("\n") == 1
+    assert not out.exists() and not _jobs_of(out)
+
+
+def test_options_slurm_refuses_are_one_line_and_write_nothing(slurm, cfg_file, tmp_path):
+    out = tmp_path / "bad"
+    r = run_cli("submit", "slurm", "--out", out, "--config", cfg_file, *RUN, "--partition", "no-such-partition")
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert r.stderr.count("\n") == 1 and "sbatch refused the render array" in r.stderr, r.stderr
+    assert "partition" in r.stderr
+    assert not out.exists() and not _jobs_of(out)
