@@ -104,7 +104,7 @@ def _get_key(cfg: dict, key: str):
 @click.option("--grid", type=int, help="Light-field grid size U = V, odd." + _from_config("rig.grid"))
 @click.option("--baseline", type=float, help="Distance between neighbouring cameras, scene units." + _from_config("rig.baseline"))
 @click.option("--blender", metavar="PATH", help="Render with this blender executable instead of the bpy module (render-farm nodes).")
-@click.option("--part", metavar="K/M", help="Render only part K of M of the shards (one node of a farm); writes manifest.part-K-of-M.json. Join parts with 'clevr-remv merge'.")
+@click.option("--part", metavar="K/M|auto", help="Render only part K of M of the shards (one node of a farm: shards k with k % M == K-1); writes manifest.part-K-of-M.json. Join parts with 'clevr-remv merge'. 'auto': K/M from a Slurm job array or a Kubernetes Indexed Job (see 'clevr-remv submit slurm --help').")
 @click.option("--overwrite", is_flag=True, help="Replace a run with other settings in --out instead of refusing.")
 @click.option("--progress/--no-progress", default=None, help="A live progress bar; without it, log lines: one per finished shard and one per finished scene, at most one a minute.  [default: a bar on a terminal that reports its size]")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
@@ -128,8 +128,14 @@ def generate(scenes, out, seed, config_spec, shard_size, workers, device, sample
         "rig.baseline": baseline, "workers.blender": blender,
     }
     cfg = load_config(config_spec, overrides)
+    if part == "auto":  # issue 13: the part from the scheduler's array environment
+        from .farm import log_auto_part
+        part = log_auto_part()
     job = GenerateJob(out, scenes, seed, cfg, overwrite=overwrite, part=part, progress=progress)
     manifest = job.run()
+    if manifest.get("device") == "cpu" and cfg["render"]["device"] == "auto":
+        from .farm import warn_unused_gpus
+        warn_unused_gpus()
     state = "complete" if manifest["complete"] else "incomplete"
     click.echo(f"{out}: {len(manifest['shards'])} shards, {state}; manifest at "
                f"{out / job.manifest_name}", err=True)
@@ -150,12 +156,18 @@ def info(out, verify):
 @cli.command()
 @click.argument("out", type=click.Path(path_type=Path, exists=True, file_okay=False))
 def merge(out):
-    """Join the manifests of farm parts (--part K/M) in OUT into OUT/manifest.json."""
+    """Join the manifests of farm parts (--part K/M) in OUT into OUT/manifest.json.
+
+    Exits 1, naming each missing shard and the part that renders it, when the run is not
+    complete yet (re-run those parts, or re-submit, then merge again)."""
     from .dataset_info import merge_parts
 
     manifest = merge_parts(out)
     click.echo(f"{out}: {len(manifest['shards'])} shards from {manifest['parts_merged']} parts, "
                f"{'complete' if manifest['complete'] else 'incomplete'}", err=True)
+    from .farm import report_missing  # issue 13: name what is missing; exit 1 if anything is
+    if not report_missing(out, manifest, click.echo):
+        raise SystemExit(1)
 
 
 def _parse_views(spec: str):
@@ -261,6 +273,10 @@ for _command in _DATASET_COMMANDS:
 from .doctor import doctor as _doctor  # noqa: E402 - issue 10: devices, kernels, libraries
 
 cli.add_command(_doctor)
+
+from .submit import submit  # noqa: E402 - issue 13: render farms (submit slurm)
+
+cli.add_command(submit)
 
 
 def _terminate(signum, frame):  # noqa: ARG001
