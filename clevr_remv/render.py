@@ -22,7 +22,6 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 
 from . import outputs as outputs_mod
 from .errors import UsageError, WorkerError

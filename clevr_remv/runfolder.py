@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
-import tempfile
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,7 +17,7 @@ from pathlib import Path
 from . import FORMAT_VERSION, __version__, render, shards
 from .dataset_info import manifest_problem
 from .errors import DiskFullError, UsageError
-from .outdir import LOCK_PREFIX, FolderLock, disk_full_message, free_bytes, remove_inside
+from .outdir import LOCK_PREFIX, FolderLock, can_write, disk_full_message, free_bytes, remove_inside
 from .plan import RunPlan, ShardPlan, split_ranges
 
 log = logging.getLogger("clevr_remv")
@@ -51,7 +48,7 @@ class RunFolder:
         if out.exists() and not out.is_dir():
             raise UsageError(f"--out '{out}' is a file; give a folder")
         probe_dir = out if out.exists() else _existing_parent(out)
-        if probe_dir is None or not _can_write(probe_dir):
+        if probe_dir is None or not can_write(probe_dir):
             raise UsageError(f"cannot write to '{probe_dir or out}'; choose a folder you can write to")
         self.rebuild = False
         if not out.exists():
@@ -400,13 +397,3 @@ def _existing_parent(path: Path) -> Path | None:
         p = p.parent
     return p if p.is_dir() else None
 
-
-def _can_write(folder: Path) -> bool:
-    """Really try (permission bits say little for root or on read-only mounts)."""
-    try:
-        fd, name = tempfile.mkstemp(prefix=".clevr-remv-probe-", dir=folder)
-    except OSError:
-        return False
-    os.close(fd)
-    os.unlink(name)
-    return True

@@ -262,32 +262,22 @@ def _sbatch_quote(opt: str) -> str:
 
 
 def _check_out(out: Path) -> Path:
+    from .outdir import LOCK_PREFIX, can_write
+
     out = out.expanduser().resolve()
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out '{out}' is a file; give a folder")
     probe = out
     while not probe.exists():
         probe = probe.parent
-    if not probe.is_dir() or not _writable(probe):
+    if not probe.is_dir() or not can_write(probe):
         raise UsageError(f"cannot write to '{probe}'; choose a folder you can write to")
     if out.exists():
-        from .outdir import LOCK_PREFIX
         other = [p for p in out.iterdir() if p.name != "logs" and not p.name.startswith(LOCK_PREFIX)]
         if other and not (any(out.glob("manifest*.json")) or (out / ".work").exists()):
             raise UsageError(f"'{out}' is not empty and holds no clevr-remv run; choose an empty or new folder")
     return out
 
-
-def _writable(folder: Path) -> bool:
-    import os
-    import tempfile
-    try:
-        fd, name = tempfile.mkstemp(prefix=".clevr-remv-probe-", dir=folder)
-    except OSError:
-        return False
-    os.close(fd)
-    os.unlink(name)
-    return True
 
 
 def _finished_tasks(out: Path, digest: str, tasks: int) -> set[int]:
