@@ -1,5 +1,6 @@
 """Real Blender renders, end to end (tiny images, 3x3 grid, 2 samples)."""
 
+import importlib.metadata
 import json
 import os
 import signal
@@ -141,11 +142,27 @@ def test_depth_reprojection_lands_on_the_same_object(run_a):
     assert agree / total > 0.97
 
 
+BLENDER_MAJOR = int(importlib.metadata.version("bpy").split(".")[0])
+
+
 def test_same_arguments_give_identical_shards(run_a, tmp_path, tiny_cfg):
+    """Byte-identical shards on the pinned 4.5 line (denoiser off).  Cycles 5.0.1 is not
+    bit-reproducible across processes: measured, one RGB value in about a million differed by
+    one level in one of three run pairs; there every other dataset must still be identical."""
     out = tmp_path / "b"
     r = run_cli("generate", "--out", out, "--config", tiny_cfg, *ARGS)
     assert r.returncode == 0, r.stderr
-    assert _shas(out) == _shas(run_a)
+    if BLENDER_MAJOR < 5:
+        assert _shas(out) == _shas(run_a)
+        return
+    assert _shas(out).keys() == _shas(run_a).keys()
+    for name in _shas(run_a):
+        with h5py.File(run_a / name, "r") as a, h5py.File(out / name, "r") as b:
+            for key in ("instances", "depth", "normals", "visible_pixels", "scenes", "cameras/intrinsics",
+                        "cameras/world_to_camera", "refexps/text", "refexps/valid_views"):
+                assert np.array_equal(a[key][()], b[key][()]), (name, key)
+            diff = np.abs(a["images"][()].astype(int) - b["images"][()].astype(int))
+            assert diff.max() <= 1 and (diff > 0).mean() < 1e-4, name
 
 
 def test_rerun_of_finished_run_renders_nothing(run_a, tiny_cfg):
