@@ -197,8 +197,12 @@ class SceneBuilder:
         cy.use_adaptive_sampling = settings["adaptive_threshold"] > 0
         if settings["adaptive_threshold"] > 0:
             cy.adaptive_threshold = float(settings["adaptive_threshold"])
-        cy.use_denoising = bool(settings["denoise"])
-        if settings["denoise"]:
+        # "denoise_passes": the driver denoises (clevr_remv/denoise.py): Cycles' denoiser stays
+        # off and the render also writes the noisy colour's albedo and normal passes.
+        passes = bool(settings["denoise"]) and bool(settings.get("denoise_passes"))
+        sc.view_layers[0].cycles.denoising_store_passes = passes
+        cy.use_denoising = bool(settings["denoise"]) and not passes
+        if cy.use_denoising:
             try:
                 cy.denoiser = "OPENIMAGEDENOISE"
             except TypeError:  # a Blender build without OIDN (e.g. some distribution packages)

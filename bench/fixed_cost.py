@@ -1,0 +1,106 @@
+"""Per-view fixed cost: `clevr-remv generate` against two CLEVR-style peers, whole commands,
+side by side.
+
+Commands, run alternately (A B C A B C ...) so that drift of a shared machine hits all alike;
+the first round warms caches and is not counted:
+  A  clevr-remv generate                         (build once, one render per view, all passes)
+  B  bench/clevr_style_peer.py --mode rebuild    (CLEVR: rebuild per view + flat mask pass)
+  C  bench/clevr_style_peer.py --mode build-once (build once per scene + flat mask pass per view)
+All three use the same device (--device), the same render settings (the defaults, with the
+denoiser as they set it, plus --width/--height/--samples/--grid) and the same scene count.
+Reported: per-run wall times, medians, ratios peer/ours pair by pair (median), per scene and
+per view.
+
+    python bench/fixed_cost.py --scenes 2 --rounds 3 --width 96 --height 64 --samples 1
+    python bench/fixed_cost.py --scenes 1 --rounds 2 --grid 3        # defaults (480x320), 9 views
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def timed(cmd, env=None):
+    t0 = time.perf_counter()
+    r = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                       env={**os.environ, **(env or {})})
+    if r.returncode:
+        sys.exit(f"failed: {' '.join(cmd)}\n{r.stderr[-2000:]}")
+    return time.perf_counter() - t0
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--scenes", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--width", type=int)
+    ap.add_argument("--height", type=int)
+    ap.add_argument("--samples", type=int)
+    ap.add_argument("--grid", type=int, default=9)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--config", help="a config file for all three (e.g. the denoiser off)")
+    ap.add_argument("--only", default="ABC", help="which commands to run (e.g. AB)")
+    ap.add_argument("--ours-env", default="", help="KEY=VALUE,... for command A only")
+    ap.add_argument("--json", help="write the raw times here")
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="clevr-remv-fixed-"))
+    common = ["--grid", str(args.grid), "--device", args.device]
+    for flag in ("width", "height", "samples"):
+        if getattr(args, flag) is not None:
+            common += [f"--{flag}", str(getattr(args, flag))]
+    if args.config:
+        common += ["--config", args.config]
+    ours_env = dict(kv.split("=", 1) for kv in args.ours_env.split(",") if kv)
+    cmds = {
+        "A": lambda out: ([sys.executable, "-m", "clevr_remv", "generate", "--scenes", str(args.scenes),
+                           "--out", str(out), "-q", "--seed", "0", *common], ours_env),
+        "B": lambda out: ([sys.executable, str(HERE / "clevr_style_peer.py"), "--mode", "rebuild",
+                           "--scenes", str(args.scenes), *common], None),
+        "C": lambda out: ([sys.executable, str(HERE / "clevr_style_peer.py"), "--mode", "build-once",
+                           "--scenes", str(args.scenes), *common], None),
+    }
+    names = {"A": "clevr-remv generate", "B": "peer: rebuild per view", "C": "peer: build once"}
+    times = {k: [] for k in args.only}
+    for r in range(args.rounds + 1):
+        for k in args.only:
+            out = tmp / f"out-{k}-{r}"
+            cmd, env = cmds[k](out)
+            t = timed(cmd, env)
+            shutil.rmtree(out, ignore_errors=True)
+            print(f"round {r} {k}: {t:.2f} s{' (warm-up)' if r == 0 else ''}", file=sys.stderr, flush=True)
+            if r:
+                times[k].append(t)
+    shutil.rmtree(tmp, ignore_errors=True)
+    views = args.scenes * args.grid * args.grid
+    print(f"{args.scenes} scene(s) x {args.grid}x{args.grid} views, settings: {' '.join(common)}, "
+          f"{args.rounds} rounds")
+    print("| command | runs (s) | median (s) | per scene (s) | per view (s) |")
+    print("|---|---|---|---|---|")
+    for k, ts in times.items():
+        m = statistics.median(ts)
+        print(f"| {names[k]} | {', '.join(f'{x:.2f}' for x in ts)} | {m:.2f} | {m / args.scenes:.2f} | "
+              f"{m / views:.3f} |")
+    if "A" in times:
+        for k in times:
+            if k == "A":
+                continue
+            ratios = [b / a for a, b in zip(times["A"], times[k])]
+            print(f"| {names[k]} / ours, pair by pair | {', '.join(f'{x:.2f}' for x in ratios)} | "
+                  f"**{statistics.median(ratios):.2f}** | | |")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"args": vars(args), "times": times}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
