@@ -38,7 +38,7 @@ def measure(worker, cfg, seed, scenes):
         n = len(record["objects"])
         counts = {}
         for ev in worker.render(record, views, tag="vis", settings=CHEAP_CHECK):
-            _, ids, _ = render.read_view(ev.path)
+            ids = render.read_view(ev.path, ["instances"])["instances"]
             counts[(ev.u, ev.v)] = np.bincount(ids.ravel(), minlength=n + 1)[1:n + 1]
         rig = record["rig"]
         for (u, v), cnt in counts.items():

@@ -38,7 +38,7 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 def shot(worker, record, centre, settings):
     ev = list(worker.render(record, [centre], tag="q", settings=settings))[0]
-    rgb, _, _ = render.read_view(ev.path)
+    rgb = render.read_view(ev.path, ["images"])["images"]
     return rgb, ev.seconds
 
 

@@ -132,9 +132,8 @@ class SceneBuilder:
         sc.render.use_persistent_data = True  # keep Cycles' scene data between views
         sc.render.film_transparent = False
         sc.view_settings.view_transform = "Standard"
-        vl = sc.view_layers[0]
-        vl.use_pass_z = True
-        vl.use_pass_object_index = True
+        self.passes: set = set()
+        self.set_passes(["use_pass_z", "use_pass_object_index"])
         settings = sc.render.image_settings
         if hasattr(settings, "media_type"):  # Blender 5.x: pick the media type first
             settings.media_type = "MULTI_LAYER_IMAGE"
@@ -223,7 +222,21 @@ class SceneBuilder:
         else:
             sc.render.threads_mode = "AUTO"
         cy.use_animated_seed = False
+        if "passes" in settings:
+            self.set_passes(settings["passes"])
         return self.set_device(settings.get("device", "cpu"), settings.get("gpu_index"))
+
+    def set_passes(self, flags) -> None:
+        """Enable exactly these view-layer passes (flags such as ``use_pass_normal``); the
+        driver's registry of outputs (clevr_remv/outputs.py) decides which."""
+        vl = self.scene.view_layers[0]
+        for flag in self.passes - set(flags):
+            setattr(vl, flag, False)
+        for flag in flags:
+            if not hasattr(vl, flag):
+                raise MissingFeature("pass", f"this Blender has no view-layer pass {flag!r}")
+            setattr(vl, flag, True)
+        self.passes = set(flags)
 
     def set_device(self, device: str, gpu_index=None) -> dict:
         sc = self.scene

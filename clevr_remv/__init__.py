@@ -6,5 +6,6 @@ worker, which may run under a standalone Blender whose Python has only numpy.
 
 __version__ = "0.1.0"
 
-# Version of the shard layout (SPEC section 5). Bump on any change to a fixed point.
-FORMAT_VERSION = "1.0"
+# Version of the shard format (docs/format.md). Bump on any change to a fixed point.
+# 1.1: per-view surface normals (``normals``).
+FORMAT_VERSION = "1.1"

@@ -189,12 +189,17 @@ def dataset_settings(cfg: dict) -> dict:
 
 
 def digest(cfg: dict, seed: int, scenes: int) -> str:
-    payload = {"config": dataset_settings(cfg), "seed": int(seed), "scenes": int(scenes)}
+    from . import FORMAT_VERSION
+
+    # The format version too: a run of another format never resumes into this one.
+    payload = {"config": dataset_settings(cfg), "seed": int(seed), "scenes": int(scenes),
+               "format_version": FORMAT_VERSION}
     blob = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode("utf-8")
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
 def min_pixels(cfg: dict) -> float:
-    """The visible-pixel threshold, scaled from 480x320 to the configured resolution."""
-    area = cfg["render"]["width"] * cfg["render"]["height"]
-    return cfg["scene"]["min_pixels_per_object"] * area / (480 * 320)
+    """The visible-pixel threshold (see :func:`clevr_remv.visibility.threshold`)."""
+    from .visibility import threshold
+
+    return threshold(cfg)

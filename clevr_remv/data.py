@@ -24,7 +24,7 @@ from typing import Callable, Iterable, Sequence
 import h5py
 import numpy as np
 
-from . import lightfield
+from . import lightfield, outputs as outputs_mod
 from .dataset_info import load_manifest
 
 
@@ -106,15 +106,25 @@ class Reader:
         return json.loads(f["scenes"][row])
 
     def view(self, index: int, u: int, v: int) -> dict:
+        """Every stored per-view output the shard holds (``image``, ``instances``, ``depth``,
+        ``normals`` from format 1.1; see clevr_remv/outputs.py), the cameras and the
+        visible pixel counts."""
         f, row = self._locate(index)
-        return {
-            "image": f["images"][row, u, v],
-            "instances": f["instances"][row, u, v],
-            "depth": f["depth"][row, u, v],
+        out = {o.key: f[o.name][row, u, v] for o in outputs_mod.stored() if o.name in f}
+        out.update({
             "intrinsics": f["cameras/intrinsics"][row, u, v],
             "world_to_camera": f["cameras/world_to_camera"][row, u, v],
             "visible_pixels": f["visible_pixels"][row, u, v],
-        }
+        })
+        return out
+
+    def output(self, name: str, index: int, u: int, v: int) -> np.ndarray:
+        """One stored per-view output (by dataset name, e.g. ``normals``) of a view."""
+        f, row = self._locate(index)
+        if name not in f:
+            raise KeyError(f"{name!r} is not stored in this dataset (format "
+                           f"{self.manifest.get('format_version')})")
+        return f[outputs_mod.get(name).name][row, u, v]
 
     def image(self, index: int, u: int, v: int) -> np.ndarray:
         f, row = self._locate(index)
@@ -181,13 +191,23 @@ class RefexpDataset:
 
     Items are dicts: ``image`` (uint8 HxWx3), ``mask`` (bool HxW: the target's instance
     pixels), ``text``, ``scene`` (global scene index), ``object`` (0-based), ``view`` (u, v),
-    ``expression`` (id "scene-row"), ``family``.  ``transform(sample) -> sample`` is applied
-    last (e.g. to make tensors or resize).
+    ``expression`` (id "scene-row"), ``family``; plus, on request, further stored per-view
+    outputs by dataset name (``outputs=("normals", "depth")``: the items get ``normals``
+    float16 HxWx3, ``depth`` float HxW).  ``transform(sample) -> sample`` is applied last
+    (e.g. to make tensors or resize).
     """
 
     def __init__(self, root: str | os.PathLike, split: str = "train",
-                 views: str | Iterable[Sequence[int]] = "center", transform: Callable | None = None):
+                 views: str | Iterable[Sequence[int]] = "center", transform: Callable | None = None,
+                 outputs: Sequence[str] = ()):
         self.reader = Reader(root)
+        self.outputs = tuple(outputs_mod.get(name).name for name in outputs)
+        if self.outputs and self.reader.shards:
+            f = self.reader._files.get(self.reader.root / self.reader.shards[0]["path"])
+            missing = [name for name in self.outputs if name not in f]
+            if missing:
+                raise ValueError(f"{', '.join(missing)} not stored in {root} (format "
+                                 f"{self.reader.manifest.get('format_version')}); regenerate it to have them")
         self.split = split
         self.views = resolve_views(views, self.reader.grid)
         self.transform = transform
@@ -222,6 +242,8 @@ class RefexpDataset:
             "expression": e["id"],
             "family": e["family"],
         }
+        for name in self.outputs:
+            sample[name] = f[name][row, u, v]
         return self.transform(sample) if self.transform is not None else sample
 
     def pairs(self) -> list[tuple[str, int, int]]:

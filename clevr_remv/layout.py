@@ -99,6 +99,18 @@ def _place_objects(cfg, gen, count, dirs) -> tuple[list[dict], int]:
         f"min_dist or margin, or raise scene.extent")
 
 
+def check_feasible(cfg: dict, seed: int = 0) -> int:
+    """Place the largest object count once with the configured rules, seen from the default
+    camera; raises :class:`LayoutError` (with advice) when the rules cannot be met.  Returns
+    the restarts it took."""
+    sc, rc = cfg["scene"], cfg["render"]
+    grid = cfg["rig"]["grid"]
+    rig = lightfield.make_rig(sc["camera_position"], grid=(grid, grid), baseline=cfg["rig"]["baseline"],
+                              width=rc["width"], height=rc["height"])
+    _, restarts = _place_objects(cfg, rng(seed, 0, "feasibility"), sc["max_objects"], directions(rig))
+    return restarts
+
+
 def sample_scene(cfg: dict, seed: int, index: int, attempt: int = 0) -> dict:
     """The scene record for (seed, index, attempt): a pure function of its arguments."""
     sc = cfg["scene"]

@@ -2,8 +2,9 @@
 
 A :class:`BlenderWorker` is a child process running ``blender_scripts/worker.py`` under the
 PyPI ``bpy`` module (default) or a standalone ``blender --background`` (``workers.blender``).
-It never imports bpy here.  The worker writes one multilayer EXR per view (RGB, planar depth
-and object index from the same render); :func:`read_view` turns it into arrays.
+It never imports bpy here.  The worker writes one multilayer EXR per view (every pass the
+registry in :mod:`clevr_remv.outputs` asks for, from the same render); :func:`read_view` turns
+it into a dict of arrays.
 """
 
 from __future__ import annotations
@@ -22,12 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
+from . import outputs as outputs_mod
 from .errors import UsageError, WorkerError
 from .resources import resource_dir
 
 log = logging.getLogger("clevr_remv")
 
-DEPTH_SENTINEL_MIN = 1e9  # Cycles writes 1e10 where a ray hits nothing; stored as +inf
 PROTOCOL_MARKER = "@clevr-remv@ "  # as in blender_scripts/worker.py
 
 
@@ -194,6 +195,10 @@ class BlenderWorker:
             else:
                 raise WorkerError(f"{self.name}: unexpected reply {reply}")
 
+    def read_view(self, event: ViewEvent, outputs=None, view: dict | None = None) -> dict:
+        """The arrays of a view this worker rendered (see :func:`read_view`); removes its file."""
+        return read_view(event.path, outputs, view)
+
     def close(self, timeout: float = 10.0) -> None:
         if self.proc.poll() is None:
             try:
@@ -243,39 +248,21 @@ class BlenderWorker:
 
 
 # -- passes --------------------------------------------------------------------------------
-def _channel(channels: dict, *suffixes: str):
-    for suffix in suffixes:
-        for name, ch in channels.items():
-            if name.endswith(suffix):
-                return ch.pixels
-    raise WorkerError(f"render pass missing (looked for {suffixes}; have {sorted(channels)})")
-
-
-def linear_to_srgb8(linear: np.ndarray) -> np.ndarray:
-    c = np.clip(linear, 0.0, 1.0)
-    s = np.where(c <= 0.0031308, c * 12.92, 1.055 * np.power(c, 1.0 / 2.4) - 0.055)
-    return np.floor(s * 255.0 + 0.5).astype(np.uint8)
-
-
-def read_view(path: str | os.PathLike, remove: bool = True):
-    """(rgb uint8 HxWx3 sRGB, instances uint8 HxW, depth float32 HxW with +inf for no hit)."""
+def read_view(path: str | os.PathLike, outputs=None, view: dict | None = None, remove: bool = True) -> dict:
+    """Decode the worker's EXR of one view into ``{output name: array}`` for ``outputs``
+    (names or :class:`~clevr_remv.outputs.Output`; default: every stored output).  ``view``
+    (``{"intrinsics": K, "world_to_camera": E}``) is needed by outputs in the camera frame."""
     import OpenEXR
 
+    wanted = [outputs_mod.get(o) if isinstance(o, str) else o
+              for o in (outputs if outputs is not None else outputs_mod.stored())]
     with OpenEXR.File(str(path), separate_channels=False) as exr:
-        # Blender 4.x writes one part; 5.x one part per pass (and calls IndexOB "Object Index").
-        channels = {name: ch for part in exr.parts for name, ch in part.channels.items()}
-        combined = _channel(channels, "Combined", "Combined.RGBA")
-        depth = np.array(_channel(channels, "Depth.Z", "Depth.V", "Depth"), dtype=np.float32)
-        index = _channel(channels, "IndexOB.X", "Object Index.X", "IndexOB", "Object Index")
-    if combined.ndim == 3:
-        rgb = linear_to_srgb8(combined[..., :3])
-    else:  # pragma: no cover - separate R/G/B channels
-        rgb = linear_to_srgb8(np.stack([_channel(channels, f"Combined.{c}") for c in "RGB"], -1))
-    instances = np.rint(index).astype(np.uint8)
-    depth[depth >= DEPTH_SENTINEL_MIN] = np.inf
+        # Blender 4.x writes one part; 5.x one part per pass (and renames some passes).
+        channels = {name: ch.pixels for part in exr.parts for name, ch in part.channels.items()}
+        result = {o.name: o.decode(outputs_mod.find_pixels(channels, o), view) for o in wanted}
     if remove:
         try:
             os.unlink(path)
         except OSError:
             pass
-    return rgb, instances, depth
+    return result

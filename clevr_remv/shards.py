@@ -1,6 +1,6 @@
-"""HDF5 shards and the manifest (SPEC section 5).
+"""HDF5 shards and the manifest (docs/format.md).
 
-Two kinds of file share one layout (every array has a leading scene axis N):
+Two kinds of file share one schema (every array has a leading scene axis N):
 
 * a *scene file* (N = 1) under ``OUT/.work/``, written view by view while Blender renders
   and renamed into place when the scene is complete: a killed run loses no finished scene;
@@ -21,9 +21,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from . import FORMAT_VERSION, __version__
+from . import FORMAT_VERSION, __version__, outputs
 
-VIEW_DATASETS = ("images", "instances", "depth")
 STR = h5py.string_dtype("utf-8")
 
 
@@ -50,20 +49,18 @@ def needs_plugin(name: str) -> bool:
     return name not in ("gzip", "lzf", "none")
 
 
-def create_layout(f: h5py.File, n: int, grid, height: int, width: int, max_objects: int,
-                  compression: str, level: int, depth_dtype: str = "float32") -> None:
-    """Create every dataset of SPEC section 5 for ``n`` scenes (chunked one view per chunk)."""
-    rows, cols = grid
-    comp_u8 = compression_kwargs(compression, level)
-    comp_f = compression_kwargs(compression, level, floating=True)
+def create_datasets(f: h5py.File, n: int, cfg: dict, grid) -> None:
+    """Create every dataset of the shard format (docs/format.md) for ``n`` scenes: one per
+    stored per-view output of the registry (one view per chunk), then the per-scene ones."""
+    rc, oc = cfg["render"], cfg["output"]
     common = {"track_times": False}
-    f.create_dataset("images", (n, rows, cols, height, width, 3), np.uint8,
-                     chunks=(1, 1, 1, height, width, 3), **comp_u8, **common)
-    f.create_dataset("instances", (n, rows, cols, height, width), np.uint8,
-                     chunks=(1, 1, 1, height, width), **comp_u8, **common)
-    f.create_dataset("depth", (n, rows, cols, height, width), np.dtype(depth_dtype),
-                     chunks=(1, 1, 1, height, width), fillvalue=np.inf, **comp_f, **common)
-    f.create_dataset("visible_pixels", (n, rows, cols, max_objects), np.int32, fillvalue=-1, **common)
+    for out in outputs.stored(cfg):
+        spec = out.dataset_spec(cfg, n, grid, rc["height"], rc["width"])
+        f.create_dataset(out.name, **spec, **compression_kwargs(oc["compression"], oc["compression_level"],
+                                                                floating=out.floating), **common)
+    rows, cols = grid
+    f.create_dataset("visible_pixels", (n, rows, cols, cfg["scene"]["max_objects"]), np.int32,
+                     fillvalue=-1, **common)
     cams = f.create_group("cameras", track_order=False)
     cams.create_dataset("intrinsics", (n, rows, cols, 3, 3), np.float64, **common)
     cams.create_dataset("world_to_camera", (n, rows, cols, 4, 4), np.float64, **common)
@@ -123,8 +120,9 @@ def file_attrs(cfg: dict, digest: str, grid) -> dict:
         "render_settings": {k: rc[k] for k in ("samples", "adaptive_threshold", "denoise", "max_bounces", "seed")},
         "config_digest": digest,
         "compression": cfg["output"]["compression"],
-        "instance_ids": "0 = background, k + 1 = object k of the scene record",
-        "depth_units": "planar depth along the camera's z axis, scene units; +inf where no surface",
+        "instance_ids": outputs.get("instances").doc,
+        "depth_units": outputs.get("depth").doc,
+        "normals": outputs.get("normals").doc,
         "visible_pixels_absent": -1,
     }
 
@@ -136,21 +134,18 @@ class SceneWriter:
         self.path = Path(path)
         self.tmp = self.path.with_name(self.path.name + ".tmp")
         self.grid = tuple(grid)
+        self.outputs = outputs.stored(cfg)
         self.f = h5py.File(self.tmp, "w", track_order=False)
-        create_layout(self.f, 1, *layout_args(cfg, grid))
+        create_datasets(self.f, 1, cfg, grid)
         set_file_attrs(self.f, attrs)
-        self.visible = np.full((grid[0], grid[1], cfg["scene"]["max_objects"]), -1, np.int32)
 
-    def write_view(self, u: int, v: int, rgb, instances, depth, num_objects: int) -> np.ndarray:
-        self.f["images"][0, u, v] = rgb
-        self.f["instances"][0, u, v] = instances
-        self.f["depth"][0, u, v] = depth
-        counts = np.bincount(instances.ravel(), minlength=num_objects + 1)[1:num_objects + 1]
-        self.visible[u, v, :num_objects] = counts
-        return counts
+    def write_view(self, u: int, v: int, arrays: dict) -> None:
+        """Store every stored output of one view (``arrays``: output name -> array)."""
+        for out in self.outputs:
+            self.f[out.name][0, u, v] = arrays[out.name]
 
-    def finish(self, scene: dict, intrinsics, extrinsics, refexps: list[dict]) -> None:
-        self.f["visible_pixels"][0] = self.visible
+    def finish(self, scene: dict, intrinsics, extrinsics, visible_pixels, refexps: list[dict]) -> None:
+        self.f["visible_pixels"][0] = visible_pixels
         self.f["cameras/intrinsics"][0] = intrinsics
         self.f["cameras/world_to_camera"][0] = extrinsics
         self.f["scenes"][0] = json.dumps(scene, sort_keys=True)
@@ -199,25 +194,20 @@ def dataset_stats(entries: list[dict]) -> dict:
     return out
 
 
-def layout_args(cfg: dict, grid) -> tuple:
-    rc, oc = cfg["render"], cfg["output"]
-    return (grid, rc["height"], rc["width"], cfg["scene"]["max_objects"], oc["compression"],
-            oc["compression_level"], oc["depth_dtype"])
-
-
 def assemble_shard(scene_paths: list[Path], final: Path, cfg: dict, grid, attrs: dict) -> dict:
     """Concatenate scene files into a shard by copying their compressed chunks (both are
-    created by :func:`create_layout` with the same settings, so the filters match); write to
+    created by :func:`create_datasets` with the same settings, so the filters match); write to
     a temporary name in the same folder, fsync, rename.  Returns sha256, bytes, refexps."""
     final = Path(final)
     tmp = final.with_name("." + final.name + ".tmp")
     rows, cols = grid
     refexps: list[dict] = []
     with h5py.File(tmp, "w", track_order=False) as out:
-        create_layout(out, len(scene_paths), *layout_args(cfg, grid))
+        create_datasets(out, len(scene_paths), cfg, grid)
+        names = [o.name for o in outputs.stored(cfg)]
         for i, path in enumerate(scene_paths):
             with h5py.File(path, "r") as src:
-                for name in VIEW_DATASETS:
+                for name in names:
                     s, d = src[name].id, out[name].id
                     tail = (0,) * (len(src[name].shape) - 3)
                     for u in range(rows):

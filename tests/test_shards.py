@@ -4,7 +4,7 @@ import h5py
 import numpy as np
 import pytest
 
-from clevr_remv import config, layout, lightfield, pipeline, shards
+from clevr_remv import config, layout, lightfield, plan, shards, visibility
 
 
 def _fake_scene(cfg, index, rng):
@@ -16,10 +16,23 @@ def _fake_scene(cfg, index, rng):
     views = {}
     for u in range(rows):
         for v in range(cols):
-            views[(u, v)] = (rng.integers(0, 255, (h, w, 3), dtype=np.uint8),
-                             rng.integers(0, n + 1, (h, w)).astype(np.uint8),
-                             rng.uniform(5, 20, (h, w)).astype(np.float32))
+            normals = rng.normal(size=(h, w, 3))
+            views[(u, v)] = {"images": rng.integers(0, 255, (h, w, 3), dtype=np.uint8),
+                             "instances": rng.integers(0, n + 1, (h, w)).astype(np.uint8),
+                             "depth": rng.uniform(5, 20, (h, w)).astype(np.float32),
+                             "normals": (normals / np.linalg.norm(normals, axis=-1, keepdims=True)).astype(np.float16)}
     return rec, views
+
+
+def _write_scene(path, cfg, grid, attrs, rec, views, refs):
+    wr = shards.SceneWriter(path, cfg, grid, attrs)
+    table = visibility.Table(grid, cfg["scene"]["max_objects"], len(rec["objects"]))
+    for (u, v), arrays in views.items():
+        wr.write_view(u, v, arrays)
+        table.add(u, v, arrays["instances"])
+    ks, es = lightfield.all_cameras(rec["rig"])
+    wr.finish(rec, ks, es, table.pixels, refs)
+    return wr, ks
 
 
 @pytest.mark.parametrize("compression", ["gzip", "lzf", "zstd", "blosc2-zstd", "none"])
@@ -33,13 +46,9 @@ def test_scene_files_assemble_into_a_shard_exactly(tmp_path, compression):
     for index in (5, 6):
         rec, views = _fake_scene(cfg, index, rng)
         path = tmp_path / f"scene-{index}.h5"
-        wr = shards.SceneWriter(path, cfg, grid, attrs)
-        for (u, v), (rgb, ids, depth) in views.items():
-            wr.write_view(u, v, rgb, ids, depth, len(rec["objects"]))
-        ks, es = lightfield.all_cameras(rec["rig"])
         refs = [{"scene": 0, "object": 1, "text": "the big thing.", "family": "zero_hop", "num_relations": 0,
                  "program": [{"op": "scene"}], "valid_views": np.ones(grid, bool)}]
-        wr.finish(rec, ks, es, refs)
+        wr, ks = _write_scene(path, cfg, grid, attrs, rec, views, refs)
         assert not path.exists(), "no final name before commit"
         wr.commit()
         assert path.exists() and not path.with_name(path.name + ".tmp").exists()
@@ -56,12 +65,13 @@ def test_scene_files_assemble_into_a_shard_exactly(tmp_path, compression):
     with h5py.File(final, "r") as f:
         assert f["images"].shape == (2, 3, 3, 24, 40, 3) and f["images"].chunks == (1, 1, 1, 24, 40, 3)
         assert f["instances"].dtype == np.uint8 and f["depth"].chunks == (1, 1, 1, 24, 40)
-        assert f.attrs["config_digest"] == "abc" and f.attrs["format_version"] == "1.0"
+        assert f.attrs["config_digest"] == "abc" and f.attrs["format_version"] == "1.1"
+        assert f["normals"].shape == (2, 3, 3, 24, 40, 3) and f["normals"].dtype == np.float16
         for i, (rec, views, ks) in enumerate(truth):
-            for (u, v), (rgb, ids, depth) in views.items():
-                assert np.array_equal(f["images"][i, u, v], rgb)
-                assert np.array_equal(f["instances"][i, u, v], ids)
-                assert np.array_equal(f["depth"][i, u, v], depth)
+            for (u, v), arrays in views.items():
+                for name, arr in arrays.items():
+                    assert np.array_equal(f[name][i, u, v], arr), name
+                ids = arrays["instances"]
                 n = len(rec["objects"])
                 assert np.array_equal(f["visible_pixels"][i, u, v, :n], np.bincount(ids.ravel(), minlength=n + 1)[1:])
                 assert (f["visible_pixels"][i, u, v, n:] == -1).all()
@@ -79,9 +89,7 @@ def test_assembly_is_byte_deterministic(tmp_path):
     digests = []
     for k in range(2):
         p = tmp_path / f"s{k}.h5"
-        wr = shards.SceneWriter(p, cfg, (1, 1), attrs)
-        wr.write_view(0, 0, *views[(0, 0)], len(rec["objects"]))
-        wr.finish(rec, *lightfield.all_cameras(rec["rig"]), [])
+        wr, _ = _write_scene(p, cfg, (1, 1), attrs, rec, views, [])
         wr.commit()
         digests.append(shards.assemble_shard([p], tmp_path / f"out{k}.h5", cfg, (1, 1), attrs)["sha256"])
     assert digests[0] == digests[1]
@@ -103,21 +111,25 @@ def test_manifest_written_atomically(tmp_path):
 
 
 def test_split_and_shard_plan():
-    ranges = pipeline.split_ranges(10000, {"train": 0.7, "val": 0.15, "test": 0.15})
+    ranges = plan.split_ranges(10000, {"train": 0.7, "val": 0.15, "test": 0.15})
     assert ranges == {"train": (0, 7000), "val": (7000, 8500), "test": (8500, 10000)}
-    plans = pipeline.plan_shards(100, {"train": 0.7, "val": 0.15, "test": 0.15}, 16)
+    plans = plan.plan_shards(100, {"train": 0.7, "val": 0.15, "test": 0.15}, 16)
     covered = [i for p in plans for i in p.scenes]
     assert covered == list(range(100)), "every scene in exactly one shard, in order"
-    assert all(p.stop - p.start <= 16 for p in plans)
+    assert all(p.end - p.first <= 16 for p in plans)
     assert {p.split for p in plans} == {"train", "val", "test"}
     assert plans[0].name == "train/train-00000.h5"
     assert [p.name for p in plans if p.split == "val"] == ["val/val-00000.h5"]
 
 
 def test_parts_cover_all_shards_once():
-    plans = pipeline.plan_shards(1000, {"train": 0.7, "val": 0.15, "test": 0.15}, 16)
+    plans = plan.plan_shards(1000, {"train": 0.7, "val": 0.15, "test": 0.15}, 16)
     seen = []
+    sizes = []
     for k in range(1, 5):
-        part = pipeline.parse_part(f"{k}/4")
-        seen += [p.name for i, p in enumerate(plans) if i % part[1] == part[0] - 1]
-    assert sorted(seen) == sorted(p.name for p in plans)
+        mine = plan.select_part(plans, plan.parse_part(f"{k}/4"))
+        seen += [p.name for p in mine]
+        sizes.append(len(mine))
+    assert sorted(seen) == sorted(p.name for p in plans), "every shard in exactly one part"
+    assert max(sizes) - min(sizes) <= 1, "parts share the shards evenly"
+    assert plan.select_part(plans, None) == plans

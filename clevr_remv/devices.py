@@ -1,0 +1,57 @@
+"""Device policy: pure decisions from what Blender reports and what the config asks for.
+
+Which backend renders, how many worker processes run, and the render settings each worker
+slot gets.  No Blender, no threads: unit-tested directly.
+"""
+
+from __future__ import annotations
+
+import os
+
+from .errors import UsageError
+
+# Preferred order of GPU backends for ``device = auto`` (the Blender side lists the same
+# names when it reports what it has).
+GPU_BACKENDS = ("optix", "cuda", "hip", "metal", "oneapi")
+
+# The settings of the cheap check render (visibility of every object in the central view).
+CHEAP_CHECK = {"samples": 1, "adaptive_threshold": 0.0, "denoise": False}
+
+
+def choose_device(wanted: str, devices: dict) -> dict:
+    """{"device", "names", "count"} for the requested device, given Blender's report
+    ``{backend: [device names]}``; an unavailable explicit device is a usage error."""
+    gpus = {k: v for k, v in devices.items() if k != "cpu" and v}
+    if wanted == "cpu":
+        return {"device": "cpu", "names": ["CPU"], "count": 1}
+    if wanted == "auto":
+        for backend in GPU_BACKENDS:
+            if gpus.get(backend):
+                return {"device": backend, "names": gpus[backend], "count": len(gpus[backend])}
+        return {"device": "cpu", "names": ["CPU"], "count": 1}
+    if not gpus.get(wanted):
+        have = ", ".join(sorted(devices)) or "cpu"
+        raise UsageError(f"device '{wanted}' is not available on this machine (available: {have}); "
+                         f"use --device auto or one of those")
+    return {"device": wanted, "names": gpus[wanted], "count": len(gpus[wanted])}
+
+
+def worker_count(requested: int | None, device_info: dict) -> int:
+    """The number of Blender processes: as requested, else one per GPU, one on CPU."""
+    if requested:
+        return int(requested)
+    return device_info.get("count", 1) if device_info.get("device") != "cpu" else 1
+
+
+def render_settings(cfg: dict, device_info: dict, slot: int, nworkers: int, passes: list[str],
+                    cpu_count: int | None = None) -> dict:
+    """The settings worker ``slot`` of ``nworkers`` is configured with."""
+    rc = dict(cfg["render"])
+    rc["device"] = device_info["device"]
+    rc["passes"] = list(passes)
+    if rc["device"] != "cpu":
+        rc["gpu_index"] = slot % max(1, device_info.get("count", 1))
+    else:
+        cpus = cpu_count if cpu_count is not None else (os.cpu_count() or 1)
+        rc["threads"] = max(1, cpus // nworkers)
+    return rc

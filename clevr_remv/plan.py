@@ -1,0 +1,120 @@
+"""The plan of a generate run: pure functions of the command line and the config.
+
+Checks of the CLI arguments, split ranges, shard plans and this node's part.  Nothing here
+touches the disk or Blender, so all of it is unit-tested directly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from . import config as config_mod
+from .errors import UsageError
+
+
+@dataclass(frozen=True)
+class ShardPlan:
+    """One shard: scenes ``first`` .. ``end - 1`` of a split."""
+
+    split: str
+    number: int
+    first: int
+    end: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.split}/{self.split}-{self.number:05d}.h5"
+
+    @property
+    def scenes(self) -> range:
+        return range(self.first, self.end)
+
+
+def split_ranges(scenes: int, splits: dict) -> dict[str, tuple[int, int]]:
+    """Contiguous scene-index ranges per split, in the order given (70/15/15 by default)."""
+    total = float(sum(splits.values()))
+    out, start, acc = {}, 0, 0.0
+    names = list(splits)
+    for i, name in enumerate(names):
+        acc += splits[name]
+        end = scenes if i == len(names) - 1 else int(round(scenes * acc / total))
+        out[name] = (start, max(start, end))
+        start = max(start, end)
+    return out
+
+
+def plan_shards(scenes: int, splits: dict, shard_size: int) -> list[ShardPlan]:
+    plans = []
+    for name, (a, b) in split_ranges(scenes, splits).items():
+        for k, s in enumerate(range(a, b, shard_size)):
+            plans.append(ShardPlan(name, k, s, min(s + shard_size, b)))
+    return plans
+
+
+def parse_part(spec: str | None) -> tuple[int, int] | None:
+    """'K/M' (1-based K): this node renders shards k with k % M == K - 1."""
+    if not spec:
+        return None
+    try:
+        k, m = (int(x) for x in spec.split("/"))
+    except ValueError:
+        raise UsageError(f"--part '{spec}' is not K/M (e.g. 3/10 for the third of ten nodes)") from None
+    if not (1 <= k <= m):
+        raise UsageError(f"--part '{spec}': K must be between 1 and M")
+    return k, m
+
+
+def select_part(plans: list[ShardPlan], part: tuple[int, int] | None) -> list[ShardPlan]:
+    """The shards node K of M renders (all of them without a part)."""
+    if not part:
+        return list(plans)
+    k, m = part
+    return [p for i, p in enumerate(plans) if i % m == k - 1]
+
+
+@dataclass
+class RunPlan:
+    """Everything decided from the arguments before any file or process exists."""
+
+    scenes: int
+    seed: int
+    cfg: dict
+    part: tuple[int, int] | None
+    requested_workers: int | None
+    digest: str
+    grid: tuple[int, int]
+    plans: list[ShardPlan]
+    plans_mine: list[ShardPlan]
+    my_scenes: set[int] = field(default_factory=set)
+
+    @classmethod
+    def from_args(cls, scenes: int, seed: int, cfg: dict, *, workers: int | None = None,
+                  part: str | None = None) -> "RunPlan":
+        if scenes < 1:
+            raise UsageError("--scenes must be at least 1")
+        if not 0 <= seed < 2**63:
+            raise UsageError("--seed must be a non-negative integer below 2**63")
+        parsed = parse_part(part)
+        requested = workers if workers is not None else cfg["workers"]["count"]
+        if requested is not None and requested < 1:
+            raise UsageError("--workers must be at least 1")
+        plans = plan_shards(int(scenes), cfg["output"]["splits"], cfg["output"]["shard_size"])
+        mine = select_part(plans, parsed)
+        return cls(scenes=int(scenes), seed=int(seed), cfg=cfg, part=parsed, requested_workers=requested,
+                   digest=config_mod.digest(cfg, seed, scenes), grid=(cfg["rig"]["grid"], cfg["rig"]["grid"]),
+                   plans=plans, plans_mine=mine, my_scenes={i for p in mine for i in p.scenes})
+
+    @property
+    def part_tag(self) -> str:
+        return f"part-{self.part[0]:03d}-of-{self.part[1]:03d}" if self.part else ""
+
+    @property
+    def manifest_name(self) -> str:
+        return f"manifest.{self.part_tag}.json" if self.part else "manifest.json"
+
+    @property
+    def views_per_scene(self) -> int:
+        return self.grid[0] * self.grid[1]
+
+    def plan_of(self) -> dict[int, ShardPlan]:
+        return {i: p for p in self.plans_mine for i in p.scenes}

@@ -1,0 +1,212 @@
+"""The run folder and the worker pool without Blender: a fake worker speaking the worker
+interface renders synthetic arrays; everything else (plan, folder, shards, manifest,
+expressions) is the real code."""
+
+import json
+import types
+
+import h5py
+import numpy as np
+import pytest
+
+from clevr_remv import config, devices, plan, shards
+from clevr_remv.errors import UsageError
+from clevr_remv.pipeline import GenerateJob
+from clevr_remv.render import ViewEvent
+
+
+class FakeWorker:
+    """Speaks the worker interface; 'renders' each object of the scene as a vertical stripe."""
+
+    renders: list = []        # (scene index, tag) of every render request, across instances
+    fail_at: int | None = None  # raise (not a worker error) when asked to render this scene
+
+    def __init__(self, cfg, slot, log_path):
+        self.cfg = cfg
+        self.proc = types.SimpleNamespace(pid=10_000 + slot)
+        self.info = {"blender": "fake", "devices": {"cpu": ["CPU"]}}
+        self.settings = None
+        self.scene = None
+        self.closed = False
+
+    def configure(self, settings):
+        self.settings = settings
+        return {"event": "configured", "device": "cpu", "names": ["CPU"]}
+
+    def render(self, scene, views, tag, settings=None):
+        if tag == "view" and scene["index"] == FakeWorker.fail_at:
+            raise RuntimeError(f"fake failure at scene {scene['index']}")
+        FakeWorker.renders.append((scene["index"], tag))
+        self.scene = scene
+        for u, v in views:
+            yield ViewEvent(u, v, f"{tag}_{u}_{v}", 0.0)
+        return {"event": "done", "build_seconds": 0.0}
+
+    def read_view(self, event, outputs, view=None):
+        return synthetic(self.cfg, self.scene, event.u, event.v, [o if isinstance(o, str) else o.name for o in outputs])
+
+    def close(self):
+        self.closed = True
+
+    kill = close
+
+    def peak_rss_bytes(self):
+        return 1
+
+    rss_bytes = peak_rss_bytes
+
+
+def synthetic(cfg, scene, u, v, names):
+    h, w = cfg["render"]["height"], cfg["render"]["width"]
+    n = len(scene["objects"])
+    inst = np.zeros((h, w), np.uint8)
+    for k in range(n):
+        inst[:, (k + 1) * w // (n + 1):(k + 2) * w // (n + 1)] = k + 1
+    seed = scene["index"] * 100 + u * 10 + v
+    arrays = {"images": np.full((h, w, 3), seed % 256, np.uint8), "instances": inst,
+              "depth": np.full((h, w), float(seed), np.float32),
+              "normals": np.tile(np.array([0, 0, -1], np.float16), (h, w, 1))}
+    return {k: arrays[k] for k in names}
+
+
+@pytest.fixture
+def cfg():
+    return config.load_config(overrides={"rig.grid": 3, "render.width": 40, "render.height": 24,
+                                         "output.shard_size": 2, "render.device": "cpu"})
+
+
+@pytest.fixture(autouse=True)
+def fresh_fake():
+    FakeWorker.renders = []
+    FakeWorker.fail_at = None
+    yield
+
+
+def job(out, cfg, scenes=6, seed=3, **kw):
+    return GenerateJob(out, scenes, seed, cfg, workers=kw.pop("workers", 1), progress=False,
+                       worker_factory=FakeWorker, **kw)
+
+
+def rendered_scenes():
+    return sorted(i for i, tag in FakeWorker.renders if tag == "view")
+
+
+def test_a_fake_run_writes_every_shard_with_the_workers_arrays(tmp_path, cfg):
+    m = job(tmp_path / "o", cfg).run()
+    assert m["complete"] and [e["path"] for e in m["shards"]] == [
+        "train/train-00000.h5", "train/train-00001.h5", "val/val-00000.h5", "test/test-00000.h5"]
+    assert rendered_scenes() == list(range(6))
+    with h5py.File(tmp_path / "o" / "train/train-00001.h5", "r") as f:
+        for row, index in enumerate((2, 3)):
+            scene = json.loads(f["scenes"][row])
+            assert scene["index"] == index
+            ref = synthetic(cfg, scene, 1, 2, ["images", "instances", "depth", "normals"])
+            for name, arr in ref.items():
+                assert np.array_equal(f[name][row, 1, 2], arr), name
+    assert not (tmp_path / "o" / ".work").exists()
+
+
+def test_recover_keeps_finished_scenes_and_removes_half_written_files(tmp_path, cfg):
+    out = tmp_path / "o"
+    FakeWorker.fail_at = 3
+    with pytest.raises(RuntimeError, match="fake failure at scene 3"):
+        job(out, cfg).run()
+    # Scenes 0-1 made shard 0; scene 2 waits in .work; nothing of scene 3 is left.
+    m = shards.read_json(out / "manifest.json")
+    assert [e["path"] for e in m["shards"]] == ["train/train-00000.h5"] and not m["complete"]
+    assert sorted(p.name for p in (out / ".work").iterdir()) == ["scene-0000002.h5"]
+    # A kill could leave half-written files: a scene and a shard under temporary names.
+    (out / ".work" / "scene-0000004.h5.tmp").write_bytes(b"partial")
+    (out / "val" / ".val-00000.h5.tmp").write_bytes(b"partial")
+    FakeWorker.fail_at = None
+    FakeWorker.renders = []
+    m = job(out, cfg).run()
+    assert m["complete"] and len(m["shards"]) == 4
+    assert rendered_scenes() == [3, 4, 5], "finished scenes (0-2) are not rendered again"
+    assert not (out / ".work").exists() and not (out / "val" / ".val-00000.h5.tmp").exists()
+    with h5py.File(out / "train/train-00001.h5", "r") as f:
+        assert [json.loads(s)["index"] for s in f["scenes"][()]] == [2, 3]
+
+
+def test_adopt_a_shard_missing_from_the_manifest_and_drop_a_foreign_one(tmp_path, cfg):
+    out = tmp_path / "o"
+    first = job(out, cfg).run()
+    sha = {e["path"]: e["sha256"] for e in first["shards"]}
+    m = shards.read_json(out / "manifest.json")
+    # Killed between the shard's rename and the manifest update: the shard is complete.
+    m["shards"] = [e for e in m["shards"] if e["path"] != "val/val-00000.h5"]
+    # And a file under a shard's name that is not one of this run's shards.
+    m["shards"] = [e for e in m["shards"] if e["path"] != "test/test-00000.h5"]
+    m["complete"] = False
+    shards.write_json_atomic(out / "manifest.json", m)
+    (out / "test/test-00000.h5").write_bytes(b"not a shard")
+    FakeWorker.renders = []
+    again = job(out, cfg).run()
+    assert again["complete"]
+    assert rendered_scenes() == [5], "the adopted val shard is kept, the foreign test file re-rendered"
+    assert {e["path"]: e["sha256"] for e in again["shards"]} == sha
+
+
+def test_parts_render_disjoint_shards_into_one_folder(tmp_path, cfg):
+    out = tmp_path / "o"
+    m1 = job(out, cfg, part="1/2").run()
+    first = rendered_scenes()
+    FakeWorker.renders = []
+    m2 = job(out, cfg, part="2/2").run()
+    second = rendered_scenes()
+    all_plans = plan.plan_shards(6, cfg["output"]["splits"], 2)
+    assert [e["path"] for e in m1["shards"]] == [p.name for p in plan.select_part(all_plans, (1, 2))]
+    assert [e["path"] for e in m2["shards"]] == [p.name for p in plan.select_part(all_plans, (2, 2))]
+    assert sorted(first + second) == list(range(6)) and not set(first) & set(second)
+    assert (out / "manifest.part-001-of-002.json").exists() and (out / "manifest.part-002-of-002.json").exists()
+    assert m1["part"] == [1, 2] and m1["complete"] and m2["complete"]
+
+
+def test_overwrite_replaces_a_run_with_other_settings_only_when_asked(tmp_path, cfg):
+    out = tmp_path / "o"
+    job(out, cfg, seed=3).run()
+    before = shards.read_json(out / "manifest.json")
+    with pytest.raises(UsageError, match="holds a run with other settings"):
+        job(out, cfg, seed=4).prepare()
+    assert shards.read_json(out / "manifest.json") == before, "a refused run changes nothing"
+    (out / "logs" / "keep-me.txt").write_text("old log")
+    FakeWorker.renders = []
+    m = job(out, cfg, seed=4, overwrite=True).run()
+    assert m["seed"] == 4 and m["config_digest"] != before["config_digest"] and m["complete"]
+    assert rendered_scenes() == list(range(6))
+    assert not (out / "logs" / "keep-me.txt").exists(), "the old run's logs went with it"
+    # The same settings again with --overwrite: nothing to replace, nothing re-rendered.
+    FakeWorker.renders = []
+    job(out, cfg, seed=4, overwrite=True).run()
+    assert rendered_scenes() == []
+
+
+def test_two_workers_share_the_scenes_and_get_their_settings(tmp_path, cfg):
+    seen = []
+
+    class Recording(FakeWorker):
+        def configure(self, settings):
+            seen.append(settings)
+            return super().configure(settings)
+
+    m = GenerateJob(tmp_path / "o", 6, 1, cfg, workers=2, progress=False, worker_factory=Recording).run()
+    assert m["complete"]
+    slots = seen[1:]  # after the probe: one per slot
+    assert all(s["passes"] == ["use_pass_normal", "use_pass_object_index", "use_pass_z"] for s in seen)
+    assert all(s["threads"] >= 1 and s["device"] == "cpu" for s in slots)
+
+
+def test_device_policy():
+    devs = {"cpu": ["CPU"], "cuda": ["A", "B"], "optix": ["A", "B"]}
+    assert devices.choose_device("auto", devs) == {"device": "optix", "names": ["A", "B"], "count": 2}
+    assert devices.choose_device("auto", {"cpu": ["CPU"]})["device"] == "cpu"
+    with pytest.raises(UsageError, match="device 'hip' is not available"):
+        devices.choose_device("hip", devs)
+    gpu = devices.choose_device("cuda", devs)
+    assert devices.worker_count(None, gpu) == 2 and devices.worker_count(3, gpu) == 3
+    assert devices.worker_count(None, {"device": "cpu", "count": 1}) == 1
+    cfg = config.load_config()
+    s = [devices.render_settings(cfg, gpu, slot, 2, ["use_pass_z"]) for slot in range(3)]
+    assert [x["gpu_index"] for x in s] == [0, 1, 0] and s[0]["passes"] == ["use_pass_z"]
+    cpu = devices.render_settings(cfg, {"device": "cpu"}, 0, 2, [], cpu_count=16)
+    assert cpu["threads"] == 8 and "gpu_index" not in cpu
