@@ -10,9 +10,9 @@ quality "High"): the albedo and normal passes are cleaned by their own RT filter
 colour is denoised with ``hdr``, ``cleanAux`` and ``quality = HIGH``.
 
 Device: the one that renders (CUDA for ``cuda``/``optix``, HIP for ``hip``, SYCL for
-``oneapi``, Metal for ``metal``; the CPU otherwise).  Where the ``pyoidn`` package is missing
-or cannot open that device, :func:`open_denoiser` returns None and Cycles' own denoiser is
-used, as before.
+``oneapi``, Metal for ``metal``; the CPU otherwise, and where OIDN cannot open that GPU).
+``render.denoiser`` chooses: ``auto`` (here when the ``pyoidn`` package imports, else Cycles'
+own denoiser in each render call, as before), ``driver`` or ``cycles``.
 
 Determinism: OIDN's CPU device runs its auto-exposure as a parallel reduction whose summation
 order depends on how its threads split the work, so the same input can give a slightly
@@ -181,15 +181,33 @@ class Denoiser:
             self.device = None
 
 
+def driver_denoises(cfg: dict) -> bool:
+    """Whether this run denoises in the driver (render.denoise on, render.denoiser 'driver', or
+    'auto' with pyoidn importable); otherwise Cycles denoises (or nothing does)."""
+    rc = cfg.get("render", {})
+    if not rc.get("denoise"):
+        return False
+    choice = rc.get("denoiser", "auto")
+    return choice == "driver" or (choice == "auto" and pyoidn_version() is not None)
+
+
+def describe(cfg: dict) -> str:
+    """The denoiser a run uses, for logs and file attributes."""
+    if not cfg.get("render", {}).get("denoise"):
+        return "none"
+    if driver_denoises(cfg):
+        return f"OpenImageDenoise (pyoidn {pyoidn_version()}) in the driver"
+    return "Cycles (OpenImageDenoise in each render call)"
+
+
 def open_denoiser(device: str, gpu_index: int | None = None, threads: int | None = None,
-                  quality: str = "high") -> Denoiser | None:
-    """A :class:`Denoiser` on the render device, or None (then Cycles denoises) when pyoidn is
-    missing or cannot open that device."""
-    if pyoidn_version() is None:
-        return None
+                  quality: str = "high") -> Denoiser:
+    """A :class:`Denoiser` on the render device; on the CPU where OIDN cannot open that device
+    (e.g. a GPU its build does not support), with a warning."""
     try:
         return Denoiser(device, gpu_index, threads, quality)
-    except Exception as exc:  # noqa: BLE001 - e.g. no OIDN support for this GPU
-        log.warning("OpenImageDenoise through pyoidn is not usable on %s (%s); Cycles denoises instead",
-                    device, exc)
-        return None
+    except Exception as exc:  # noqa: BLE001
+        if _OIDN_DEVICE.get(device, "CPU") == "CPU":
+            raise
+        log.warning("OpenImageDenoise cannot use %s (%s); denoising on the CPU", device, exc)
+        return Denoiser("cpu", None, threads, quality)

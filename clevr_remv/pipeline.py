@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from . import expressions, layout, lightfield, outputs, render, shards, visibility
+from . import denoise, expressions, layout, lightfield, outputs, render, shards, visibility
 from .devices import CHEAP_CHECK, choose_device, render_settings, worker_count
 from .errors import LayoutError, UsageError, WorkerError
 from .plan import RunPlan, ShardPlan, parse_part, plan_shards, split_ranges  # noqa: F401 (re-exported)
@@ -65,7 +65,7 @@ class SceneResult:
     record: dict
     views: int
     rejections: list
-    timings: dict   # render_s, check_s, build_s, driver_view_s, expressions_s, commit_s
+    timings: dict   # render_s, check_s, build_s, driver_view_s (denoise_s within), expressions_s, commit_s
     wall: float
 
 
@@ -96,6 +96,7 @@ class GenerateJob:
         self.progress_enabled = progress
         self.progress: Progress | None = None
         self.pool: WorkerPool | None = None
+        self.denoisers: dict[int, denoise.Denoiser] = {}  # per worker slot, outliving restarts
 
     @property
     def manifest_name(self) -> str:
@@ -116,6 +117,11 @@ class GenerateJob:
             probe.close()
         log.info("Blender %s, device %s (%s)", hello.get("blender"), self.device_info["device"],
                  ", ".join(self.device_info.get("names", [])))
+        rc = self.cfg["render"]
+        if rc["denoise"] and rc["denoiser"] == "driver" and denoise.pyoidn_version() is None:
+            raise UsageError("render.denoiser is 'driver' but the pyoidn package is missing; "
+                             "pip install pyoidn, or set render.denoiser to auto or cycles")
+        log.info("denoiser: %s", denoise.describe(self.cfg))
 
     def _settings(self, slot: int, nworkers: int) -> dict:
         return render_settings(self.cfg, self.device_info, slot, nworkers, self.passes)
@@ -130,6 +136,8 @@ class GenerateJob:
         finally:
             if self.pool is not None:
                 self.pool.kill_all()
+            for dn in self.denoisers.values():
+                dn.close()
         return result
 
     def _execute(self) -> dict:
@@ -147,7 +155,7 @@ class GenerateJob:
         self.progress = Progress(total_scenes=len(queue), views_per_scene=plan.views_per_scene,
                                  shards_total=len(plan.plans_mine), shards_done=len(folder.done_shards),
                                  enabled=self.progress_enabled)
-        self.pool = WorkerPool(start=self._start_worker, setup=lambda w, slot: w.configure(self._settings(slot, nworkers)),
+        self.pool = WorkerPool(start=self._start_worker, setup=lambda w, slot: self._setup_worker(w, slot, nworkers),
                                restart_every=self.cfg["workers"]["restart_every"], retire=self._record_peak)
         t0 = time.perf_counter()
         try:
@@ -168,6 +176,15 @@ class GenerateJob:
                      ", ".join(f"{k} {v}" for k, v in sorted(st["families"].items())),
                      st["view_pairs_dropped"], st["view_pairs"], 100.0 * st["dropped_share"])
         return manifest
+
+    def _setup_worker(self, worker, slot: int, nworkers: int) -> None:
+        settings = self._settings(slot, nworkers)
+        worker.configure(settings)
+        if denoise.driver_denoises(self.cfg):
+            if slot not in self.denoisers:  # one per slot, kept when its Blender is restarted
+                self.denoisers[slot] = denoise.open_denoiser(settings["device"], settings.get("gpu_index"),
+                                                             settings.get("threads"))
+            worker.denoiser = self.denoisers[slot]
 
     def _start_worker(self, slot: int):
         return self.worker_factory(self.cfg, slot, self.folder.log_dir / f"worker-{slot}.log")
@@ -229,7 +246,10 @@ def render_scene(worker, cfg: dict, seed: int, index: int, grid, path: Path, att
     table = visibility.Table(grid, cfg["scene"]["max_objects"], n)
     ks, es = lightfield.all_cameras(record["rig"])
     wanted = outputs.rendered(cfg)
-    render_s = driver_s = 0.0
+    denoiser = getattr(worker, "denoiser", None) if denoise.driver_denoises(cfg) else None
+    if denoise.driver_denoises(cfg) and denoiser is None:
+        raise WorkerError("the driver denoises but this worker has no denoiser")
+    render_s = driver_s = denoise_s = 0.0
     done: dict = {}
     try:
         gen = worker.render(record, views, tag="view")
@@ -241,6 +261,11 @@ def render_scene(worker, cfg: dict, seed: int, index: int, grid, path: Path, att
                 break
             t0 = time.perf_counter()
             arrays = worker.read_view(ev, wanted, {"intrinsics": ks[ev.u, ev.v], "world_to_camera": es[ev.u, ev.v]})
+            if denoiser is not None:
+                td = time.perf_counter()
+                arrays["images"] = outputs.linear_to_srgb8(denoiser(
+                    arrays.pop("noisy_color"), arrays.pop("denoising_albedo"), arrays.pop("denoising_normal")))
+                denoise_s += time.perf_counter() - td
             writer.write_view(ev.u, ev.v, arrays)
             table.add(ev.u, ev.v, arrays["instances"])
             driver_s += time.perf_counter() - t0
@@ -260,7 +285,7 @@ def render_scene(worker, cfg: dict, seed: int, index: int, grid, path: Path, att
         writer.abort()
         raise
     timings = {"render_s": render_s, "check_s": check_s, "build_s": done.get("build_seconds", 0.0),
-               "driver_view_s": driver_s, "expressions_s": expr_s, "commit_s": commit_s}
+               "driver_view_s": driver_s, "denoise_s": denoise_s, "expressions_s": expr_s, "commit_s": commit_s}
     return SceneResult(index, record, len(views), rejections, timings, time.perf_counter() - t_scene)
 
 

@@ -95,8 +95,17 @@ def test_denoised_bytes_are_identical_across_processes_and_thread_counts():
 
 def test_without_pyoidn_cycles_denoises():
     code = ("import sys; sys.modules['pyoidn'] = None\n"
-            "from clevr_remv import denoise\n"
-            "print(denoise.pyoidn_version(), denoise.open_denoiser('cpu'))")
+            "from clevr_remv import config, denoise\n"
+            "cfg = config.load_config()\n"
+            "print(denoise.pyoidn_version(), denoise.driver_denoises(cfg))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.split() == ["None", "None"]
+    assert r.stdout.split() == ["None", "False"]
+
+
+def test_who_denoises():
+    from clevr_remv import config
+    assert denoise.driver_denoises(config.load_config())  # pyoidn is installed here
+    assert not denoise.driver_denoises(config.load_config(None, {"render.denoiser": "cycles"}))
+    assert not denoise.driver_denoises(config.load_config(None, {"render.denoise": False}))
+    assert "pyoidn" in denoise.describe(config.load_config())
