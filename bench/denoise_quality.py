@@ -22,35 +22,13 @@ from pathlib import Path
 
 import numpy as np
 
-from clevr_remv import config, denoise, render
+from clevr_remv import config, denoise, outputs, render
 from clevr_remv.pipeline import sample_visible_scene
 
 
 def psnr(a, b):
     mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
     return float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
-
-
-def exr_passes(path):
-    import OpenEXR
-
-    with OpenEXR.File(str(path), separate_channels=False) as exr:
-        ch = {n: c.pixels for p in exr.parts for n, c in p.channels.items()}
-    os.unlink(path)
-
-    def get(*suffixes):
-        for s in suffixes:
-            for n, c in ch.items():
-                if n.endswith(s):
-                    return c
-        raise KeyError(suffixes)
-
-    color = get("Combined", "Combined.RGBA")[..., :3]
-    albedo = get("Denoising Albedo", "Denoising Albedo.RGB")
-    if albedo.ndim == 2:
-        albedo = np.stack([get(f"Denoising Albedo.{c}") for c in "RGB"], -1)
-    normal = np.stack([get(f"Denoising Normal.{c}") for c in "XYZ"], -1)
-    return color, albedo, normal
 
 
 def proc_cpu(pid):
@@ -69,7 +47,9 @@ def main():
     cfg = config.load_config()
     g = cfg["rig"]["grid"]
     centre = (g // 2, g // 2)
-    base = {**cfg["render"], "device": "cpu"}
+    stored_passes = outputs.render_passes(outputs.stored(cfg))
+    base = {**cfg["render"], "device": "cpu", "passes": stored_passes}  # Cycles denoises
+    driver = {"denoise": False, "passes": stored_passes + ["cycles.denoising_store_passes"]}
     worker = render.BlenderWorker()
     worker.hello()
     worker.configure(base)
@@ -80,17 +60,18 @@ def main():
             record, _, _ = sample_visible_scene(worker, cfg, args.seed, index)
             ev = list(worker.render(record, [centre], tag="ref", settings={
                 "samples": args.reference_samples, "adaptive_threshold": 0.0, "denoise": False}))[0]
-            ref, _, _ = render.read_view(ev.path)
+            ref = render.read_view(ev.path, ["images"])["images"]
             row = {"scene": index, "reference_seconds": ev.seconds}
             c0 = proc_cpu(worker.proc.pid)
             ev = list(worker.render(record, [centre], tag="cy"))[0]
             row["cycles_cpu_s"] = proc_cpu(worker.proc.pid) - c0
-            cy, _, _ = render.read_view(ev.path)
+            cy = render.read_view(ev.path, ["images"])["images"]
             row.update(cycles_seconds=ev.seconds, cycles_psnr=psnr(cy, ref))
             c0 = proc_cpu(worker.proc.pid)
-            ev = list(worker.render(record, [centre], tag="px", settings={"denoise_passes": True}))[0]
+            ev = list(worker.render(record, [centre], tag="px", settings=driver))[0]
             row["passes_cpu_s"] = proc_cpu(worker.proc.pid) - c0
-            color, albedo, normal = exr_passes(ev.path)
+            px = worker.read_view(ev, ["noisy_color", "denoising_albedo", "denoising_normal"])
+            color, albedo, normal = px["noisy_color"], px["denoising_albedo"], px["denoising_normal"]
             row["passes_seconds"] = ev.seconds
             for q, dn in dns.items():
                 dn(color, albedo, normal)  # first call of a size sets the filters up
@@ -98,7 +79,7 @@ def main():
                 out = dn(color, albedo, normal)
                 row[f"pyoidn_{q}_denoise_seconds"] = time.perf_counter() - t0
                 row[f"pyoidn_{q}_denoise_cpu_s"] = time.process_time() - c0
-                img = render.linear_to_srgb8(out)
+                img = outputs.linear_to_srgb8(out)
                 row[f"pyoidn_{q}_psnr"] = psnr(img, ref)
                 row[f"pyoidn_{q}_vs_cycles_max_levels"] = int(np.abs(img.astype(int) - cy.astype(int)).max())
             rows.append(row)

@@ -6,6 +6,8 @@ the first round warms caches and is not counted:
   A  clevr-remv generate                         (build once, one render per view, all passes)
   B  bench/clevr_style_peer.py --mode rebuild    (CLEVR: rebuild per view + flat mask pass)
   C  bench/clevr_style_peer.py --mode build-once (build once per scene + flat mask pass per view)
+  D  clevr-remv generate with render.denoiser "cycles" (Cycles denoises in each render call: the
+     state before the driver's denoiser; only with --only including D)
 All three use the same device (--device), the same render settings (the defaults, with the
 denoiser as they set it, plus --width/--height/--samples/--grid) and the same scene count.
 Reported: per-run wall times, medians, ratios peer/ours pair by pair (median), per scene and
@@ -61,6 +63,12 @@ def main():
             common += [f"--{flag}", str(getattr(args, flag))]
     if args.config:
         common += ["--config", args.config]
+    cfg_d = tmp / "cycles-denoiser.json"
+    user = json.loads(Path(args.config).read_text()) if args.config else {}
+    cfg_d.write_text(json.dumps({**user, "render": {**user.get("render", {}), "denoiser": "cycles"}}))
+    common_d = [c if c != args.config else str(cfg_d) for c in common]
+    if not args.config:
+        common_d += ["--config", str(cfg_d)]
     ours_env = dict(kv.split("=", 1) for kv in args.ours_env.split(",") if kv)
     cmds = {
         "A": lambda out: ([sys.executable, "-m", "clevr_remv", "generate", "--scenes", str(args.scenes),
@@ -69,8 +77,11 @@ def main():
                            "--scenes", str(args.scenes), *common], None),
         "C": lambda out: ([sys.executable, str(HERE / "clevr_style_peer.py"), "--mode", "build-once",
                            "--scenes", str(args.scenes), *common], None),
+        "D": lambda out: ([sys.executable, "-m", "clevr_remv", "generate", "--scenes", str(args.scenes),
+                           "--out", str(out), "-q", "--seed", "0", *common_d], ours_env),
     }
-    names = {"A": "clevr-remv generate", "B": "peer: rebuild per view", "C": "peer: build once"}
+    names = {"A": "clevr-remv generate", "B": "peer: rebuild per view", "C": "peer: build once",
+             "D": "clevr-remv generate, Cycles denoising"}
     times = {k: [] for k in args.only}
     for r in range(args.rounds + 1):
         for k in args.only:

@@ -14,11 +14,12 @@ Device: the one that renders (CUDA for ``cuda``/``optix``, HIP for ``hip``, SYCL
 ``render.denoiser`` chooses: ``auto`` (here when the ``pyoidn`` package imports, else Cycles'
 own denoiser in each render call, as before), ``driver`` or ``cycles``.
 
-Determinism: OIDN's CPU device runs its auto-exposure as a parallel reduction whose summation
-order depends on how its threads split the work, so the same input can give a slightly
-different exposure in another process.  Here the exposure (``inputScale``) is computed with
-numpy, in a fixed order, by the formula OIDN uses; the convolutions themselves compute each
-output value in one fixed order whatever the threads.
+Determinism: OIDN's CPU device sums its auto-exposure with tbb::parallel_reduce, in an order
+that depends on thread scheduling.  Here the exposure (``inputScale``) is computed with numpy in
+a fixed order, by OIDN's formula, so the same input gives the same bytes in any process and
+with any thread count (tests/test_denoise.py).  Cycles' float passes themselves still differ in
+their last bits between processes for a few pixels, so denoised 8-bit images can differ by one
+level in rare pixels (README, "Determinism").
 """
 
 from __future__ import annotations
