@@ -2,7 +2,7 @@
 side by side.
 
 Commands, run alternately (A B C A B C ...) so that drift of a shared machine hits all alike;
-the first round warms caches and is not counted:
+the first round (--warmup) warms caches and is not counted:
   A  clevr-remv generate                         (build once, one render per view, all passes)
   B  bench/clevr_style_peer.py --mode rebuild    (CLEVR: rebuild per view + flat mask pass)
   C  bench/clevr_style_peer.py --mode build-once (build once per scene + flat mask pass per view)
@@ -54,6 +54,7 @@ def main():
     ap.add_argument("--config", help="a config file for all three (e.g. the denoiser off)")
     ap.add_argument("--only", default="ABC", help="which commands to run (e.g. AB)")
     ap.add_argument("--ours-env", default="", help="KEY=VALUE,... for command A only")
+    ap.add_argument("--warmup", type=int, default=1, help="uncounted rounds first (default 1)")
     ap.add_argument("--json", help="write the raw times here")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="clevr-remv-fixed-"))
@@ -83,14 +84,15 @@ def main():
     names = {"A": "clevr-remv generate", "B": "peer: rebuild per view", "C": "peer: build once",
              "D": "clevr-remv generate, Cycles denoising"}
     times = {k: [] for k in args.only}
-    for r in range(args.rounds + 1):
+    for r in range(args.rounds + args.warmup):
         for k in args.only:
             out = tmp / f"out-{k}-{r}"
             cmd, env = cmds[k](out)
             t = timed(cmd, env)
             shutil.rmtree(out, ignore_errors=True)
-            print(f"round {r} {k}: {t:.2f} s{' (warm-up)' if r == 0 else ''}", file=sys.stderr, flush=True)
-            if r:
+            warm = r < args.warmup
+            print(f"round {r} {k}: {t:.2f} s{' (warm-up)' if warm else ''}", file=sys.stderr, flush=True)
+            if not warm:
                 times[k].append(t)
     shutil.rmtree(tmp, ignore_errors=True)
     views = args.scenes * args.grid * args.grid
