@@ -10,8 +10,9 @@ the first round (--warmup) warms caches and is not counted:
      state before the driver's denoiser; only with --only including D)
 All three use the same device (--device), the same render settings (the defaults, with the
 denoiser as they set it, plus --width/--height/--samples/--grid) and the same scene count.
-Reported: per-run wall times, medians, ratios peer/ours pair by pair (median), per scene and
-per view.
+Reported: per-run wall times and CPU times (the command with all its children: on a shared
+machine, CPU time is the steadier measure), medians, ratios peer/ours pair by pair (median),
+per scene and per view.
 
     python bench/fixed_cost.py --scenes 2 --rounds 3 --width 96 --height 64 --samples 1
     python bench/fixed_cost.py --scenes 1 --rounds 2 --grid 3        # defaults (480x320), 9 views
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -34,12 +36,16 @@ HERE = Path(__file__).resolve().parent
 
 
 def timed(cmd, env=None):
+    """(wall seconds, CPU seconds of the command and all its children)."""
+    c0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     r = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                        env={**os.environ, **(env or {})})
+    wall = time.perf_counter() - t0
+    c1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     if r.returncode:
         sys.exit(f"failed: {' '.join(cmd)}\n{r.stderr[-2000:]}")
-    return time.perf_counter() - t0
+    return wall, (c1.ru_utime - c0.ru_utime) + (c1.ru_stime - c0.ru_stime)
 
 
 def main():
@@ -84,35 +90,40 @@ def main():
     names = {"A": "clevr-remv generate", "B": "peer: rebuild per view", "C": "peer: build once",
              "D": "clevr-remv generate, Cycles denoising"}
     times = {k: [] for k in args.only}
+    cpu = {k: [] for k in args.only}
     for r in range(args.rounds + args.warmup):
         for k in args.only:
             out = tmp / f"out-{k}-{r}"
             cmd, env = cmds[k](out)
-            t = timed(cmd, env)
+            t, c = timed(cmd, env)
             shutil.rmtree(out, ignore_errors=True)
             warm = r < args.warmup
-            print(f"round {r} {k}: {t:.2f} s{' (warm-up)' if warm else ''}", file=sys.stderr, flush=True)
+            print(f"round {r} {k}: {t:.2f} s wall, {c:.2f} s CPU{' (warm-up)' if warm else ''}",
+                  file=sys.stderr, flush=True)
             if not warm:
                 times[k].append(t)
+                cpu[k].append(c)
     shutil.rmtree(tmp, ignore_errors=True)
     views = args.scenes * args.grid * args.grid
     print(f"{args.scenes} scene(s) x {args.grid}x{args.grid} views, settings: {' '.join(common)}, "
           f"{args.rounds} rounds")
-    print("| command | runs (s) | median (s) | per scene (s) | per view (s) |")
-    print("|---|---|---|---|---|")
-    for k, ts in times.items():
-        m = statistics.median(ts)
-        print(f"| {names[k]} | {', '.join(f'{x:.2f}' for x in ts)} | {m:.2f} | {m / args.scenes:.2f} | "
-              f"{m / views:.3f} |")
-    if "A" in times:
-        for k in times:
-            if k == "A":
-                continue
-            ratios = [b / a for a, b in zip(times["A"], times[k])]
-            print(f"| {names[k]} / ours, pair by pair | {', '.join(f'{x:.2f}' for x in ratios)} | "
-                  f"**{statistics.median(ratios):.2f}** | | |")
+    for label, data in (("wall", times), ("CPU (command and children)", cpu)):
+        print(f"\n{label}:\n")
+        print("| command | runs (s) | median (s) | per scene (s) | per view (s) |")
+        print("|---|---|---|---|---|")
+        for k, ts in data.items():
+            m = statistics.median(ts)
+            print(f"| {names[k]} | {', '.join(f'{x:.2f}' for x in ts)} | {m:.2f} | {m / args.scenes:.2f} | "
+                  f"{m / views:.3f} |")
+        if "A" in data:
+            for k in data:
+                if k == "A":
+                    continue
+                ratios = [b / a for a, b in zip(data["A"], data[k])]
+                print(f"| {names[k]} / ours, pair by pair | {', '.join(f'{x:.2f}' for x in ratios)} | "
+                      f"**{statistics.median(ratios):.2f}** | | |")
     if args.json:
-        Path(args.json).write_text(json.dumps({"args": vars(args), "times": times}, indent=1))
+        Path(args.json).write_text(json.dumps({"args": vars(args), "wall": times, "cpu": cpu}, indent=1))
 
 
 if __name__ == "__main__":
