@@ -1,4 +1,4 @@
-"""How the rig baseline trades view change against lost objects (SPEC section 2).
+"""How the rig baseline trades view change against lost objects (docs/scenes.md, the light-field rig).
 
 For each baseline, lays out scenes exactly as `generate` does (including the central-view
 pixel check), renders every view's object-index pass at 1 sample (the id pass is exact at

@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from clevr_remv import expressions
 from clevr_remv.data import Reader
 
 PALETTE = np.array([[40, 40, 40], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200],
@@ -49,9 +48,9 @@ def main():
     out.mkdir(parents=True, exist_ok=True)
     Image.fromarray(mosaic(rgb, rows, cols)).save(out / "grid_rgb.png", optimize=True)
     Image.fromarray(mosaic(masks, rows, cols)).save(out / "grid_masks.png", optimize=True)
-    scene = r.scene(args.scene)
-    for e in expressions.generate(scene, scene["global_seed"], 8):
-        print(e["family"], "|", e["text"])
+    for e in r.expressions(r.split_of(args.scene)):  # the stored expressions of that scene
+        if e["scene"] == args.scene:
+            print(e["family"], "|", e["text"])
 
 
 if __name__ == "__main__":

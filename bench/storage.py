@@ -1,5 +1,6 @@
-"""Storage: bytes per view of RGB, instance map and depth under each compression option, with
-write and read speed, measured on real rendered views (a finished shard of a run).
+"""Storage: bytes per view of every stored per-view output (RGB, instance map, depth, normals)
+under each compression option, with write and read speed, measured on real rendered views (a
+finished shard of a run).
 
     python bench/storage.py DIR --scenes 1 --out bench/results/storage.json
 """
@@ -16,7 +17,7 @@ import h5py
 import hdf5plugin  # noqa: F401
 import numpy as np
 
-from clevr_remv import shards
+from clevr_remv import outputs, shards
 from clevr_remv.data import Reader
 
 OPTIONS = [("none", 0), ("lzf", 0), ("gzip", 1), ("gzip", 4), ("gzip", 9), ("zstd", 3), ("zstd", 9),
@@ -32,15 +33,19 @@ def main():
     args = ap.parse_args()
     r = Reader(args.root)
     rows, cols = r.grid
+    # Every stored per-view output of the registry that this run holds (normals from 1.1).
+    first = r.view(r.scene_indices[0], 0, 0)
+    outs = [o for o in outputs.stored() if o.key in first]
     views = []
     for index in r.scene_indices[:args.scenes]:
         for u in range(rows):
             for v in range(cols):
                 d = r.view(index, u, v)
-                views.append((d["image"], d["instances"], d["depth"].astype(np.float32)))
+                views.append({o.name: np.asarray(d[o.key], o.dtype_for({"output": {"depth_dtype": "float32"}}))
+                              for o in outs})
     n = len(views)
-    h, w = views[0][1].shape
-    raw = {"images": h * w * 3, "instances": h * w, "depth": h * w * 4}
+    h, w = views[0]["instances"].shape
+    raw = {o.name: views[0][o.name].nbytes for o in outs}
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for name, level in OPTIONS:
@@ -51,21 +56,21 @@ def main():
                 t0 = time.perf_counter()
                 with h5py.File(path, "w") as f:
                     ds = {}
-                    for key, shape, dtype in (("images", (n, h, w, 3), np.uint8), ("instances", (n, h, w), np.uint8),
-                                              ("depth", (n, h, w), np.float32)):
-                        ds[key] = f.create_dataset(key, shape, dtype, chunks=(1,) + shape[1:],
-                                                   **shards.compression_kwargs(name, level, floating=key == "depth"))
-                    for i, (rgb, ids, depth) in enumerate(views):
-                        ds["images"][i] = rgb
-                        ds["instances"][i] = ids
-                        ds["depth"][i] = depth
+                    for o in outs:
+                        shape, dtype = (n, *views[0][o.name].shape), views[0][o.name].dtype
+                        ds[o.name] = f.create_dataset(o.name, shape, dtype, chunks=(1,) + shape[1:],
+                                                      **shards.compression_kwargs(name, level, floating=o.floating))
+                    for i, arrays in enumerate(views):
+                        for o in outs:
+                            ds[o.name][i] = arrays[o.name]
                 best_w = min(best_w, time.perf_counter() - t0)
                 with h5py.File(path, "r") as f:
-                    for key in ("images", "instances", "depth"):
-                        sizes[key] = f[key].id.get_storage_size() / n
+                    for o in outs:
+                        sizes[o.name] = f[o.name].id.get_storage_size() / n
                     t0 = time.perf_counter()
                     for i in range(n):
-                        f["images"][i], f["instances"][i], f["depth"][i]
+                        for o in outs:
+                            f[o.name][i]
                     best_r = min(best_r, time.perf_counter() - t0)
             total_raw = sum(raw.values()) * n
             res = {"compression": name, "level": level, "bytes_per_view": sizes,
@@ -75,15 +80,15 @@ def main():
             results.append(res)
             print(json.dumps(res), flush=True)
     per_scene = rows * cols
-    print(f"\n{n} real views of {w}x{h}; raw bytes per view: RGB {raw['images']}, instances {raw['instances']}, "
-          f"depth {raw['depth']}")
-    print("| compression | RGB B/view | instances B/view | depth B/view | total KB/view | write ms/view | "
-          "read ms/view | 10,000 scenes (GB) |")
-    print("|---|---|---|---|---|---|---|---|")
+    names = [o.name for o in outs]
+    print(f"\n{n} real views of {w}x{h}; raw bytes per view: " + ", ".join(f"{k} {raw[k]}" for k in names))
+    print("| compression | " + " | ".join(f"{k} B/view" for k in names)
+          + " | total KB/view | write ms/view | read ms/view | 10,000 scenes (GB) |")
+    print("|---|" + "---|" * (len(names) + 4))
     for res in results:
         s = res["bytes_per_view"]
-        print(f"| {res['compression']} {res['level'] or ''} | {s['images']:.0f} | {s['instances']:.0f} | "
-              f"{s['depth']:.0f} | {res['bytes_per_view_total'] / 1e3:.1f} | {res['write_ms_per_view']:.2f} | "
+        print(f"| {res['compression']} {res['level'] or ''} | " + " | ".join(f"{s[k]:.0f}" for k in names)
+              + f" | {res['bytes_per_view_total'] / 1e3:.1f} | {res['write_ms_per_view']:.2f} | "
               f"{res['read_ms_per_view']:.2f} | {res['bytes_per_view_total'] * per_scene * 10000 / 1e9:.0f} |")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"views": n, "width": w, "height": h, "results": results}, indent=1) + "\n")

@@ -11,24 +11,26 @@ the shape objects are created (as users of the cached meshes) and the rest is mo
 
 from __future__ import annotations
 
-import math
+import hashlib
+import json
+import os
 import time
 
 import bmesh
 import bpy
 import mathutils
 
-from clevr_remv import lightfield
+from clevr_remv import catalogue, lightfield
+from clevr_remv.devices import GPU_BACKENDS as _BACKENDS
 
-GPU_BACKENDS = ("OPTIX", "CUDA", "HIP", "METAL", "ONEAPI")
+GPU_BACKENDS = tuple(b.upper() for b in _BACKENDS)  # Blender's names, in the driver's order
 
-# Look of the two materials (Principled BSDF inputs that exist on every supported line).
-MATERIAL_LOOK = {
-    "rubber": {"Metallic": 0.0, "Roughness": 0.75},
-    "metal": {"Metallic": 1.0, "Roughness": 0.22},
-}
-GROUND_ROUGHNESS = 0.85
-WORLD_GRAY = 0.05
+# Looks of the materials (Principled BSDF inputs that exist on every supported line), the
+# ground and the world: all from the object catalogue (clevr_remv/catalogue.json).
+MATERIAL_LOOK = catalogue.material_looks()
+GROUND_ROUGHNESS = catalogue.load()["ground"]["roughness"]
+WORLD_GRAY = catalogue.load()["world_gray"]
+RENDER_POLICY = catalogue.render_policy()  # bounces, caustics, view transform (in the digest)
 GROUND_SIZE = 400.0  # fills every view of the rig at any jitter
 
 
@@ -112,7 +114,11 @@ class SceneBuilder:
     def __init__(self):
         self._reset_file()
         self.scene = bpy.context.scene
-        self.meshes = {"cube": _mesh_cube(), "sphere": _mesh_sphere(), "cylinder": _mesh_cylinder()}
+        makers = {"cube": _mesh_cube, "sphere": _mesh_sphere, "cylinder": _mesh_cylinder}
+        missing = [s for s in catalogue.shapes() if s not in makers]
+        if missing:
+            raise MissingFeature("shape", f"no mesh for catalogue shape(s) {', '.join(missing)}")
+        self.meshes = {name: makers[name]() for name in catalogue.shapes()}
         for me in self.meshes.values():
             me.materials.append(None)  # one slot, filled per object
         self.materials: dict[tuple, bpy.types.Material] = {}
@@ -131,7 +137,7 @@ class SceneBuilder:
         sc.render.resolution_percentage = 100
         sc.render.use_persistent_data = True  # keep Cycles' scene data between views
         sc.render.film_transparent = False
-        sc.view_settings.view_transform = "Standard"
+        sc.view_settings.view_transform = RENDER_POLICY["view_transform"]
         self.passes: set = set()
         self.set_passes(["use_pass_z", "use_pass_object_index"])
         settings = sc.render.image_settings
@@ -154,7 +160,7 @@ class SceneBuilder:
         me.from_pydata([(-h, -h, 0), (h, -h, 0), (h, h, 0), (-h, h, 0)], [], [(0, 1, 2, 3)])
         self.ground = bpy.data.objects.new("ground", me)
         self.ground.pass_index = 0
-        self.ground_material = self._principled("ground", (0.5, 0.5, 0.5), "rubber")
+        self.ground_material = self._principled("ground", (0.5, 0.5, 0.5), catalogue.load()["ground"]["material"])
         self.ground_material.node_tree.nodes["Principled BSDF"].inputs["Roughness"].default_value = GROUND_ROUGHNESS
         me.materials.append(self.ground_material)
         sc.collection.objects.link(self.ground)
@@ -203,14 +209,15 @@ class SceneBuilder:
             except TypeError:  # a Blender build without OIDN (e.g. some distribution packages)
                 raise MissingFeature("denoiser", "this Blender build has no OpenImageDenoise") from None
         bounces = int(settings["max_bounces"])
+        policy = RENDER_POLICY
         cy.max_bounces = bounces
-        cy.diffuse_bounces = min(bounces, 4)
+        cy.diffuse_bounces = min(bounces, int(policy["diffuse_bounces_max"]))
         cy.glossy_bounces = bounces
-        cy.transmission_bounces = 0
-        cy.volume_bounces = 0
-        cy.transparent_max_bounces = 0
-        cy.caustics_reflective = False
-        cy.caustics_refractive = False
+        cy.transmission_bounces = int(policy["transmission_bounces"])
+        cy.volume_bounces = int(policy["volume_bounces"])
+        cy.transparent_max_bounces = int(policy["transparent_max_bounces"])
+        cy.caustics_reflective = bool(policy["caustics_reflective"])
+        cy.caustics_refractive = bool(policy["caustics_refractive"])
         cy.seed = int(settings.get("seed", 0))
         if settings.get("threads"):
             sc.render.threads_mode = "FIXED"
@@ -220,7 +227,39 @@ class SceneBuilder:
         cy.use_animated_seed = False
         if "passes" in settings:
             self.set_passes(settings["passes"])
-        return self.set_device(settings.get("device", "cpu"), settings.get("gpu_index"))
+        if settings.get("cycles_path"):
+            self.set_cycles_path(settings["cycles_path"])
+        used = self.set_device(settings.get("device", "cpu"), settings.get("gpu_index"))
+        # Denoise where the render runs: OIDN on the GPU is ~4x faster per scene on an H100
+        # (Blender's default is the CPU).  The driver decides; an absent property is ignored.
+        if hasattr(cy, "denoising_use_gpu"):
+            cy.denoising_use_gpu = bool(settings.get("denoising_use_gpu", False))
+        used["denoiser"] = self.denoiser_device()
+        return used
+
+    def set_cycles_path(self, path: str) -> None:
+        """Point Cycles at another copy of its add-on folder (kernels built by the driver for
+        a read-only Blender install): the folder it looks up ``lib/kernel_*`` in."""
+        if getattr(self, "_cycles_path", None) == path:
+            return
+        import _cycles
+
+        user = os.path.dirname(os.path.abspath(bpy.utils.user_resource("CONFIG", path="")))
+        _cycles.init(path, user, bpy.app.background)
+        self._cycles_path = path
+
+    def denoiser_device(self) -> str:
+        """Where Cycles will denoise, as Blender sees it: 'gpu', 'cpu' or 'off'."""
+        cy = self.scene.cycles
+        if not cy.use_denoising:
+            return "off"
+        if cy.device != "GPU" or not getattr(cy, "denoising_use_gpu", False):
+            return "cpu"
+        try:
+            prefs = bpy.context.preferences.addons["cycles"].preferences
+            return "gpu" if prefs.has_oidn_gpu_devices() else "cpu"
+        except (KeyError, AttributeError):
+            return "cpu"
 
     def set_passes(self, flags) -> None:
         """Enable exactly these view-layer passes (flags such as ``use_pass_normal``); the
@@ -240,34 +279,31 @@ class SceneBuilder:
         self.passes = set(flags)
 
     def set_device(self, device: str, gpu_index=None) -> dict:
+        """Use ``device`` ("cpu" or a backend the driver chose from :func:`available_devices`;
+        the driver resolves "auto"); LookupError when this Blender does not have it."""
         sc = self.scene
         if device == "cpu":
             sc.cycles.device = "CPU"
             return {"device": "cpu", "names": ["CPU"]}
-        backends = GPU_BACKENDS if device == "auto" else (device.upper(),)
-        found = available_devices()
-        for backend in backends:
-            names = found.get(backend.lower())
-            if not names:
-                continue
-            prefs = bpy.context.preferences.addons["cycles"].preferences
-            prefs.compute_device_type = backend
-            gpus = [d for d in prefs.get_devices_for_type(backend) if d.type != "CPU"]
-            for d in prefs.devices:
-                d.use = False
-            for i, d in enumerate(gpus):
-                d.use = gpu_index is None or i == gpu_index
-            sc.cycles.device = "GPU"
-            return {"device": backend.lower(), "names": [d.name for d in gpus if d.use]}
-        if device == "auto":
-            sc.cycles.device = "CPU"
-            return {"device": "cpu", "names": ["CPU"]}
-        raise LookupError(device)
+        backend = device.upper()
+        if not available_devices().get(device.lower()):
+            raise LookupError(device)
+        prefs = bpy.context.preferences.addons["cycles"].preferences
+        prefs.compute_device_type = backend
+        gpus = [d for d in prefs.get_devices_for_type(backend) if d.type != "CPU"]
+        for d in prefs.devices:
+            d.use = False
+        for i, d in enumerate(gpus):
+            d.use = gpu_index is None or i == gpu_index
+        sc.cycles.device = "GPU"
+        return {"device": backend.lower(), "names": [d.name for d in gpus if d.use]}
 
     # -- scene ----------------------------------------------------------------------------
     def build(self, record: dict) -> bool:
-        """Make the Blender scene match ``record``; returns False when it already did."""
-        key = (record["index"], record.get("layout", {}).get("attempt"), record.get("seed"))
+        """Make the Blender scene match ``record``; returns False when it already did.  The
+        cache key is what is built (objects, lights, ground), hashed, not the scene's index."""
+        built = {k: record.get(k) for k in ("objects", "lights", "ground")}
+        key = hashlib.sha256(json.dumps(built, sort_keys=True).encode("utf-8")).hexdigest()
         if key == self.current_key:
             return False
         for ob in self.shape_objects:
@@ -276,7 +312,7 @@ class SceneBuilder:
         for obj in record["objects"]:
             ob = bpy.data.objects.new(f"object_{obj['id']}", self.meshes[obj["shape"]])
             r = obj["radius"]
-            s = r / math.sqrt(2.0) if obj["shape"] == "cube" else r
+            s = catalogue.centre_height(obj["shape"], r)  # meshes span [-1, 1]: scale = centre height
             ob.location = obj["position"]
             ob.rotation_euler = (0.0, 0.0, obj["yaw"])
             ob.scale = (s, s, s)

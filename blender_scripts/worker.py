@@ -105,18 +105,20 @@ def main():
                     raise RuntimeError("render before configure")
                 t0 = time.perf_counter()
                 override = msg.get("settings") or {}
-                if override:
-                    builder.configure({**base_settings, **override})
-                builder.build(msg["scene"])
-                build_s = time.perf_counter() - t0
-                rig = msg["scene"]["rig"]
-                tag = msg.get("tag", "view")
-                for u, v in msg["views"]:
-                    path = os.path.join(msg["out_dir"], f"{tag}_{u:02d}_{v:02d}.exr")
-                    seconds = builder.render_view(rig, u, v, path)
-                    send({"event": "view", "u": u, "v": v, "path": path, "seconds": seconds})
-                if override:
-                    builder.configure(base_settings)
+                try:
+                    if override:
+                        builder.configure({**base_settings, **override})
+                    builder.build(msg["scene"])
+                    build_s = time.perf_counter() - t0
+                    rig = msg["scene"]["rig"]
+                    tag = msg.get("tag", "view")
+                    for u, v in msg["views"]:
+                        path = os.path.join(msg["out_dir"], f"{tag}_{u:02d}_{v:02d}.exr")
+                        seconds = builder.render_view(rig, u, v, path)
+                        send({"event": "view", "u": u, "v": v, "path": path, "seconds": seconds})
+                finally:
+                    if override:  # a failed render must not leave the override in place
+                        builder.configure(base_settings)
                 send({"event": "done", "build_seconds": build_s,
                       "seconds": time.perf_counter() - t0})
             else:

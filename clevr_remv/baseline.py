@@ -1,7 +1,7 @@
 """A reference baseline that needs no trained model: the attribute oracle.
 
-It reads the sentence, keeps the attribute words it knows (the synonym table of
-``templates/expressions.json``: sizes, colors, materials, shapes) and predicts the union of the
+It reads the sentence, keeps the attribute words it knows (the object catalogue's words for
+sizes, colors, materials, shapes) and predicts the union of the
 ground-truth instance masks of every object in the view that has all the attributes mentioned
 first in the sentence (the target's description; anchors and relations are ignored).  It is
 an oracle for segmentation (perfect masks) and a weak reader of language: it shows what
@@ -10,27 +10,48 @@ attribute matching alone achieves and exercises ``evaluate`` end to end.  Not a 
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 
 import h5py
 import numpy as np
 
+from . import catalogue
 from .data import Reader, resolve_views
-from .expressions import ATTRIBUTES, load_templates
-from .layout import COLORS, MATERIALS, SHAPES, SIZES
+from .expressions import ATTRIBUTES, RELATIONS, load_templates
 
-_VALUES = {"size": list(SIZES), "color": list(COLORS), "material": list(MATERIALS), "shape": list(SHAPES)}
-_CLAUSE = re.compile(r"\b(left of|right of|in front of|behind|with the same|sharing|matching|whose)\b")
+
+@functools.lru_cache(maxsize=1)
+def clause_markers() -> tuple[str, ...]:
+    """Words that end the target's own description, taken from the templates: every relation
+    wording ("left of", "on the left side of", ...) and the literal text that follows the
+    target in the wordings of families with an anchor ("with the same", "sharing the", ...),
+    and the same-attribute phrases ("of the same size as", ...)."""
+    tpl = load_templates()
+    words = {w for rel in RELATIONS for w in tpl["synonyms"][rel]}
+    words |= {w for phrases in tpl.get("same_as", {}).values() for w in phrases}
+    for fam in tpl["families"]:
+        if not any(node.get("attrs") == "$anchor" for node in fam["program"]):
+            continue
+        for wording in fam["wordings"]:
+            text = wording["text"] if isinstance(wording, dict) else wording
+            after = text.split("{{ target }}", 1)[1].split("{{", 1)[0].strip().lower()
+            if after:
+                words.add(after)
+    return tuple(sorted(words, key=len, reverse=True))
 
 
 def sentence_attributes(text: str) -> dict:
-    """Attributes named before the first relation word (the target's own description)."""
+    """Attributes named before the first relation or comparison words (the target's own
+    description), matched against the catalogue's words for each value."""
     syn = load_templates()["synonyms"]
-    head = _CLAUSE.split(text.lower())[0]
+    clause = re.compile(r"\b(" + "|".join(re.escape(w) for w in clause_markers()) + r")\b")
+    head = clause.split(text.lower())[0]
+    values = catalogue.values_by_attribute()
     found = {}
     for attr in ATTRIBUTES:
-        for value in _VALUES[attr]:
+        for value in values[attr]:
             if any(re.search(r"\b" + re.escape(w) + r"\b", head) for w in syn[value]):
                 found[attr] = value
                 break

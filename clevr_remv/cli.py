@@ -41,29 +41,50 @@ def cli():
     referring expressions, written to sharded HDF5 files with a manifest.
 
     \b
-    A quick look (seconds):  clevr-remv generate --scenes 4 --out preview --config preview
-    The source's settings:   clevr-remv generate --scenes 2 --out clevr-remv-data
-                             (about 9 minutes per scene on 2 CPU cores)
+    A quick look (a minute):  clevr-remv generate --scenes 8 --out preview --config preview
+    The source's settings:    clevr-remv generate --scenes 2 --out clevr-remv-data
+                              (about 9 minutes per scene on 2 CPU cores; 2 scenes fill train
+                              and val only, 6 or more fill test too)
     """
 
 
+def _workers_text(value) -> str:
+    return "one per GPU (one on CPU)" if value is None else str(value)
+
+
+def _from_config(key: str, text=str) -> str:
+    """Help for an option whose default is a config key: the value in each shipped preset,
+    so that no single number is shown as the default when --config may change it."""
+    values = {name: text(_get_key(load_config(name), key)) for name in shipped_config_names()}
+    if len(set(values.values())) == 1:
+        return f"  [default: from --config: {values['default']} in every shipped preset]"
+    listed = ", ".join(f"{v} in {'the default preset' if n == 'default' else n}" for n, v in values.items())
+    return f"  [default: from --config: {listed}]"
+
+
+def _get_key(cfg: dict, key: str):
+    for part in key.split("."):
+        cfg = cfg[part]
+    return cfg
+
+
 @cli.command()
-@click.option("--scenes", type=int, required=True, help="Number of scenes in the whole dataset (split 70/15/15 into train/val/test by scene index).")
+@click.option("--scenes", type=int, required=True, help="Number of scenes in the whole dataset, split 70/15/15 into train/val/test by scene index (at these shares, 6 or more scenes fill every split).")
 @click.option("--out", "out", type=click.Path(path_type=Path), required=True, help="Output folder. Re-running the same command into it resumes.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Global seed: a scene is a pure function of (seed, scene index, config).")
-@click.option("--config", "config_spec", metavar="FILE", help=f"JSON/TOML file of settings to change, or a shipped preset: {', '.join(shipped_config_names())}.")
-@click.option("--shard-size", type=int, help="Scenes per HDF5 shard [default: 16].")
-@click.option("--workers", type=int, help="Blender processes rendering at once [default: one per GPU, one on CPU].")
-@click.option("--device", type=click.Choice(DEVICES), help="Cycles device; 'auto' picks a working GPU backend and falls back to CPU [default: auto].")
-@click.option("--samples", type=int, help="Most Cycles samples per pixel; adaptive sampling (noise threshold 0.03) stops earlier where the image has converged; then OpenImageDenoise [default: 256].")
-@click.option("--width", type=int, help="Image width in pixels [default: 480].")
-@click.option("--height", type=int, help="Image height in pixels [default: 320].")
-@click.option("--grid", type=int, help="Light-field grid size U = V, odd [default: 9].")
-@click.option("--baseline", type=float, help="Distance between neighbouring cameras, scene units [default: 0.4].")
+@click.option("--config", "config_spec", metavar="FILE", help=f"Settings to change: a .json or .toml file, or a shipped preset ({', '.join(shipped_config_names())}). The options below override it.  [default: default]")
+@click.option("--shard-size", type=int, help="Scenes per HDF5 shard." + _from_config("output.shard_size"))
+@click.option("--workers", type=int, help="Blender processes rendering at once." + _from_config("workers.count", _workers_text))
+@click.option("--device", type=click.Choice(DEVICES), help="Cycles device; 'auto' picks a working GPU backend and falls back to CPU." + _from_config("render.device"))
+@click.option("--samples", type=int, help="Most Cycles samples per pixel; adaptive sampling stops earlier where the image has converged (render.adaptive_threshold), then OpenImageDenoise (render.denoise)." + _from_config("render.samples"))
+@click.option("--width", type=int, help="Image width in pixels." + _from_config("render.width"))
+@click.option("--height", type=int, help="Image height in pixels." + _from_config("render.height"))
+@click.option("--grid", type=int, help="Light-field grid size U = V, odd." + _from_config("rig.grid"))
+@click.option("--baseline", type=float, help="Distance between neighbouring cameras, scene units." + _from_config("rig.baseline"))
 @click.option("--blender", metavar="PATH", help="Render with this blender executable instead of the bpy module (render-farm nodes).")
 @click.option("--part", metavar="K/M", help="Render only part K of M of the shards (one node of a farm); writes manifest.part-K-of-M.json. Join parts with 'clevr-remv merge'.")
 @click.option("--overwrite", is_flag=True, help="Replace a run with other settings in --out instead of refusing.")
-@click.option("--progress/--no-progress", default=None, help="Progress bar [default: on a terminal only].")
+@click.option("--progress/--no-progress", default=None, help="A live progress bar; without it, log lines: one per finished shard and one per finished scene, at most one a minute.  [default: a bar on a terminal that reports its size]")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
 @click.option("-v", "--verbose", count=True, help="More detail in the log.")
 def generate(scenes, out, seed, config_spec, shard_size, workers, device, samples, width, height, grid,
@@ -176,8 +197,8 @@ def export_coco_cmd(root, out, views, splits):
 @click.option("--views", default="all", show_default=True, help="center, corners, all, or 'u,v;u,v'.")
 @click.option("--report", "report", type=click.Path(path_type=Path), help="Folder for evaluation.json and iou_heatmap.png [default: next to the predictions].")
 def evaluate(root, pred, split, views, report):
-    """Score predicted masks: the source's tables (central view P@K/mIoU/oIoU, four corners
-    with average and SD, MVR), a JSON report and a heat map of per-view IoU.
+    """Score predicted masks: the source's tables in percent (central view P@K/mIoU/oIoU, four
+    corners with average and SD, MVR), a JSON report and a heat map of per-view IoU.
 
     \b
     Expression ids are "<scene>-<k>" (k-th expression of the scene, 0-based), as in
@@ -207,6 +228,17 @@ def baseline(root, out, split, views):
         raise UsageError(f"'{out}' exists; give a new file name")
     n = predict(root, out, split, _views_checked(root, views))
     click.echo(f"{out}: {n} predicted masks", err=True)
+
+
+# Dataset tools (issue 14): stats, preview, browse, validate (their modules load on use).
+from .dataset_commands import COMMANDS as _DATASET_COMMANDS  # noqa: E402
+
+for _command in _DATASET_COMMANDS:
+    cli.add_command(_command)
+
+from .doctor import doctor as _doctor  # noqa: E402 - issue 10: devices, kernels, libraries
+
+cli.add_command(_doctor)
 
 
 def main(argv=None) -> int:

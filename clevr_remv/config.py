@@ -1,8 +1,9 @@
 """Configurations: the shipped defaults, named presets in ``scene_configs/``, a user's file,
 command-line overrides; validated with errors a user can act on.
 
-A configuration is a nested JSON object.  A user's file (JSON or TOML) only needs the keys
-it changes; everything else comes from ``scene_configs/default.json``.
+A configuration is a nested JSON object.  A user's file (``.json`` or ``.toml``, read by
+extension) only needs the keys it changes; everything else comes from
+``scene_configs/default.json``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,10 @@ from .resources import resource_dir
 DEVICES = ("auto", "cpu", "cuda", "optix", "hip", "metal", "oneapi")
 DENOISERS = ("auto", "driver", "cycles")
 COMPRESSIONS = ("gzip", "lzf", "zstd", "blosc2-zstd", "blosc2-lz4", "none")
+
+# Config files are read by extension.  YAML is not read: TOML (stdlib tomllib) and JSON
+# cover the same nested settings without another dependency.
+CONFIG_FORMATS = {".json": "JSON", ".toml": "TOML"}
 
 # key path -> (type, check, hint).  ``check`` returns True when the value is acceptable.
 _SCHEMA: dict[str, tuple[type | tuple, object, str]] = {
@@ -55,6 +60,9 @@ _SCHEMA: dict[str, tuple[type | tuple, object, str]] = {
     "render.device": (str, lambda v: v in DEVICES, "one of " + ", ".join(DEVICES)),
     "expressions.per_scene": (int, lambda v: v >= 0, "an integer >= 0"),
     "expressions.min_visible_pixels": (int, lambda v: v >= 1, "an integer >= 1"),
+    "expressions.when_hidden": (str, lambda v: v in ("drop_expression", "mark_views"),
+                                "\"drop_expression\" (the source's rule: drop an expression whose target or anchor "
+                                "is hidden in any view) or \"mark_views\" (keep it; valid_views marks those views)"),
     "output.shard_size": (int, lambda v: v >= 1, "an integer >= 1 (scenes per shard)"),
     "output.splits": (dict, lambda v: len(v) >= 1 and all(
         isinstance(x, (int, float)) and x >= 0 for x in v.values()) and sum(v.values()) > 0,
@@ -96,17 +104,22 @@ def _read_user_file(spec: str) -> dict:
         if path.exists():
             raise UsageError(f"--config '{spec}' is a folder; give a JSON/TOML file or one of: {names}")
         raise UsageError(f"config file '{spec}' does not exist; give a JSON/TOML file or one of: {names}")
+    fmt = CONFIG_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        if path.suffix.lower() in (".yaml", ".yml"):
+            raise UsageError(f"config file '{spec}' is YAML, which is not read; write the same settings "
+                             f"as JSON (.json) or TOML (.toml)")
+        what = f"extension '{path.suffix}'" if path.suffix else "no extension"
+        raise UsageError(f"config file '{spec}' has {what}; configs are read by extension: "
+                         f".json (JSON) or .toml (TOML)")
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise UsageError(f"cannot read config file '{spec}': {exc.strerror}") from None
     try:
-        if path.suffix.lower() == ".toml":
-            data = tomllib.loads(text)
-        else:
-            data = json.loads(text)
+        data = tomllib.loads(text) if fmt == "TOML" else json.loads(text)
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise UsageError(f"config file '{spec}' is not valid {'TOML' if path.suffix == '.toml' else 'JSON'}: {exc}") from None
+        raise UsageError(f"config file '{spec}' is not valid {fmt}: {exc}") from None
     if not isinstance(data, dict):
         raise UsageError(f"config file '{spec}' must hold an object of settings at the top level")
     return data
@@ -192,11 +205,12 @@ def dataset_settings(cfg: dict) -> dict:
 
 
 def digest(cfg: dict, seed: int, scenes: int) -> str:
-    from . import FORMAT_VERSION
+    from . import FORMAT_VERSION, catalogue
 
-    # The format version too: a run of another format never resumes into this one.
+    # The format version and the catalogue (objects, looks, render policy) too: a run made
+    # with other ones never resumes into this one.
     payload = {"config": dataset_settings(cfg), "seed": int(seed), "scenes": int(scenes),
-               "format_version": FORMAT_VERSION}
+               "format_version": FORMAT_VERSION, "catalogue": catalogue.digest_payload()}
     blob = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode("utf-8")
     return hashlib.sha256(blob).hexdigest()[:16]
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import math
 import sys
+import threading
 
 import numpy as np
 
@@ -114,6 +115,7 @@ class Denoiser:
         self.device.commit()
         self._check("device")
         self.shape: tuple[int, int] | None = None
+        self._lock = threading.Lock()  # the driver's view threads share one filter set
         self._filters: list = []
         self._buffers: dict = {}
 
@@ -151,6 +153,10 @@ class Denoiser:
 
     def __call__(self, color: np.ndarray, albedo: np.ndarray, normal: np.ndarray) -> np.ndarray:
         """Denoise one view: linear colour, albedo and normal (H, W, 3) -> linear colour."""
+        with self._lock:
+            return self._denoise(color, albedo, normal)
+
+    def _denoise(self, color: np.ndarray, albedo: np.ndarray, normal: np.ndarray) -> np.ndarray:
         h, w = color.shape[:2]
         if self.shape != (h, w):
             self._setup(h, w)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from . import lightfield, metrics
 from .data import Reader, resolve_views
@@ -108,9 +108,11 @@ def evaluate(root, predictions, split: str = "test", views="all") -> dict:
         "corners": {k: {"oIoU": _num(o), "mIoU": _num(m)} for k, (o, m) in corner_rows.items()},
         "corner_oIoU_mean": _num(np.mean(corner_o)) if corner_o else None,
         "corner_oIoU_sd": _num(np.std(corner_o, ddof=1)) if len(corner_o) > 1 else None,
-        "MVR_corners_oIoU": _num(metrics.multi_view_robustness(o_grid, corners)),
-        "MVR_all_oIoU": _num(metrics.multi_view_robustness(o_grid)),
-        "MVR_corners_mIoU": _num(metrics.multi_view_robustness(m_grid, corners)),
+        "MVR_corners_oIoU": _mvr(o_grid, corners),
+        "MVR_all_oIoU": _mvr(o_grid),
+        "MVR_corners_mIoU": _mvr(m_grid, corners),
+        "MVR_corners_note": _mvr_note(o_grid, corners),
+        "MVR_all_note": _mvr_note(o_grid),
         "per_view_oIoU": [[_num(x) for x in row] for row in o_grid],
         "per_view_mIoU": [[_num(x) for x in row] for row in m_grid],
         "per_view": view_stats,
@@ -121,74 +123,104 @@ def evaluate(root, predictions, split: str = "test", views="all") -> dict:
 
 def _num(x):
     x = float(x)
-    return None if math.isnan(x) else x
+    return None if math.isnan(x) else x + 0.0  # + 0.0: no "-0.0"
 
 
-def _fmt(x, pct=False):
-    if x is None:
-        return "   n/a"
-    return f"{100 * x:6.2f}" if pct else f"{x:.4f}"
+def _mvr_note(grid: np.ndarray, views=None) -> str | None:
+    """Why the MVR over ``views`` (default: all) is not a number, or None when it is."""
+    rows, cols = grid.shape
+    centre = (rows // 2, cols // 2)
+    c = grid[centre]
+    if not np.isfinite(c):
+        return "central view not evaluated"
+    if c <= 0:
+        return "central IoU is 0"
+    others = [(u, v) for (u, v) in (views if views is not None else np.ndindex(rows, cols))
+              if (u, v) != centre and np.isfinite(grid[u, v])]
+    if not others:
+        return "no corner views evaluated" if views is not None else "no view besides the centre evaluated"
+    return None
+
+
+def _mvr(grid: np.ndarray, views=None):
+    return None if _mvr_note(grid, views) else _num(metrics.multi_view_robustness(grid, views))
+
+
+def _fmt(x, width=6):
+    """A fraction as a percentage with 2 decimals; n/a for a view that was not evaluated."""
+    return f"{'n/a' if x is None else f'{100 * x:.2f}':>{width}}"
 
 
 def tables(res: dict) -> str:
+    """The source's tables, every figure in percent."""
     lines = []
     ks = [f"P@{k}" for k in metrics.THRESHOLDS]
     lines.append(f"CLEVR-REMV evaluation: split {res['split']}, {res['pairs']} (expression, view) pairs"
                  + (f", {res['missing']} without prediction (scored as empty)" if res["missing"] else ""))
     lines.append("")
-    lines.append("Central view (P@K and IoU in %)")
+    lines.append("Central view (all figures in %)")
     lines.append("  " + "  ".join(f"{k:>6}" for k in ks) + "    mIoU    oIoU")
     c = res["centre"]
     if c:
-        lines.append("  " + "  ".join(_fmt(c[k], True) for k in ks) + f"  {_fmt(c['mIoU'], True)}  {_fmt(c['oIoU'], True)}")
+        lines.append("  " + "  ".join(_fmt(c[k]) for k in ks) + f"  {_fmt(c['mIoU'])}  {_fmt(c['oIoU'])}")
     else:
         lines.append("  (central view not evaluated)")
     lines.append("")
-    lines.append("Four corner views, overall IoU")
+    lines.append("Four corner views, overall IoU (all figures in %)")
     names = list(res["corners"])
-    lines.append("  " + "  ".join(f"{n:>7}" for n in names) + "   Average       SD")
-    lines.append("  " + "  ".join(f"{_fmt(res['corners'][n]['oIoU']):>7}" for n in names)
-                 + f"    {_fmt(res['corner_oIoU_mean'])}   {_fmt(res['corner_oIoU_sd'])}")
+    lines.append("  " + "  ".join(f"{n:>7}" for n in names) + "   Average      SD")
+    lines.append("  " + "  ".join(_fmt(res["corners"][n]["oIoU"], 7) for n in names)
+                 + f"    {_fmt(res['corner_oIoU_mean'])}  {_fmt(res['corner_oIoU_sd'])}")
     lines.append("")
-    mvr = res["MVR_corners_oIoU"]
-    lines.append(f"MVR (corners, oIoU; lower is more robust): {'n/a' if mvr is None else f'{100 * mvr:.4f}%'}")
-    if res["MVR_all_oIoU"] is not None:
-        lines.append(f"MVR (all evaluated views, oIoU): {100 * res['MVR_all_oIoU']:.4f}%")
+    lines.append("MVR (corners, oIoU; lower is more robust): "
+                 + _fmt_mvr(res["MVR_corners_oIoU"], res.get("MVR_corners_note")))
+    lines.append("MVR (all evaluated views, oIoU): " + _fmt_mvr(res["MVR_all_oIoU"], res.get("MVR_all_note")))
     return "\n".join(lines)
 
 
-def _viridis(t: float) -> tuple[int, int, int]:
-    # A few anchor colours of matplotlib's viridis, linearly interpolated.
-    stops = [(0.0, (68, 1, 84)), (0.25, (59, 82, 139)), (0.5, (33, 145, 140)), (0.75, (94, 201, 98)),
-             (1.0, (253, 231, 37))]
-    t = min(1.0, max(0.0, t))
-    for (t0, c0), (t1, c1) in zip(stops, stops[1:]):
-        if t <= t1:
-            a = (t - t0) / (t1 - t0)
-            return tuple(int(round(c0[i] + a * (c1[i] - c0[i]))) for i in range(3))
-    return stops[-1][1]
+def _fmt_mvr(x, note) -> str:
+    return f"n/a ({note})" if x is None else f"{100 * x:.4f}%"
 
 
-def heatmap(grid_values, path: Path, title: str = "per-view oIoU", cell: int = 56) -> None:
-    values = np.asarray([[np.nan if x is None else x for x in row] for row in grid_values], float)
+HEATMAP_SIZE_IN = (7.0, 6.0)  # inches at HEATMAP_DPI: 700 x 600 pixels
+HEATMAP_DPI = 100
+
+
+def draw_heatmap(grid_values, title: str):
+    """A matplotlib figure of per-view IoU in percent on a fixed 0-100 scale (so 45.7 and
+    47.2 look alike), u (row) and v (column) axes as in the rig, a colour bar, the value in
+    each cell and "n/a" (grey) for views not evaluated."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    values = np.asarray([[np.nan if x is None else 100 * x for x in row] for row in grid_values], float)
     rows, cols = values.shape
-    top = 22
-    img = Image.new("RGB", (cols * cell + 1, rows * cell + top + 1), (255, 255, 255))
-    draw = ImageDraw.Draw(img)
-    draw.text((4, 4), title, fill=(0, 0, 0))
-    finite = values[np.isfinite(values)]
-    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
-    span = hi - lo if hi > lo else 1.0
+    fig = Figure(figsize=HEATMAP_SIZE_IN, dpi=HEATMAP_DPI, layout="constrained")
+    ax = fig.add_subplot()
+    cmap = matplotlib.colormaps["viridis"].with_extremes(bad=(0.8, 0.8, 0.8))
+    im = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=0.0, vmax=100.0)
+    ax.set_xticks(range(cols))
+    ax.set_yticks(range(rows))
+    ax.xaxis.tick_top()
+    ax.xaxis.set_label_position("top")
+    ax.set_xlabel("v (column, from the left)")
+    ax.set_ylabel("u (row, from the top)")
+    ax.set_title(title)
+    size = max(6.0, min(12.0, 80.0 / max(rows, cols)))
     for u in range(rows):
         for v in range(cols):
-            x0, y0 = v * cell, top + u * cell
             val = values[u, v]
-            color = (200, 200, 200) if not np.isfinite(val) else _viridis((val - lo) / span)
-            draw.rectangle([x0, y0, x0 + cell, y0 + cell], fill=color, outline=(255, 255, 255))
-            label = "n/a" if not np.isfinite(val) else f"{val:.3f}"
-            ink = (255, 255, 255) if np.isfinite(val) and (val - lo) / span < 0.6 else (0, 0, 0)
-            draw.text((x0 + 6, y0 + cell // 2 - 6), label, fill=ink)
-    img.save(path)
+            text = "n/a" if not np.isfinite(val) else f"{val:.1f}"
+            ink = "black" if not np.isfinite(val) or val >= 60 else "white"
+            ax.text(v, u, text, ha="center", va="center", color=ink, fontsize=size)
+    fig.colorbar(im, ax=ax, label="oIoU (%), fixed scale 0-100")
+    return fig
+
+
+def heatmap(grid_values, path: Path, title: str = "oIoU per view (%)") -> None:
+    draw_heatmap(grid_values, title).savefig(path, dpi=HEATMAP_DPI)
 
 
 def write_report(res: dict, out_dir: Path) -> tuple[Path, Path]:
@@ -197,5 +229,5 @@ def write_report(res: dict, out_dir: Path) -> tuple[Path, Path]:
     js = out_dir / "evaluation.json"
     js.write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
     png = out_dir / "iou_heatmap.png"
-    heatmap(res["per_view_oIoU"], png, f"oIoU per view, split {res['split']}")
+    heatmap(res["per_view_oIoU"], png, f"oIoU per view (%), split {res['split']}, {res['pairs']} pairs")
     return js, png

@@ -28,11 +28,11 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from . import catalogue
 from .data import Reader, resolve_views
 from .errors import UsageError
-from .layout import SHAPES
 
-CATEGORIES = [{"id": i + 1, "name": s, "supercategory": "shape"} for i, s in enumerate(SHAPES)]
+CATEGORIES = catalogue.coco_categories()  # stable ids from the catalogue, not positions
 CAT_ID = {c["name"]: c["id"] for c in CATEGORIES}
 
 
@@ -58,6 +58,18 @@ def _tokens(text: str) -> list[str]:
 def _image_id(reader: Reader, scene: int, u: int, v: int) -> int:
     rows, cols = reader.grid
     return (scene * rows + u) * cols + v
+
+
+def coco_info(reader: Reader, what: str, views) -> dict:
+    """COCO's ``info`` record (``pycocotools.COCO(...).info()`` prints it): the standard keys
+    plus what identifies the source dataset.  Dates are the run's, so exports stay repeatable."""
+    m = reader.manifest
+    created = m.get("created", "")
+    return {"description": f"CLEVR-REMV {what}, views {[list(x) for x in views]} of a "
+                           f"{reader.grid[0]}x{reader.grid[1]} rig",
+            "version": m["generator"]["version"], "year": int(created[:4]) if created[:4].isdigit() else None,
+            "date_created": created, "contributor": "clevr-remv generator", "url": "",
+            "format_version": m["format_version"], "config_digest": m["config_digest"], "seed": m["seed"]}
 
 
 def _prepare_out(out: Path) -> None:
@@ -153,7 +165,8 @@ def export_coco(root, out, views="center", splits=None) -> dict:
                     ann["object"] = k
                     annotations.append(ann)
         with open(out / "annotations" / f"instances_{split}.json", "w", encoding="utf-8") as fh:
-            json.dump({"images": images, "annotations": annotations, "categories": CATEGORIES}, fh)
+            json.dump({"info": coco_info(reader, f"split {split}", sel), "images": images,
+                       "annotations": annotations, "categories": CATEGORIES}, fh)
         counts["images"] += len(images)
         counts["annotations"] += len(annotations)
     reader.close()

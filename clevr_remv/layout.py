@@ -1,4 +1,4 @@
-"""Scene layout (SPEC section 1): CLEVR's placement rules as pure Python.
+"""Scene layout (docs/scenes.md): CLEVR's placement rules as pure Python.
 
 ``sample_scene(cfg, seed, index, attempt)`` returns the scene record: a JSON-serialisable dict
 holding everything needed to re-render the scene.  Camera and light jitter are drawn once per
@@ -12,29 +12,21 @@ import math
 
 import numpy as np
 
-from . import lightfield
+from . import catalogue, lightfield
 from .errors import LayoutError
 from .seeding import rng, scene_seed
 
-SHAPES = ("cube", "sphere", "cylinder")
-MATERIALS = ("rubber", "metal")
-SIZES = {"small": 0.35, "large": 0.7}
-COLORS = {
-    "gray": (87, 87, 87),
-    "red": (173, 35, 35),
-    "blue": (42, 75, 215),
-    "green": (29, 105, 20),
-    "brown": (129, 74, 25),
-    "purple": (129, 38, 192),
-    "cyan": (41, 208, 208),
-    "yellow": (255, 238, 51),
-}
+# The object catalogue (clevr_remv/catalogue.json); the order is the order of the draws.
+SHAPES = catalogue.shapes()
+MATERIALS = catalogue.materials()
+SIZES = catalogue.sizes()
+COLORS = catalogue.colors()
 RELATION_THRESHOLD = 0.2  # object j is <rel> of i when (p_j - p_i) . dir_rel > 0.2
 
 
 def centre_height(shape: str, radius: float) -> float:
-    """z of an object's centre with its base on the ground."""
-    return radius / math.sqrt(2.0) if shape == "cube" else radius
+    """z of an object's centre with its base on the ground (the shape's ground rule)."""
+    return catalogue.centre_height(shape, radius)
 
 
 def directions(rig: dict) -> dict:
@@ -58,8 +50,9 @@ def _jitter(gen, centre, amount):
     return [float(c + gen.uniform(-amount, amount)) for c in centre]
 
 
-def _place_objects(cfg, gen, count, dirs) -> tuple[list[dict], int]:
-    """Positions and radii of ``count`` objects; returns (objects, restarts used)."""
+def _place_objects(cfg, gen, count, dirs, draws: dict | None = None) -> tuple[list[dict], int]:
+    """Positions and radii of ``count`` objects; returns (objects, restarts used).  ``draws``,
+    if given, counts every size drawn (discarded restarts included) by name."""
     sc = cfg["scene"]
     extent = sc["extent"]
     left = np.asarray(dirs["left"])[:2]
@@ -70,9 +63,14 @@ def _place_objects(cfg, gen, count, dirs) -> tuple[list[dict], int]:
         objects: list[dict] = []
         failed = False
         for _ in range(count):
+            # As CLEVR: the size is drawn once per object, before its placement tries (drawing it
+            # again on every try under-draws large objects, which fail more often).  A restart
+            # of the whole layout draws every size again.
+            size_name = size_names[gen.integers(len(size_names))]
+            r = SIZES[size_name]
+            if draws is not None:
+                draws[size_name] = draws.get(size_name, 0) + 1
             for _try in range(sc["max_tries_per_object"]):
-                size_name = size_names[gen.integers(len(size_names))]
-                r = SIZES[size_name]
                 x, y = gen.uniform(-extent, extent, size=2)
                 ok = True
                 for (xo, yo, ro) in placed:
@@ -136,7 +134,8 @@ def sample_scene(cfg: dict, seed: int, index: int, attempt: int = 0) -> dict:
 
     dirs = directions(rig)
     g_obj = rng(seed, index, "objects", attempt)
-    placed, restarts = _place_objects(cfg, g_obj, count, dirs)
+    size_draws = {name: 0 for name in SIZES}
+    placed, restarts = _place_objects(cfg, g_obj, count, dirs, size_draws)
     objects = []
     color_names = list(COLORS)
     for k, p in enumerate(placed):
@@ -165,13 +164,13 @@ def sample_scene(cfg: dict, seed: int, index: int, attempt: int = 0) -> dict:
         "directions": dirs,
         "lights": lights,
         "rig": rig,
-        "ground": {"rgb": [128, 128, 128], "material": "rubber"},
-        "layout": {"attempt": int(attempt), "restarts": int(restarts)},
+        "ground": {"rgb": list(catalogue.load()["ground"]["rgb"]), "material": catalogue.load()["ground"]["material"]},
+        "layout": {"attempt": int(attempt), "restarts": int(restarts), "size_draws": size_draws},
     }
 
 
 def relation_holds(scene: dict, rel: str, i: int, j: int) -> bool:
-    """True when object j is <rel> of object i (SPEC section 1)."""
+    """True when object j is <rel> of object i (docs/scenes.md, relations)."""
     pi = np.asarray(scene["objects"][i]["position"][:2])
     pj = np.asarray(scene["objects"][j]["position"][:2])
     return float((pj - pi) @ np.asarray(scene["directions"][rel][:2])) > RELATION_THRESHOLD

@@ -1,6 +1,6 @@
 """Light-field rig geometry: the whole U x V camera array in a few formulas.
 
-Conventions (SPEC section 2 and 3):
+Conventions (docs/scenes.md, the light-field rig; docs/format.md):
 
 * View (u, v): u is the row from the top, v the column from the left; the central view is
   (U // 2, V // 2).

@@ -54,28 +54,34 @@ def pixel_rays(intrinsics: np.ndarray, height: int, width: int) -> np.ndarray:
     """float64 HxWx3: the direction through each pixel centre in the camera frame (OpenCV)."""
     ys, xs = np.mgrid[0:height, 0:width]
     pix = np.stack([xs + 0.5, ys + 0.5, np.ones_like(xs, dtype=np.float64)], -1)
-    return _apply(np.linalg.inv(np.asarray(intrinsics, np.float64)), pix)
-
-
-def _apply(matrix: np.ndarray, vectors: np.ndarray) -> np.ndarray:
-    """matrix @ v for every vector of an ...x3 array, element-wise: unlike a BLAS matmul, whose
-    summation order may depend on threads and alignment, the result is bit-reproducible."""
-    return (vectors[..., 0:1] * matrix[:, 0] + vectors[..., 1:2] * matrix[:, 1]
-            + vectors[..., 2:3] * matrix[:, 2])
+    return pix @ np.linalg.inv(np.asarray(intrinsics, np.float64)).T
 
 
 def camera_normals(world: np.ndarray, intrinsics: np.ndarray, world_to_camera: np.ndarray) -> np.ndarray:
     """World-space normals (HxWx3, 0 where nothing is hit) -> unit normals in the camera frame
-    (OpenCV axes), flipped to face the camera; 0 where nothing is hit."""
-    world = np.asarray(world, np.float64)
-    rot = np.asarray(world_to_camera, np.float64)[:3, :3]
-    n = _apply(rot, world)
-    length = np.sqrt(n[..., 0:1] ** 2 + n[..., 1:2] ** 2 + n[..., 2:3] ** 2)
-    hit = length[..., 0] > 1e-6
-    n = np.where(hit[..., None], n / np.maximum(length, 1e-12), 0.0)
-    rays = pixel_rays(intrinsics, *n.shape[:2])
-    facing_away = n[..., 0] * rays[..., 0] + n[..., 1] * rays[..., 1] + n[..., 2] * rays[..., 2] > 0
-    n[facing_away] *= -1.0
+    (OpenCV axes), flipped to face the camera; 0 where nothing is hit.  float32.
+
+    Element-wise arithmetic only (no BLAS matmul, whose summation order may depend on threads
+    and alignment), so the result is bit-reproducible."""
+    world = np.asarray(world, np.float32)
+    rot = np.asarray(world_to_camera, np.float64)[:3, :3].astype(np.float32)
+    wx, wy, wz = world[..., 0], world[..., 1], world[..., 2]
+    n = np.empty(world.shape, np.float32)
+    for i in range(3):
+        n[..., i] = wx * rot[i, 0] + wy * rot[i, 1] + wz * rot[i, 2]
+    length = np.sqrt(n[..., 0] * n[..., 0] + n[..., 1] * n[..., 1] + n[..., 2] * n[..., 2])
+    hit = length > 1e-6
+    scale = np.zeros(length.shape, np.float32)
+    np.divide(1.0, length, out=scale, where=hit)
+    # Facing the camera: n . ray <= 0, with the ray through the pixel centre
+    # ((x + 0.5 - cx) / fx, (y + 0.5 - cy) / fy, 1) (K has no skew).
+    k = np.asarray(intrinsics, np.float64)
+    h, w = world.shape[:2]
+    rx = ((np.arange(w) + 0.5 - k[0, 2]) / k[0, 0]).astype(np.float32)
+    ry = ((np.arange(h) + 0.5 - k[1, 2]) / k[1, 1]).astype(np.float32)
+    facing = n[..., 0] * rx[None, :] + n[..., 1] * ry[:, None] + n[..., 2]
+    scale[facing > 0] *= -1.0
+    n *= scale[..., None]
     return n
 
 
@@ -89,7 +95,11 @@ def _decode_normals(px: np.ndarray, view: dict | None) -> np.ndarray:
     if view is None:
         raise ValueError("normals need the view's camera (intrinsics, world_to_camera) to decode")
     n = camera_normals(px, view["intrinsics"], view["world_to_camera"])
-    return (np.round(n / NORMAL_STEP) * NORMAL_STEP + 0.0).astype(np.float16)  # + 0.0: no -0
+    n *= 1.0 / NORMAL_STEP
+    np.round(n, out=n)
+    n *= NORMAL_STEP
+    n += 0.0  # no -0.0: the bytes of a zero are always the same
+    return n.astype(np.float16)
 
 
 @dataclass(frozen=True)

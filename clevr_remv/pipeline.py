@@ -24,13 +24,17 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from . import denoise, expressions, layout, lightfield, outputs, render, shards, visibility
+from . import denoise, expressions, gpu, layout, lightfield, outputs, render, shards, system_libs, view_codec, visibility
+from .dataset_info import empty_split_warning
 from .devices import CHEAP_CHECK, choose_device, render_settings, worker_count
 from .errors import LayoutError, UsageError, WorkerError
 from .plan import RunPlan, ShardPlan, parse_part, plan_shards, split_ranges  # noqa: F401 (re-exported)
@@ -65,7 +69,7 @@ class SceneResult:
     record: dict
     views: int
     rejections: list
-    timings: dict   # render_s, check_s, build_s, driver_view_s (denoise_s within), expressions_s, commit_s
+    timings: dict   # render_s, check_s, build_s, driver_view_s, view_work_s (denoise_s within), expressions_s, commit_s
     wall: float
 
 
@@ -76,6 +80,10 @@ def blender_worker(cfg: dict, slot: int, log_path: Path | None) -> render.Blende
         w.hello()
     except WorkerError as exc:
         w.kill()
+        blender = cfg["workers"]["blender"]
+        missing = system_libs.missing_library_message(str(exc), (shutil.which(blender) or blender) if blender else None)
+        if missing:  # e.g. libGL.so.1 on a bare GPU server: name the packages
+            raise UsageError(missing) from None
         raise UsageError(f"Blender did not start: {exc}; check the bpy install "
                          f"(pip install bpy) or --blender / workers.blender") from None
     return w
@@ -96,6 +104,9 @@ class GenerateJob:
         self.progress_enabled = progress
         self.progress: Progress | None = None
         self.pool: WorkerPool | None = None
+        self.gpu_prep = gpu.GpuRunPrep()
+        self._rendered: weakref.WeakSet = weakref.WeakSet()  # workers past their first render
+        self.view_threads = 1
         self.denoisers: dict[int, denoise.Denoiser] = {}  # per worker slot, outliving restarts
 
     @property
@@ -117,6 +128,11 @@ class GenerateJob:
             probe.close()
         log.info("Blender %s, device %s (%s)", hello.get("blender"), self.device_info["device"],
                  ", ".join(self.device_info.get("names", [])))
+        # NVIDIA: a Cycles kernel for every GPU before the first render (built with ptxas
+        # where the wheel has none), and a persistent, large CUDA JIT cache for the workers.
+        self.gpu_prep = gpu.prepare_gpu_run(self.device_info["device"], self.cfg["workers"]["blender"])
+        for key, value in self.gpu_prep.env.items():
+            os.environ.setdefault(key, value)
         rc = self.cfg["render"]
         if rc["denoise"] and rc["denoiser"] == "driver" and denoise.pyoidn_version() is None:
             raise UsageError("render.denoiser is 'driver' but the pyoidn package is missing; "
@@ -124,11 +140,17 @@ class GenerateJob:
         log.info("denoiser: %s", denoise.describe(self.cfg))
 
     def _settings(self, slot: int, nworkers: int) -> dict:
-        return render_settings(self.cfg, self.device_info, slot, nworkers, self.passes)
+        settings = render_settings(self.cfg, self.device_info, slot, nworkers, self.passes)
+        if self.gpu_prep.cycles_path:  # kernels built for a read-only Blender install
+            settings["cycles_path"] = self.gpu_prep.cycles_path
+        return settings
 
     # -- the run ------------------------------------------------------------------------------
     def run(self) -> dict:
         self.prepare()
+        warning = empty_split_warning(self.plan.scenes, self.cfg["output"]["splits"])
+        if warning:  # after the checks of bad input, so an error stays one line
+            log.warning(warning)
         try:
             self.folder.init(self.stats.as_dict(), self.device_info.get("device"))
             self.folder.recover()
@@ -152,6 +174,7 @@ class GenerateJob:
                  len(queue), len(pending_plans), len(folder.done_shards), nworkers, *plan.grid,
                  self.cfg["render"]["width"], self.cfg["render"]["height"])
         self._plan_of = plan.plan_of()
+        self.view_threads = view_threads(nworkers)
         self.progress = Progress(total_scenes=len(queue), views_per_scene=plan.views_per_scene,
                                  shards_total=len(plan.plans_mine), shards_done=len(folder.done_shards),
                                  enabled=self.progress_enabled)
@@ -170,11 +193,20 @@ class GenerateJob:
                  self.stats.scenes_rendered, wall)
         st = manifest["stats"]
         if st["expressions"]:
-            log.info("dataset: %d scenes, %d expressions (%.2f per scene, %.2f words on average; %s); "
-                     "(expression, view) pairs dropped as not valid in that view: %d of %d (%.3f%%)",
+            log.info("dataset: %d scenes, %d expressions (%.2f per scene, %.2f words on average; %s)",
                      st["scenes"], st["expressions"], st["expressions_per_scene"], st["mean_words"],
-                     ", ".join(f"{k} {v}" for k, v in sorted(st["families"].items())),
-                     st["view_pairs_dropped"], st["view_pairs"], 100.0 * st["dropped_share"])
+                     ", ".join(f"{k} {v}" for k, v in sorted(st["families"].items())))
+            short = st["scenes_short"]
+            log.info("expressions dropped because their target or anchor is hidden in some view "
+                     "(expressions.when_hidden = %s): %d of %d (%.3f%%); scenes with fewer than %d "
+                     "expressions: %d (too few unique descriptions %d, the rest dropped as hidden %d)",
+                     self.cfg["expressions"]["when_hidden"], st["expressions_dropped_hidden"],
+                     st["expressions"] + st["expressions_dropped_hidden"], 100.0 * st["expressions_dropped_hidden_share"],
+                     self.cfg["expressions"]["per_scene"], sum(short.values()),
+                     short.get("too_few_descriptions", 0), short.get("hidden", 0))
+            log.info("(expression, view) pairs kept but not valid in that view (target or anchor hidden "
+                     "there, or a relation false there): %d of %d (%.3f%%)",
+                     st["view_pairs_not_valid"], st["view_pairs"], 100.0 * st["view_pairs_not_valid_share"])
         return manifest
 
     def _setup_worker(self, worker, slot: int, nworkers: int) -> None:
@@ -195,12 +227,19 @@ class GenerateJob:
             self.stats.peak_worker_rss = max(self.stats.peak_worker_rss, rss or 0)
 
     def _scene_task(self, worker, index: int) -> None:
-        result = render_scene(worker, self.cfg, self.plan.seed, index, self.plan.grid,
-                              self.folder.scene_path(index), self.folder.attrs,
-                              on_view=self.progress.advance_view, stopping=self.pool.stopping)
+        first = worker not in self._rendered
+        # A worker's first GPU render may wait minutes on the driver's JIT: say so meanwhile.
+        with gpu.FirstRenderWatch(self.gpu_prep.kernels if first else [], name=getattr(worker, "name", "worker")) as watch:
+            def on_view():
+                watch.seen()
+                self.progress.advance_view()
+            result = render_scene(worker, self.cfg, self.plan.seed, index, self.plan.grid,
+                                  self.folder.scene_path(index), self.folder.attrs,
+                                  on_view=on_view, stopping=self.pool.stopping, view_threads=self.view_threads)
+        self._rendered.add(worker)
         self._record(result, worker)
         self.folder.scene_done(index)
-        self.progress.scene_done()
+        self.progress.scene_done(index, result.wall)
         p = self._plan_of[index]
         if self.folder.claim_if_ready(p):
             self._assemble(p)
@@ -220,7 +259,8 @@ class GenerateJob:
                 **{k: round(v, 3) for k, v in t.items()},
                 "visibility_resamples": len(result.rejections),
                 "layout_restarts": result.record["layout"]["restarts"],
-                "worker_pid": worker.proc.pid, "worker_rss": worker.rss_bytes(),
+                "expressions_dropped_hidden": result.record.get("expressions", {}).get("dropped_hidden", 0),
+                "worker": getattr(worker, "name", None), "worker_pid": worker.proc.pid, "worker_rss": worker.rss_bytes(),
                 "worker_peak_rss": worker.peak_rss_bytes()}
         with self.folder.lock:
             with open(self.folder.log_dir / "scenes.jsonl", "a", encoding="utf-8") as fh:
@@ -233,11 +273,22 @@ class GenerateJob:
             self.progress.shard_done(p.name, entry, time.perf_counter() - t0)
 
 
+def view_threads(nworkers: int) -> int:
+    """Threads per worker slot for the per-view work (decode, compression): the cores left
+    after one per Blender worker, at most 8; ``CLEVR_REMV_VIEW_THREADS`` overrides."""
+    env = os.environ.get("CLEVR_REMV_VIEW_THREADS", "")
+    return max(1, int(env)) if env.isdigit() else view_codec.default_threads(nworkers)
+
+
 def render_scene(worker, cfg: dict, seed: int, index: int, grid, path: Path, attrs: dict, *,
                  on_view: Callable[[], None] | None = None,
-                 stopping: threading.Event | None = None) -> SceneResult:
+                 stopping: threading.Event | None = None, view_threads: int = 1) -> SceneResult:
     """Sample scene ``index`` (with the visibility check), render every view, count visible
-    pixels, generate the expressions and commit the scene file at ``path``."""
+    pixels, generate the expressions and commit the scene file at ``path``.
+
+    Each view is decoded and compressed in a pool of ``view_threads`` threads while Blender
+    renders the next ones (the stored bytes do not depend on the thread count); this thread
+    only writes the compressed chunks, in view order."""
     t_scene = time.perf_counter()
     record, rejections, check_s = sample_visible_scene(worker, cfg, seed, index)
     writer = shards.SceneWriter(path, cfg, grid, attrs)
@@ -249,31 +300,50 @@ def render_scene(worker, cfg: dict, seed: int, index: int, grid, path: Path, att
     denoiser = getattr(worker, "denoiser", None) if denoise.driver_denoises(cfg) else None
     if denoise.driver_denoises(cfg) and denoiser is None:
         raise WorkerError("the driver denoises but this worker has no denoiser")
-    render_s = driver_s = denoise_s = 0.0
+    codecs = writer.chunk_codecs()
+    render_s = driver_s = work_s = denoise_s = 0.0
     done: dict = {}
+
+    def work(ev):  # in a pool thread: decode the EXR, denoise (driver), compress the chunks
+        t0 = time.perf_counter()
+        arrays = worker.read_view(ev, wanted, {"intrinsics": ks[ev.u, ev.v], "world_to_camera": es[ev.u, ev.v]})
+        dn_s = 0.0
+        if denoiser is not None:  # one filter set per worker; its calls are serialised
+            td = time.perf_counter()
+            arrays["images"] = outputs.linear_to_srgb8(denoiser(
+                arrays.pop("noisy_color"), arrays.pop("denoising_albedo"), arrays.pop("denoising_normal")))
+            dn_s = time.perf_counter() - td
+        chunks = view_codec.encode_view_chunks(arrays, codecs)
+        return ev, arrays, chunks, time.perf_counter() - t0, dn_s
+
+    def store(results):
+        nonlocal work_s, denoise_s
+        for ev, arrays, chunks, seconds, dn_s in results:
+            writer.write_view(ev.u, ev.v, arrays, chunks)
+            table.add(ev.u, ev.v, arrays["instances"])
+            work_s += seconds
+            denoise_s += dn_s
+            if on_view is not None:
+                on_view()
+
+    pool = view_codec.ViewPool(view_threads)
     try:
         gen = worker.render(record, views, tag="view")
         while True:
             try:
                 ev = next(gen)
-            except StopIteration as stop:
-                done = stop.value or {}
+            except StopIteration as end:
+                done = end.value or {}
                 break
             t0 = time.perf_counter()
-            arrays = worker.read_view(ev, wanted, {"intrinsics": ks[ev.u, ev.v], "world_to_camera": es[ev.u, ev.v]})
-            if denoiser is not None:
-                td = time.perf_counter()
-                arrays["images"] = outputs.linear_to_srgb8(denoiser(
-                    arrays.pop("noisy_color"), arrays.pop("denoising_albedo"), arrays.pop("denoising_normal")))
-                denoise_s += time.perf_counter() - td
-            writer.write_view(ev.u, ev.v, arrays)
-            table.add(ev.u, ev.v, arrays["instances"])
+            store(pool.submit(work, ev))
             driver_s += time.perf_counter() - t0
             render_s += ev.seconds
-            if on_view is not None:
-                on_view()
             if stopping is not None and stopping.is_set():
                 raise WorkerError("stopping")
+        t0 = time.perf_counter()
+        store(pool.drain())
+        driver_s += time.perf_counter() - t0
         t0 = time.perf_counter()
         refexps = scene_expressions(cfg, seed, record, table.pixels)
         expr_s = time.perf_counter() - t0
@@ -282,19 +352,28 @@ def render_scene(worker, cfg: dict, seed: int, index: int, grid, path: Path, att
         writer.commit()
         commit_s = time.perf_counter() - t0
     except BaseException:
+        pool.close()
         writer.abort()
         raise
+    pool.close()
+    # driver_view_s: time this thread spent on views (waiting on the pool included);
+    # view_work_s: the per-view work itself, summed over the pool's threads.
     timings = {"render_s": render_s, "check_s": check_s, "build_s": done.get("build_seconds", 0.0),
-               "driver_view_s": driver_s, "denoise_s": denoise_s, "expressions_s": expr_s, "commit_s": commit_s}
+               "driver_view_s": driver_s, "view_work_s": work_s, "denoise_s": denoise_s,
+               "expressions_s": expr_s, "commit_s": commit_s}
     return SceneResult(index, record, len(views), rejections, timings, time.perf_counter() - t_scene)
 
 
 def scene_expressions(cfg: dict, seed: int, record: dict, visible) -> list[dict]:
+    """The scene's expressions, each with its valid views.  What the drop rule removed (and
+    why the scene has fewer than ``per_scene``, if it has) goes into ``record["expressions"]``."""
     ec = cfg["expressions"]
-    exprs = expressions.generate(record, seed, ec["per_scene"])
-    for e in exprs:
-        e["valid_views"] = expressions.valid_views(e, record, visible, ec["min_visible_pixels"])
-    return exprs
+    got = expressions.select(record, seed, ec["per_scene"], visible=visible,
+                             min_pixels=ec["min_visible_pixels"], when_hidden=ec["when_hidden"])
+    visibility.mark_valid_views(cfg, got.kept, record, visible)
+    record["expressions"] = {"when_hidden": ec["when_hidden"], "dropped_hidden": len(got.dropped),
+                             "shortfall": got.shortfall}
+    return got.kept
 
 
 def sample_visible_scene(worker, cfg: dict, seed: int, index: int):

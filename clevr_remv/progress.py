@@ -1,9 +1,12 @@
-"""Progress for people and for logs: a bar with ETA on a terminal (tqdm), one log line per
-finished shard otherwise (farm logs stay readable)."""
+"""Progress for people and for logs: a bar with ETA on a terminal (tqdm); otherwise (nohup,
+a farm log, CI, a terminal without a size) log lines: one per finished shard, and one per
+finished scene at most once a minute, so a slow run is never silent for longer than a scene
+and a fast one does not flood the log."""
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 import time
@@ -23,6 +26,27 @@ def _fmt_duration(seconds: float) -> str:
     return f"{m}m{s:02d}s"
 
 
+# Per-scene log lines: at most one per SCENE_LINE_INTERVAL seconds, and at most one per scene
+# (a line is only written when a scene finishes): whichever is rarer.
+SCENE_LINE_INTERVAL = 60.0
+# Narrower than this, a tqdm bar is unreadable (a pty with no size set reports 0 columns, and
+# tqdm then draws nothing at all).
+MIN_BAR_COLUMNS = 20
+
+
+def bar_usable(stream=None) -> bool:
+    """Whether a live bar can be drawn on ``stream``: a terminal (not TERM=dumb) that reports
+    a usable width.  Otherwise progress goes to log lines."""
+    stream = sys.stderr if stream is None else stream
+    try:
+        if not stream.isatty():
+            return False
+        columns = os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, OSError, ValueError):
+        return False
+    return os.environ.get("TERM", "") != "dumb" and columns >= MIN_BAR_COLUMNS
+
+
 class _BarSafeHandler(logging.Handler):
     """Log records printed above a live tqdm bar instead of through it."""
 
@@ -38,17 +62,25 @@ class _BarSafeHandler(logging.Handler):
 
 
 class Progress:
+    """``enabled``: True draws a bar, False writes log lines, None (the default) draws a bar
+    where :func:`bar_usable` says one can be seen.  ``clock`` (seconds, monotonic) and
+    ``line_interval`` are there for tests."""
+
     def __init__(self, total_scenes: int, views_per_scene: int, shards_total: int, shards_done: int,
-                 enabled: bool | None = None):
+                 enabled: bool | None = None, clock=time.monotonic,
+                 line_interval: float = SCENE_LINE_INTERVAL):
         self.total = total_scenes
         self.views_per_scene = views_per_scene
         self.shards_total = shards_total
         self.shards_done = shards_done
         self.scenes_done = 0
-        self.t0 = time.monotonic()
+        self.clock = clock
+        self.line_interval = line_interval
+        self.t0 = clock()
+        self.last_line: float | None = None  # when the last per-scene line was written
         self.lock = threading.Lock()
         if enabled is None:
-            enabled = sys.stderr.isatty()
+            enabled = bar_usable()
         self.bar = None
         if enabled and total_scenes:
             from tqdm import tqdm
@@ -69,26 +101,41 @@ class Progress:
             self.bar.set_postfix_str(f"scenes {self.scenes_done}/{self.total}, "
                                      f"shards {self.shards_done}/{self.shards_total}")
 
-    def scene_done(self) -> None:
+    def scene_done(self, index: int | None = None, seconds: float | None = None) -> None:
+        """A scene finished (its global index and wall seconds).  Without a bar, log a line
+        if none was logged in the last ``line_interval`` seconds."""
         with self.lock:
             self.scenes_done += 1
             self._postfix()
+            if self.bar is not None:
+                return
+            now = self.clock()
+            if self.last_line is not None and now - self.last_line < self.line_interval:
+                return
+            self.last_line = now
+            eta = self.eta(now)
+            what = f"scene {index}" if index is not None else "a scene"
+            took = f" in {seconds:.1f} s" if seconds is not None else ""
+            log.info(f"{what} finished{took}; {self.scenes_done}/{self.total} scenes this run, "
+                     f"elapsed {_fmt_duration(now - self.t0)}"
+                     + (f", ETA {_fmt_duration(eta)}" if eta is not None else ""))
 
-    def eta(self) -> float | None:
+    def eta(self, now: float | None = None) -> float | None:
         if not self.scenes_done:
             return None
-        elapsed = time.monotonic() - self.t0
+        elapsed = (self.clock() if now is None else now) - self.t0
         return elapsed / self.scenes_done * (self.total - self.scenes_done)
 
     def shard_done(self, name: str, entry: dict, seconds: float) -> None:
         with self.lock:
             self.shards_done += 1
             eta = self.eta()
-            msg = (f"shard {name} done: scenes {entry['scene_range'][0]}-{entry['scene_range'][1] - 1}, "
+            a, b = entry["scene_range"]
+            msg = (f"shard {name} done: {f'scene {a}' if b - a == 1 else f'scenes {a}-{b - 1}'}, "
                    f"{entry['bytes'] / 1e6:.1f} MB, {entry['refexps']} expressions; "
                    f"{self.shards_done}/{self.shards_total} shards, "
                    f"{self.scenes_done}/{self.total} scenes this run, elapsed "
-                   f"{_fmt_duration(time.monotonic() - self.t0)}"
+                   f"{_fmt_duration(self.clock() - self.t0)}"
                    + (f", ETA {_fmt_duration(eta)}" if eta is not None else ""))
             log.info(msg)
             self._postfix()

@@ -119,12 +119,13 @@ class RunFolder:
                 if f.attrs.get("config_digest") != self.plan.digest or f["scenes"].shape[0] != len(plan.scenes):
                     raise ValueError("other run")
                 refexps = shards.read_refexps(f)
+                records = [json.loads(r) for r in f["scenes"][:]]
         except (OSError, ValueError, KeyError):
             log.warning("removing %s: not a finished shard of this run", path)
             path.unlink(missing_ok=True)
             return None
         return self.entry(plan, {"sha256": shards.sha256_file(path), "bytes": path.stat().st_size,
-                                 "refexps": len(refexps), "expression_stats": shards.expression_stats(refexps)})
+                                 "refexps": len(refexps), "expression_stats": shards.expression_stats(refexps, records)})
 
     # -- scenes and shards -------------------------------------------------------------------------
     def scene_path(self, index: int) -> Path:

@@ -140,10 +140,30 @@ class SceneWriter:
         create_datasets(self.f, 1, cfg, grid)
         set_file_attrs(self.f, attrs)
 
-    def write_view(self, u: int, v: int, arrays: dict) -> None:
-        """Store every stored output of one view (``arrays``: output name -> array)."""
+    def write_view(self, u: int, v: int, arrays: dict, chunks: dict | None = None) -> None:
+        """Store every stored output of one view (``arrays``: output name -> array).  An
+        output in ``chunks`` is written as those already-compressed bytes (see
+        :meth:`chunk_codecs`), the rest through h5py's filters."""
         for out in self.outputs:
-            self.f[out.name][0, u, v] = arrays[out.name]
+            if chunks and out.name in chunks:
+                offset = (0, u, v) + (0,) * (self.f[out.name].ndim - 3)
+                self.f[out.name].id.write_direct_chunk(offset, chunks[out.name], 0)
+            else:
+                self.f[out.name][0, u, v] = arrays[out.name]
+
+    def chunk_codecs(self) -> dict:
+        """{output name: (deflate level, shuffle, dtype, chunk shape)} for the stored outputs
+        whose chunks the driver may compress itself, byte-identical to HDF5's filters (gzip,
+        the default); outputs with any other compression are not listed."""
+        from .view_codec import gzip_spec
+
+        out = {}
+        for o in self.outputs:
+            ds = self.f[o.name]
+            spec = gzip_spec(ds)
+            if spec is not None:
+                out[o.name] = (*spec, ds.dtype, ds.chunks[3:])
+        return out
 
     def finish(self, scene: dict, intrinsics, extrinsics, visible_pixels, refexps: list[dict]) -> None:
         self.f["visible_pixels"][0] = visible_pixels
@@ -165,8 +185,13 @@ class SceneWriter:
         self.tmp.unlink(missing_ok=True)
 
 
-def expression_stats(refexps: list[dict]) -> dict:
-    """Counts a manifest entry carries, so dataset statistics survive resumed runs."""
+def expression_stats(refexps: list[dict], scenes: list[dict] = ()) -> dict:
+    """Counts a manifest entry carries, so dataset statistics survive resumed runs.
+
+    ``view_pairs_not_valid``: (expression, view) pairs that are kept but not valid in that view.
+    From the scene records (``record["expressions"]``): ``expressions_dropped_hidden``, the
+    expressions the drop rule removed (target or anchor hidden in some view), and
+    ``scenes_short``, scenes with fewer than ``per_scene`` expressions by reason."""
     from .expressions import word_count
 
     families: dict[str, int] = {}
@@ -174,24 +199,36 @@ def expression_stats(refexps: list[dict]) -> dict:
         families[e["family"]] = families.get(e["family"], 0) + 1
     pairs = sum(int(np.asarray(e["valid_views"]).size) for e in refexps)
     valid = sum(int(np.asarray(e["valid_views"]).sum()) for e in refexps)
+    short: dict[str, int] = {}
+    for rec in scenes:
+        reason = rec.get("expressions", {}).get("shortfall")
+        if reason:
+            short[reason] = short.get(reason, 0) + 1
     return {"expressions": len(refexps), "words": sum(word_count(e["text"]) for e in refexps),
-            "families": families, "view_pairs": pairs, "view_pairs_dropped": pairs - valid}
+            "families": families, "view_pairs": pairs, "view_pairs_not_valid": pairs - valid,
+            "expressions_dropped_hidden": sum(rec.get("expressions", {}).get("dropped_hidden", 0) for rec in scenes),
+            "scenes_short": short}
 
 
 def dataset_stats(entries: list[dict]) -> dict:
-    """Totals over finished shards: scenes, views, bytes, expressions and the dropped share."""
+    """Totals over finished shards: scenes, views, bytes, expressions, the expressions dropped
+    (target or anchor hidden in some view) and the (expression, view) pairs not valid."""
+    counts = ("expressions", "words", "view_pairs", "view_pairs_not_valid", "expressions_dropped_hidden")
     out = {"shards": len(entries), "scenes": sum(e["num_scenes"] for e in entries),
            "views": sum(e["views"] for e in entries), "bytes": sum(e["bytes"] for e in entries),
-           "expressions": 0, "words": 0, "families": {}, "view_pairs": 0, "view_pairs_dropped": 0}
+           **{k: 0 for k in counts}, "families": {}, "scenes_short": {}}
     for e in entries:
         st = e.get("expression_stats", {})
-        for k in ("expressions", "words", "view_pairs", "view_pairs_dropped"):
+        for k in counts:
             out[k] += st.get(k, 0)
-        for fam, n in st.get("families", {}).items():
-            out["families"][fam] = out["families"].get(fam, 0) + n
+        for key in ("families", "scenes_short"):
+            for name, n in st.get(key, {}).items():
+                out[key][name] = out[key].get(name, 0) + n
     out["expressions_per_scene"] = out["expressions"] / out["scenes"] if out["scenes"] else 0.0
     out["mean_words"] = out["words"] / out["expressions"] if out["expressions"] else 0.0
-    out["dropped_share"] = out["view_pairs_dropped"] / out["view_pairs"] if out["view_pairs"] else 0.0
+    out["view_pairs_not_valid_share"] = out["view_pairs_not_valid"] / out["view_pairs"] if out["view_pairs"] else 0.0
+    chosen = out["expressions"] + out["expressions_dropped_hidden"]
+    out["expressions_dropped_hidden_share"] = out["expressions_dropped_hidden"] / chosen if chosen else 0.0
     return out
 
 
@@ -203,6 +240,7 @@ def assemble_shard(scene_paths: list[Path], final: Path, cfg: dict, grid, attrs:
     tmp = final.with_name("." + final.name + ".tmp")
     rows, cols = grid
     refexps: list[dict] = []
+    records: list[dict] = []
     with h5py.File(tmp, "w", track_order=False) as out:
         create_datasets(out, len(scene_paths), cfg, grid)
         names = [o.name for o in outputs.stored(cfg)]
@@ -218,11 +256,12 @@ def assemble_shard(scene_paths: list[Path], final: Path, cfg: dict, grid, attrs:
                 for name in ("visible_pixels", "scenes", "cameras/intrinsics", "cameras/world_to_camera"):
                     out[name][i] = src[name][0]
                 refexps += [{**e, "scene": i} for e in read_refexps(src)]
+                records.append(json.loads(src["scenes"][0]))
         write_refexps(out, refexps, grid)
         set_file_attrs(out, attrs)
     _fsync(tmp)
     entry = {"sha256": sha256_file(tmp), "bytes": tmp.stat().st_size, "refexps": len(refexps),
-             "expression_stats": expression_stats(refexps)}
+             "expression_stats": expression_stats(refexps, records)}
     os.replace(tmp, final)
     _fsync_dir(final.parent)
     return entry

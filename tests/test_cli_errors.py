@@ -61,10 +61,26 @@ def test_out_is_a_file(tmp_path):
     assert r.returncode == 2 and "is a file" in r.stderr
 
 
+def _absent_backend() -> str:
+    """A GPU backend this host's Blender really lacks, from a real worker's hello (the bpy
+    wheel ships CUDA and OptiX: on a GPU host those are present)."""
+    from clevr_remv.render import BlenderWorker
+
+    w = BlenderWorker(name="probe")
+    try:
+        devices = w.hello()["devices"]
+    finally:
+        w.kill()
+    absent = [b for b in ("cuda", "optix", "hip", "metal") if not devices.get(b)]
+    assert absent, f"this host has every GPU backend ({devices}); no device is missing"
+    return absent[0]
+
+
 def test_missing_device(tmp_path):
     out = tmp_path / "out"
-    _assert_clean_failure(run_cli("generate", "--scenes", "2", "--out", out, "--device", "cuda"), out,
-                          "device 'cuda' is not available")
+    backend = _absent_backend()
+    _assert_clean_failure(run_cli("generate", "--scenes", "2", "--out", out, "--device", backend), out,
+                          f"device '{backend}' is not available")
 
 
 def test_foreign_folder_is_refused(tmp_path):

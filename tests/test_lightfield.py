@@ -57,14 +57,33 @@ def test_view_layout_and_conventions(rig):
     assert np.allclose(xy, [240, 160])
 
 
-def test_blender_camera_shift_matches_principal_point(rig):
+def _blender_pixels(cam: dict, width: int, height: int, points: np.ndarray) -> np.ndarray:
+    """Blender's own camera model, independent of the intrinsics matrix: world -> camera local
+    (the inverse of matrix_world; Blender looks down local -Z, +Y up), then the perspective
+    divide with focal length lens / sensor_width in units of the image width (sensor fit
+    horizontal); the shift moves the frame (so the image content the other way) in those
+    units; rows grow downwards."""
+    m = np.asarray(cam["rotation_matrix"])
+    local = (points - np.asarray(cam["location"])) @ m  # m is orthonormal: inverse = transpose
+    f = cam["lens_mm"] / cam["sensor_width_mm"]
+    nx = f * local[:, 0] / -local[:, 2] - cam["shift_x"]
+    ny = f * local[:, 1] / -local[:, 2] - cam["shift_y"]
+    return np.stack([width / 2.0 + nx * width, height / 2.0 - ny * width], -1)
+
+
+def test_blender_camera_projects_like_the_stored_cameras(rig):
+    """What Blender renders (its camera model with our location, rotation, lens and shift)
+    lands on the pixels the stored intrinsics and extrinsics predict, in every view."""
+    pts = np.random.default_rng(0).uniform(-3, 3, (50, 3)) * [1, 1, 0.3]
     for u, v in [(0, 0), (0, 8), (8, 0), (4, 4), (2, 7)]:
         cam = lightfield.blender_camera(rig, u, v)
-        k = lightfield.intrinsics(rig, u, v)
-        assert np.isclose(240 - cam["shift_x"] * 480, k[0, 2])
-        assert np.isclose(160 + cam["shift_y"] * 480, k[1, 2])
+        ours, depth = lightfield.project(rig, u, v, pts)
+        assert (depth > 0).all()
+        assert np.allclose(_blender_pixels(cam, 480, 320, pts), ours, atol=1e-6)
         m = np.asarray(cam["rotation_matrix"])
         assert np.allclose(-m[:, 2], lightfield.rotation(rig)[2]), "Blender looks down its -Z"
+    # The off-centre views differ from the central one by their shift (same orientation).
+    assert lightfield.blender_camera(rig, 0, 0)["shift_x"] != lightfield.blender_camera(rig, 4, 4)["shift_x"]
 
 
 def test_grid_must_be_odd():

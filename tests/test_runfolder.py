@@ -23,6 +23,7 @@ class FakeWorker:
 
     def __init__(self, cfg, slot, log_path):
         self.cfg = cfg
+        self.name = f"worker-{slot}"
         self.proc = types.SimpleNamespace(pid=10_000 + slot)
         self.info = {"blender": "fake", "devices": {"cpu": ["CPU"]}}
         self.settings = None
@@ -196,6 +197,9 @@ def test_two_workers_share_the_scenes_and_get_their_settings(tmp_path, cfg):
     slots = seen[1:]  # after the probe: one per slot
     assert all(s["passes"] == ["use_pass_normal", "use_pass_object_index", "use_pass_z"] for s in seen)
     assert all(s["threads"] >= 1 and s["device"] == "cpu" for s in slots)
+    lines = [json.loads(x) for x in (tmp_path / "o" / "logs" / "scenes.jsonl").read_text().splitlines()]
+    assert sorted(x["scene"] for x in lines) == list(range(6))
+    assert {x["worker"] for x in lines} <= {"worker-0", "worker-1"}
 
 
 def test_device_policy():
@@ -212,3 +216,47 @@ def test_device_policy():
     assert [x["gpu_index"] for x in s] == [0, 1, 0] and s[0]["passes"] == ["use_pass_z"]
     cpu = devices.render_settings(cfg, {"device": "cpu"}, 0, 2, [], cpu_count=16)
     assert cpu["threads"] == 8 and "gpu_index" not in cpu
+
+
+def test_pool_restarts_workers_and_retries_a_crashed_scene_once_on_a_new_one(tmp_path):
+    from clevr_remv.errors import WorkerError
+
+    cfg = config.load_config(overrides={"rig.grid": 3, "render.width": 40, "render.height": 24,
+                                        "output.shard_size": 2, "render.device": "cpu",
+                                        "workers.restart_every": 2})
+    made = []
+
+    class Crashy(FakeWorker):
+        crashed = False
+
+        def __init__(self, *a):
+            super().__init__(*a)
+            made.append(self)
+
+        def render(self, scene, views, tag, settings=None):
+            if tag == "view" and scene["index"] == 3 and not Crashy.crashed:
+                Crashy.crashed = True
+                raise WorkerError("worker-0: Blender process ended unexpectedly (exit code -9)")
+            return (yield from super().render(scene, views, tag, settings))
+
+    m = GenerateJob(tmp_path / "o", 6, 1, cfg, workers=1, progress=False, worker_factory=Crashy).run()
+    assert m["complete"] and rendered_scenes() == list(range(6))
+    # The probe, then scenes (0, 1) (2, 3x) | retry: (3, 4) (5): a new worker per pair and per crash.
+    assert len(made) == 1 + 4
+    assert all(w.closed for w in made), "every worker was closed"
+    lines = [json.loads(x) for x in (tmp_path / "o" / "logs" / "scenes.jsonl").read_text().splitlines()]
+    assert [x["scene"] for x in lines] == [0, 1, 2, 3, 4, 5]
+
+
+def test_a_second_crash_of_the_same_scene_stops_the_run(tmp_path, cfg):
+    from clevr_remv.errors import WorkerError
+
+    class Broken(FakeWorker):
+        def render(self, scene, views, tag, settings=None):
+            if tag == "view" and scene["index"] == 1:
+                raise WorkerError("worker-0: render failed")
+            return (yield from super().render(scene, views, tag, settings))
+
+    with pytest.raises(WorkerError, match="render failed"):
+        GenerateJob(tmp_path / "o", 6, 1, cfg, workers=1, progress=False, worker_factory=Broken).run()
+    assert not list((tmp_path / "o").rglob("*.tmp")), "no half-written scene left"

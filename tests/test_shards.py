@@ -102,12 +102,39 @@ def test_abort_leaves_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_manifest_written_atomically(tmp_path):
+def test_manifest_written_atomically(tmp_path, monkeypatch):
     p = tmp_path / "manifest.json"
     shards.write_json_atomic(p, {"a": 1})
     shards.write_json_atomic(p, {"a": 2})
     assert shards.read_json(p) == {"a": 2}
     assert [x.name for x in tmp_path.iterdir()] == ["manifest.json"]
+
+    # A crash half-way through writing (here: the disk fills after a few bytes) leaves the
+    # previous manifest whole: a writer into the final name would leave it truncated.
+    real_dump = json.dump
+
+    def dump_then_fail(obj, fh, **kw):
+        fh.write(json.dumps(obj, **kw)[:5])
+        fh.flush()
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(shards.json, "dump", dump_then_fail)
+    with pytest.raises(OSError):
+        shards.write_json_atomic(p, {"a": 3, "long": "x" * 1000})
+    monkeypatch.setattr(shards.json, "dump", real_dump)
+    assert shards.read_json(p) == {"a": 2}
+
+
+def test_scene_file_appears_only_on_commit(tmp_path):
+    cfg = config.load_config(overrides={"rig.grid": 1, "render.width": 16, "render.height": 16})
+    rec, views = _fake_scene(cfg, 0, np.random.default_rng(0))
+    path = tmp_path / "scene.h5"
+    wr, _ = _write_scene(path, cfg, (1, 1), shards.file_attrs(cfg, "d", (1, 1)), rec, views, [])
+    assert not path.exists(), "nothing under the final name before commit"
+    wr.commit()
+    assert path.exists() and [x.name for x in tmp_path.iterdir()] == ["scene.h5"]
+    with h5py.File(path, "r") as f:  # complete and readable under its final name
+        assert np.array_equal(f["images"][0, 0, 0], views[(0, 0)]["images"])
 
 
 def test_split_and_shard_plan():

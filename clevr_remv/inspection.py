@@ -1,0 +1,123 @@
+"""Reading a finished dataset for the tools that look at it (``stats``, ``preview``,
+``browse``, ``validate``).
+
+The tools read shards *generically*: every dataset under ``refexps/`` is loaded into a dict of
+arrays by name, so fields added by later format versions pass through untouched, and the
+checks only rely on what SPEC section 5 fixes.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from .data import Reader
+from .errors import UsageError
+from .expressions import ProgramError, execute
+
+# Instance colours for overlays: id 0 (background) is never drawn.
+PALETTE = np.array([[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200],
+                    [245, 130, 48], [145, 30, 180], [70, 240, 240], [240, 50, 230], [210, 245, 60],
+                    [250, 190, 212], [0, 128, 128], [220, 190, 255], [170, 110, 40]], np.uint8)
+
+
+def palette(ids: np.ndarray) -> np.ndarray:
+    """uint8 [..., 3] colour of each instance id (ids past the palette wrap, skipping 0)."""
+    ids = np.asarray(ids, np.int64)
+    k = np.where(ids == 0, 0, (ids - 1) % (len(PALETTE) - 1) + 1)
+    return PALETTE[k]
+
+
+def open_dataset(root: Path) -> Reader:
+    """A :class:`Reader` of ``root``, or a one-line :class:`UsageError` saying what is wrong."""
+    root = Path(root)
+    if not root.is_dir():
+        raise UsageError(f"'{root}' is not a folder; give a folder made by 'clevr-remv generate'")
+    reader = Reader(root)  # raises UsageError without a manifest
+    if not reader.shards:
+        raise UsageError(f"'{root}' has no finished shard yet; run 'clevr-remv generate' into it first")
+    return reader
+
+
+def shard_path(reader: Reader, entry: dict) -> Path:
+    return reader.root / entry["path"]
+
+
+def read_refexps(f: h5py.File) -> dict[str, np.ndarray]:
+    """Every ``refexps/*`` dataset by name; strings decoded to ``str``."""
+    out = {}
+    if "refexps" not in f:
+        return out
+    for name, ds in f["refexps"].items():
+        if not isinstance(ds, h5py.Dataset):
+            continue
+        if h5py.check_string_dtype(ds.dtype) is not None:
+            out[name] = np.asarray(ds.asstr()[()], dtype=object)
+        else:
+            out[name] = ds[()]
+    return out
+
+
+def refexp_records(f: h5py.File) -> list[dict]:
+    """One dict per expression with the fields every tool uses (``program`` parsed), plus any
+    other per-expression field the shard holds, under its own name."""
+    cols = read_refexps(f)
+    n = len(cols.get("scene", ()))
+    out = []
+    for i in range(n):
+        rec = {name: col[i] for name, col in cols.items()}
+        rec["scene"] = int(rec["scene"])
+        rec["object"] = int(rec["object"])
+        rec["num_relations"] = int(rec.get("num_relations", 0))
+        try:
+            rec["program"] = json.loads(rec["program"]) if "program" in rec else None
+        except (TypeError, json.JSONDecodeError):
+            rec["program"] = None
+        rec["valid_views"] = np.asarray(rec["valid_views"], bool)
+        rec["row"] = i
+        out.append(rec)
+    return out
+
+
+def anchor_of(program, scene: dict):
+    """The anchor object of a one-relation program (what the part before ``relate``/``same``
+    picks), or None for a zero-hop program or one that does not execute."""
+    if not program:
+        return None
+    for k, node in enumerate(program):
+        if node.get("op") in ("relate", "same"):
+            try:
+                a = execute(program[:k], scene)
+            except (ProgramError, KeyError, TypeError, IndexError):
+                return None
+            return a if isinstance(a, int) else None
+    return None
+
+
+def scene_location(reader: Reader, index: int) -> tuple[dict, int]:
+    """(manifest shard entry, row) of a global scene index, or a one-line UsageError."""
+    if index not in reader._where:
+        have = reader.scene_indices
+        span = f"{have[0]}-{have[-1]}" if have else "none"
+        raise UsageError(f"scene {index} is not in a finished shard of '{reader.root}' (scenes: {span})")
+    si, row = reader._where[index]
+    return reader.shards[si], row
+
+
+def min_visible_pixels(reader: Reader) -> int:
+    return int(reader.manifest.get("config", {}).get("expressions", {}).get("min_visible_pixels", 1))
+
+
+def check_output_file(path: Path, suffixes: tuple[str, ...]) -> Path:
+    """An output file path a tool may write: not a folder, in an existing folder, known suffix."""
+    path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"'{path}' is a folder; give a file name ending in {' or '.join(suffixes)}")
+    if path.suffix.lower() not in suffixes:
+        raise UsageError(f"'{path}' must end in {' or '.join(suffixes)}")
+    if not path.parent.is_dir() and str(path.parent) not in ("", "."):
+        raise UsageError(f"folder '{path.parent}' does not exist; create it first")
+    return path
