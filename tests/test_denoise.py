@@ -109,3 +109,14 @@ def test_who_denoises():
     assert not denoise.driver_denoises(config.load_config(None, {"render.denoiser": "cycles"}))
     assert not denoise.driver_denoises(config.load_config(None, {"render.denoise": False}))
     assert "pyoidn" in denoise.describe(config.load_config())
+
+
+def test_when_the_driver_denoises_cycles_does_not():
+    from clevr_remv import config, devices
+    cfg = config.load_config()
+    for info in ({"device": "cpu"}, {"device": "optix", "names": ["A"], "count": 1}):
+        s = devices.render_settings(cfg, info, 0, 1, ["use_pass_z", "cycles.denoising_store_passes"], cpu_count=2)
+        assert s["denoise"] is False and s["denoising_use_gpu"] is False
+        assert "cycles.denoising_store_passes" in s["passes"]
+    s = devices.render_settings(config.load_config(None, {"render.denoiser": "cycles"}), {"device": "cpu"}, 0, 1, [])
+    assert s["denoise"] is True
