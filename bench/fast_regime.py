@@ -44,7 +44,8 @@ def main():
         out = tmp / f"out{k}"
         a = timed([sys.executable, "-m", "clevr_remv", "generate", "--scenes", str(args.scenes), "--out", str(out),
                    "--config", str(cfg), "-q", *common])
-        b = timed([sys.executable, str(HERE / "clevr_style_peer.py"), "--scenes", str(args.scenes), *common])
+        b = timed([sys.executable, str(HERE / "clevr_style_peer.py"), "--scenes", str(args.scenes),
+                   "--config", str(cfg), *common])  # the peer also without denoising
         shutil.rmtree(out, ignore_errors=True)
         if k:
             ours.append(a)

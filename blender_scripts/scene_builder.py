@@ -265,12 +265,17 @@ class SceneBuilder:
         """Enable exactly these view-layer passes (flags such as ``use_pass_normal``); the
         driver's registry of outputs (clevr_remv/outputs.py) decides which."""
         vl = self.scene.view_layers[0]
+
+        def owner(flag):  # "cycles.denoising_store_passes" lives on the layer's Cycles settings
+            return (getattr(vl, "cycles", None), flag[7:]) if flag.startswith("cycles.") else (vl, flag)
+
         for flag in self.passes - set(flags):
-            setattr(vl, flag, False)
+            setattr(*owner(flag), False)
         for flag in flags:
-            if not hasattr(vl, flag):
+            ob, name = owner(flag)
+            if ob is None or not hasattr(ob, name):
                 raise MissingFeature("pass", f"this Blender has no view-layer pass {flag!r}")
-            setattr(vl, flag, True)
+            setattr(ob, name, True)
         self.passes = set(flags)
 
     def set_device(self, device: str, gpu_index=None) -> dict:

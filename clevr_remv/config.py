@@ -22,6 +22,7 @@ from .errors import UsageError
 from .resources import resource_dir
 
 DEVICES = ("auto", "cpu", "cuda", "optix", "hip", "metal", "oneapi")
+DENOISERS = ("auto", "driver", "cycles")
 COMPRESSIONS = ("gzip", "lzf", "zstd", "blosc2-zstd", "blosc2-lz4", "none")
 
 # Config files are read by extension.  YAML is not read: TOML (stdlib tomllib) and JSON
@@ -56,6 +57,8 @@ _SCHEMA: dict[str, tuple[type | tuple, object, str]] = {
     "render.samples": (int, lambda v: 1 <= v <= 65536, "an integer from 1 to 65536"),
     "render.adaptive_threshold": (float, lambda v: v >= 0, "a number >= 0 (0 turns adaptive sampling off)"),
     "render.denoise": (bool, None, "true or false"),
+    "render.denoiser": (str, lambda v: v in DENOISERS,
+                        "auto (the driver's OpenImageDenoise when pyoidn is installed, else Cycles'), driver or cycles"),
     "render.max_bounces": (int, lambda v: 0 <= v <= 128, "an integer from 0 to 128"),
     "render.seed": (int, lambda v: v >= 0, "an integer >= 0"),
     "render.device": (str, lambda v: v in DEVICES, "one of " + ", ".join(DEVICES)),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 
+from .denoise import driver_denoises
 from .errors import UsageError
 
 # Preferred order of GPU backends for ``device = auto`` (the Blender side lists the same
@@ -53,6 +54,8 @@ def render_settings(cfg: dict, device_info: dict, slot: int, nworkers: int, pass
     rc = dict(cfg["render"])
     rc["device"] = device_info["device"]
     rc["passes"] = list(passes)
+    if driver_denoises(cfg):
+        rc["denoise"] = False  # the driver denoises the noisy colour with its own filters
     if rc["device"] != "cpu":
         rc["gpu_index"] = slot % max(1, device_info.get("count", 1))
         rc["denoising_use_gpu"] = bool(rc.get("denoise", False))

@@ -64,6 +64,12 @@ def _blender_report(blender: str | None, cfg: dict) -> dict:
         rep["auto_device"] = used.get("device", info["device"])
         rep["auto_device_names"] = used.get("names", [])
         rep["denoiser"] = used.get("denoiser", "unknown")
+        from . import denoise
+        if denoise.driver_denoises(cfg):  # the driver denoises: where its OIDN device opens
+            dn = denoise.open_denoiser(info["device"], 0 if info["device"] != "cpu" else None)
+            rep["denoiser"] = "cpu" if dn.kind == "CPU" else "gpu"
+            rep["denoiser_where"] = f"in the driver (pyoidn {denoise.pyoidn_version()}, OIDN {dn.kind} device)"
+            dn.close()
     except (WorkerError, UsageError) as exc:
         rep["error"] = str(exc)
         line = system_libs.missing_library_message(str(exc), Path(blender) if blender else None)
@@ -139,7 +145,8 @@ def render_text(r: dict) -> list[str]:
                        f"GPU backends: {'; '.join(gpus) if gpus else 'none'}")
             out.append(f"--device auto renders on: {b['auto_device']}"
                        + (f" ({', '.join(b['auto_device_names'])})" if b["auto_device"] != "cpu" else "")
-                       + f"; denoiser (OpenImageDenoise) runs on: {b['denoiser']}")
+                       + f"; denoiser (OpenImageDenoise) runs on: {b['denoiser']}"
+                       + (f" {b['denoiser_where']}" if b.get("denoiser_where") else ""))
         else:
             out.append(f"Blender ({b['via']}): CANNOT START: {b['error']}")
     g = r["gpus"]

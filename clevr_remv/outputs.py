@@ -151,6 +151,31 @@ REGISTRY: tuple[Output, ...] = (
            doc="unit surface normals in the camera frame (OpenCV axes), facing the camera; 0 where no surface"),
 )
 
+
+
+def _decode_linear(px: np.ndarray, view: dict | None) -> np.ndarray:  # noqa: ARG001
+    return np.ascontiguousarray(px[..., :3], dtype=np.float32)
+
+
+def _driver_denoises(cfg: dict) -> bool:
+    from .denoise import driver_denoises
+    return driver_denoises(cfg)
+
+
+# Rendered, not stored: the inputs of the driver's denoiser (clevr_remv/denoise.py), which
+# turns them into "images".  With these, Cycles' own denoiser is off (devices.render_settings).
+REGISTRY += (
+    Output("noisy_color", None, (("Combined", "Combined.RGBA"),), _decode_linear, "float32", (3,),
+           stored=False, wanted=_driver_denoises, doc="linear colour before denoising"),
+    Output("denoising_albedo", "cycles.denoising_store_passes", (("Denoising Albedo", "Denoising Albedo.RGB"),),
+           _decode_linear, "float32", (3,), stored=False, wanted=_driver_denoises,
+           doc="Cycles' denoising albedo (a guide of the denoiser)"),
+    Output("denoising_normal", "cycles.denoising_store_passes",
+           (("Denoising Normal.X",), ("Denoising Normal.Y",), ("Denoising Normal.Z",)), _decode_linear,
+           "float32", (3,), stored=False, wanted=_driver_denoises,
+           doc="Cycles' denoising normal (a guide of the denoiser)"),
+)
+
 BY_NAME = {o.name: o for o in REGISTRY}
 
 
@@ -188,7 +213,8 @@ def find_pixels(channels: dict, output: Output) -> np.ndarray:
 def _channel(channels: dict, name: str, suffixes: tuple[str, ...]) -> np.ndarray:
     for suffix in suffixes:
         for full, px in channels.items():
-            if full.endswith(suffix):
+            # whole name components only: "Depth.Z" must not match "Denoising Depth.Z"
+            if full == suffix or full.endswith("." + suffix):
                 return px
     from .errors import WorkerError
     raise WorkerError(f"render pass for {name} missing (looked for {suffixes}; have {sorted(channels)})")

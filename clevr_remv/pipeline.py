@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from . import expressions, gpu, layout, lightfield, outputs, render, shards, system_libs, view_codec, visibility
+from . import denoise, expressions, gpu, layout, lightfield, outputs, render, shards, system_libs, view_codec, visibility
 from .dataset_info import empty_split_warning
 from .devices import CHEAP_CHECK, choose_device, render_settings, worker_count
 from .errors import DiskFullError, LayoutError, UsageError, WorkerError
@@ -70,7 +70,7 @@ class SceneResult:
     record: dict
     views: int
     rejections: list
-    timings: dict   # render_s, check_s, build_s, driver_view_s, expressions_s, commit_s
+    timings: dict   # render_s, check_s, build_s, driver_view_s, view_work_s (denoise_s within), expressions_s, commit_s
     wall: float
 
 
@@ -110,6 +110,7 @@ class GenerateJob:
         self.gpu_prep = gpu.GpuRunPrep()
         self._rendered: weakref.WeakSet = weakref.WeakSet()  # workers past their first render
         self.view_threads = 1
+        self.denoisers: dict[int, denoise.Denoiser] = {}  # per worker slot, outliving restarts
 
     @property
     def manifest_name(self) -> str:
@@ -140,6 +141,11 @@ class GenerateJob:
         self.gpu_prep = gpu.prepare_gpu_run(self.device_info["device"], self.cfg["workers"]["blender"])
         for key, value in self.gpu_prep.env.items():
             os.environ.setdefault(key, value)
+        rc = self.cfg["render"]
+        if rc["denoise"] and rc["denoiser"] == "driver" and denoise.pyoidn_version() is None:
+            raise UsageError("render.denoiser is 'driver' but the pyoidn package is missing; "
+                             "pip install pyoidn, or set render.denoiser to auto or cycles")
+        log.info("denoiser: %s", denoise.describe(self.cfg))
 
     def _settings(self, slot: int, nworkers: int) -> dict:
         settings = render_settings(self.cfg, self.device_info, slot, nworkers, self.passes)
@@ -164,6 +170,8 @@ class GenerateJob:
         finally:
             if self.pool is not None:
                 self.pool.kill_all()
+            for dn in self.denoisers.values():
+                dn.close()
             self.folder.release()
         return result
 
@@ -183,7 +191,7 @@ class GenerateJob:
         self.progress = Progress(total_scenes=len(queue), views_per_scene=plan.views_per_scene,
                                  shards_total=len(plan.plans_mine), shards_done=len(folder.done_shards),
                                  enabled=self.progress_enabled)
-        self.pool = WorkerPool(start=self._start_worker, setup=lambda w, slot: w.configure(self._settings(slot, nworkers)),
+        self.pool = WorkerPool(start=self._start_worker, setup=lambda w, slot: self._setup_worker(w, slot, nworkers),
                                restart_every=self.cfg["workers"]["restart_every"], retire=self._record_peak,
                                tries=self.cfg["workers"].get("tries", 3))
         t0 = time.perf_counter()
@@ -217,6 +225,15 @@ class GenerateJob:
                      "there, or a relation false there): %d of %d (%.3f%%)",
                      st["view_pairs_not_valid"], st["view_pairs"], 100.0 * st["view_pairs_not_valid_share"])
         return manifest
+
+    def _setup_worker(self, worker, slot: int, nworkers: int) -> None:
+        settings = self._settings(slot, nworkers)
+        worker.configure(settings)
+        if denoise.driver_denoises(self.cfg):
+            if slot not in self.denoisers:  # one per slot, kept when its Blender is restarted
+                self.denoisers[slot] = denoise.open_denoiser(settings["device"], settings.get("gpu_index"),
+                                                             settings.get("threads"))
+            worker.denoiser = self.denoisers[slot]
 
     def _start_worker(self, slot: int):
         w = self.worker_factory(self.cfg, slot, self.folder.log_dir / f"worker-{slot}.log")
@@ -302,22 +319,32 @@ def render_scene(worker, cfg: dict, seed: int, index: int, grid, path: Path, att
     table = visibility.Table(grid, cfg["scene"]["max_objects"], n)
     ks, es = lightfield.all_cameras(record["rig"])
     wanted = outputs.rendered(cfg)
+    denoiser = getattr(worker, "denoiser", None) if denoise.driver_denoises(cfg) else None
+    if denoise.driver_denoises(cfg) and denoiser is None:
+        raise WorkerError("the driver denoises but this worker has no denoiser")
     codecs = writer.chunk_codecs()
-    render_s = driver_s = work_s = 0.0
+    render_s = driver_s = work_s = denoise_s = 0.0
     done: dict = {}
 
-    def work(ev):  # in a pool thread: decode the EXR, compress the chunks
+    def work(ev):  # in a pool thread: decode the EXR, denoise (driver), compress the chunks
         t0 = time.perf_counter()
         arrays = worker.read_view(ev, wanted, {"intrinsics": ks[ev.u, ev.v], "world_to_camera": es[ev.u, ev.v]})
+        dn_s = 0.0
+        if denoiser is not None:  # one filter set per worker; its calls are serialised
+            td = time.perf_counter()
+            arrays["images"] = outputs.linear_to_srgb8(denoiser(
+                arrays.pop("noisy_color"), arrays.pop("denoising_albedo"), arrays.pop("denoising_normal")))
+            dn_s = time.perf_counter() - td
         chunks = view_codec.encode_view_chunks(arrays, codecs)
-        return ev, arrays, chunks, time.perf_counter() - t0
+        return ev, arrays, chunks, time.perf_counter() - t0, dn_s
 
     def store(results):
-        nonlocal work_s
-        for ev, arrays, chunks, seconds in results:
+        nonlocal work_s, denoise_s
+        for ev, arrays, chunks, seconds, dn_s in results:
             writer.write_view(ev.u, ev.v, arrays, chunks)
             table.add(ev.u, ev.v, arrays["instances"])
             work_s += seconds
+            denoise_s += dn_s
             if on_view is not None:
                 on_view()
 
@@ -354,8 +381,8 @@ def render_scene(worker, cfg: dict, seed: int, index: int, grid, path: Path, att
     # driver_view_s: time this thread spent on views (waiting on the pool included);
     # view_work_s: the per-view work itself, summed over the pool's threads.
     timings = {"render_s": render_s, "check_s": check_s, "build_s": done.get("build_seconds", 0.0),
-               "driver_view_s": driver_s, "view_work_s": work_s, "expressions_s": expr_s,
-               "commit_s": commit_s}
+               "driver_view_s": driver_s, "view_work_s": work_s, "denoise_s": denoise_s,
+               "expressions_s": expr_s, "commit_s": commit_s}
     return SceneResult(index, record, len(views), rejections, timings, time.perf_counter() - t_scene)
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from . import FORMAT_VERSION, __version__, outputs
+from . import FORMAT_VERSION, __version__, denoise, outputs
 
 STR = h5py.string_dtype("utf-8")
 
@@ -118,6 +118,7 @@ def file_attrs(cfg: dict, digest: str, grid) -> dict:
         "grid": list(grid),
         "resolution": [rc["width"], rc["height"]],
         "render_settings": {k: rc[k] for k in ("samples", "adaptive_threshold", "denoise", "max_bounces", "seed")},
+        "denoiser": denoise.describe(cfg),
         "config_digest": digest,
         "compression": cfg["output"]["compression"],
         "instance_ids": outputs.get("instances").doc,

@@ -181,6 +181,9 @@ def test_jit_cache_environment():
 def test_render_settings_denoise_where_the_render_runs(cfg):
     from clevr_remv import devices
 
+    # Cycles' own denoiser (the driver's one is placed in clevr_remv/denoise.py)
+    cfg = {**cfg, "render": {**cfg["render"], "denoiser": "cycles"}}
+
     for backend in ("optix", "cuda", "hip", "metal", "oneapi"):
         info = {"device": backend, "names": ["A", "B"], "count": 2}
         s = devices.render_settings(cfg, info, 3, 4, ["use_pass_z"], cpu_count=16)

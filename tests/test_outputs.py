@@ -15,7 +15,10 @@ def _rig():
 def test_registry_names_passes_and_datasets():
     names = [o.name for o in outputs.stored()]
     assert names[:4] == ["images", "instances", "depth", "normals"]
-    assert outputs.render_passes(outputs.REGISTRY) == ["use_pass_normal", "use_pass_object_index", "use_pass_z"]
+    assert outputs.render_passes(outputs.stored()) == ["use_pass_normal", "use_pass_object_index", "use_pass_z"]
+    # the driver's denoiser adds Cycles' denoising-data passes (rendered, not stored)
+    assert outputs.render_passes(outputs.REGISTRY) == ["cycles.denoising_store_passes", "use_pass_normal",
+                                                       "use_pass_object_index", "use_pass_z"]
     n = outputs.get("normals")
     spec = n.dataset_spec({"output": {}}, 2, (3, 3), 48, 64)
     assert spec["shape"] == (2, 3, 3, 48, 64, 3) and spec["chunks"] == (1, 1, 1, 48, 64, 3)

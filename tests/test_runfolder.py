@@ -73,7 +73,9 @@ def synthetic(cfg, scene, u, v, names):
 @pytest.fixture
 def cfg():
     return config.load_config(overrides={"rig.grid": 3, "render.width": 40, "render.height": 24,
-                                         "output.shard_size": 2, "render.device": "cpu"})
+                                         "output.shard_size": 2, "render.device": "cpu",
+                                         # the fake worker's images are final: no driver denoising
+                                         "render.denoiser": "cycles"})
 
 
 @pytest.fixture(autouse=True)
@@ -221,7 +223,7 @@ def test_pool_restarts_workers_and_retries_a_crashed_scene_once_on_a_new_one(tmp
 
     cfg = config.load_config(overrides={"rig.grid": 3, "render.width": 40, "render.height": 24,
                                         "output.shard_size": 2, "render.device": "cpu",
-                                        "workers.restart_every": 2})
+                                        "workers.restart_every": 2, "render.denoiser": "cycles"})
     made = []
 
     class Crashy(FakeWorker):
