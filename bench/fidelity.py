@@ -13,31 +13,12 @@ from __future__ import annotations
 import argparse
 import collections
 import json
-import math
 from pathlib import Path
 
 import h5py
 import numpy as np
 
-from clevr_remv import config, expressions, layout
-
-
-def chi2_p(counts) -> float:
-    """p-value of a chi-square test of uniformity (closed forms for integer dof)."""
-    counts = np.asarray(counts, dtype=float)
-    exp = counts.sum() / len(counts)
-    x, dof = float(((counts - exp) ** 2 / exp).sum()), len(counts) - 1
-    if dof % 2 == 0:
-        term = total = math.exp(-x / 2)
-        for i in range(1, dof // 2):
-            term *= (x / 2) / i
-            total += term
-        return total
-    q, k = math.erfc(math.sqrt(x / 2)), 1
-    while k < dof:
-        q += math.exp((k / 2) * math.log(x / 2) - x / 2 - math.lgamma(k / 2 + 1)) if x > 0 else 0.0
-        k += 2
-    return q
+from clevr_remv import config, expressions, layout, stats
 
 
 def size_draws(cfg: dict, seed: int, record: dict) -> dict:
@@ -61,14 +42,14 @@ def object_report(records: list[dict], draws: list[dict] | None = None) -> dict:
     drawn = [sum(d[name] for d in draws) for name in layout.SIZES]
     out = {"scenes": len(records), "objects": len(objs),
            "size_draws": sum(drawn), "large_share_as_drawn": drawn[list(layout.SIZES).index("large")] / sum(drawn),
-           "size_draws_uniform_p": chi2_p(drawn),
+           "size_draws_uniform_p": stats.uniform_p(drawn),
            "large_share": sum(o["size"] == "large" for o in objs) / len(objs),
            "large_share_by_count": {n: round(float(np.mean(v)), 4) for n, v in sorted(by_count.items())}}
     for attr, values in (("size", list(layout.SIZES)), ("color", list(layout.COLORS)),
                          ("shape", layout.SHAPES), ("material", layout.MATERIALS)):
-        out[f"{attr}_uniform_p"] = chi2_p([sum(o[attr] == v for o in objs) for v in values])
+        out[f"{attr}_uniform_p"] = stats.uniform_p([sum(o[attr] == v for o in objs) for v in values])
     few = [o for r in records if len(r["objects"]) <= 7 for o in r["objects"]]
-    out["size_uniform_p_up_to_7_objects"] = chi2_p([sum(o["size"] == v for o in few) for v in layout.SIZES])
+    out["size_uniform_p_up_to_7_objects"] = stats.uniform_p([sum(o["size"] == v for o in few) for v in layout.SIZES])
     return out
 
 

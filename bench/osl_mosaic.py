@@ -12,7 +12,7 @@ import sys, time, os, json
 from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "blender_scripts")); sys.path.insert(0, str(HERE.parent))
-import bpy, numpy as np, OpenEXR, mathutils
+import bpy, numpy as np, OpenEXR
 import scene_builder
 # The bpy module's Cycles add-on compiles camera shaders with `oslquery`, which bpy ships
 # inside its own Python tree but not on sys.path.

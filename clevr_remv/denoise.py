@@ -25,7 +25,6 @@ level in rare pixels (README, "Determinism").
 from __future__ import annotations
 
 import logging
-import math
 import sys
 import threading
 

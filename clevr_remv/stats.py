@@ -21,6 +21,7 @@ Terms, as the tables print them:
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from pathlib import Path
 
@@ -45,6 +46,30 @@ SOURCE_ALL = {"scenes": 10000, "pairs": _P,
 SOURCE_NOT_VALID = "< 0.1%"          # "we remove those missing pairs (< 0.1%)" (section 6.3.3)
 SOURCE_BYTES_PER_SCENE = 150e9 / 10000  # "a total size of over 150GB" at 480x320 (section 6.3.2)
 SOURCE_SCENES = 10000
+
+
+def chi2_sf(x: float, dof: int) -> float:
+    """Survival function of the chi-square distribution, P(X > x), closed forms for integer dof."""
+    if dof % 2 == 0:
+        term = total = math.exp(-x / 2)
+        for i in range(1, dof // 2):
+            term *= (x / 2) / i
+            total += term
+        return total
+    q = math.erfc(math.sqrt(x / 2))
+    k = 1
+    while k < dof:  # Q(x; k + 2) = Q(x; k) + (x/2)^(k/2) e^(-x/2) / Gamma(k/2 + 1)
+        q += math.exp((k / 2) * math.log(x / 2) - x / 2 - math.lgamma(k / 2 + 1)) if x > 0 else 0.0
+        k += 2
+    return q
+
+
+def uniform_p(counts) -> float:
+    """p-value of Pearson's chi-square test that ``counts`` (one per category) are uniform.
+    Used to check that layouts draw colours, shapes, materials and sizes as CLEVR does."""
+    counts = np.asarray(counts, dtype=float)
+    expected = counts.sum() / len(counts)
+    return chi2_sf(float(((counts - expected) ** 2 / expected).sum()), len(counts) - 1)
 
 
 def _empty() -> dict:

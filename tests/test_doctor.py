@@ -9,7 +9,7 @@ import pytest
 
 from clevr_remv import doctor, gpu, system_libs
 from conftest import listing, run_cli
-from test_gpu_kernels import PTX, fake_lib
+from test_gpu_kernels import fake_lib
 
 
 def test_doctor_on_a_machine_without_gpu(tmp_path):

@@ -3,45 +3,24 @@
 Fixed seeds make every figure here reproducible; the chi-square bound is p > 1e-4, so a
 uniform draw passes and a biased one (e.g. a size drawn again on every placement try) fails."""
 
-import math
-
-import numpy as np
 import pytest
 
-from clevr_remv import config, layout
+from clevr_remv import config, layout, stats
 
 P_MIN = 1e-4
 SCENES = 1200
 
 
-def chi2_sf(x: float, dof: int) -> float:
-    """Survival function of the chi-square distribution (closed forms for integer dof)."""
-    if dof % 2 == 0:
-        term = total = math.exp(-x / 2)
-        for i in range(1, dof // 2):
-            term *= (x / 2) / i
-            total += term
-        return total
-    q = math.erfc(math.sqrt(x / 2))
-    k = 1
-    while k < dof:  # Q(x; k + 2) = Q(x; k) + (x/2)^(k/2) e^(-x/2) / Gamma(k/2 + 1)
-        q += math.exp((k / 2) * math.log(x / 2) - x / 2 - math.lgamma(k / 2 + 1)) if x > 0 else 0.0
-        k += 2
-    return q
-
-
 def uniform_p(values, categories) -> float:
-    counts = np.array([sum(v == c for v in values) for c in categories], dtype=float)
-    expected = counts.sum() / len(categories)
-    return chi2_sf(float(((counts - expected) ** 2 / expected).sum()), len(categories) - 1)
+    return stats.uniform_p([sum(v == c for v in values) for c in categories])
 
 
 def test_chi2_sf_matches_known_quantiles():
     # Textbook critical values: P(chi2_1 > 3.841) = 0.05, P(chi2_2 > 18.42) = 1e-4, P(chi2_7 > 24.32) = 1e-3.
-    assert chi2_sf(3.841, 1) == pytest.approx(0.05, rel=1e-3)
-    assert chi2_sf(18.42, 2) == pytest.approx(1e-4, rel=1e-3)
-    assert chi2_sf(24.322, 7) == pytest.approx(1e-3, rel=1e-3)
-    assert chi2_sf(2.366, 3) == pytest.approx(0.5, rel=1e-3)
+    assert stats.chi2_sf(3.841, 1) == pytest.approx(0.05, rel=1e-3)
+    assert stats.chi2_sf(18.42, 2) == pytest.approx(1e-4, rel=1e-3)
+    assert stats.chi2_sf(24.322, 7) == pytest.approx(1e-3, rel=1e-3)
+    assert stats.chi2_sf(2.366, 3) == pytest.approx(0.5, rel=1e-3)
 
 
 @pytest.fixture(scope="module")
@@ -68,8 +47,7 @@ def test_every_size_draw_is_fair_and_recorded(scenes):
     # Every size drawn, discarded restarts included, is recorded in the layout: 50/50 as drawn.
     drawn = [sum(s["layout"]["size_draws"][name] for s in scenes) for name in layout.SIZES]
     assert sum(drawn) > sum(len(s["objects"]) for s in scenes), "restarts draw again"
-    expected = sum(drawn) / 2
-    assert chi2_sf(sum((n - expected) ** 2 / expected for n in drawn), 1) > P_MIN
+    assert stats.uniform_p(drawn) > P_MIN
     for s in scenes:
         if s["layout"]["restarts"] == 0:
             got = {name: sum(o["size"] == name for o in s["objects"]) for name in layout.SIZES}
