@@ -118,6 +118,10 @@ class GenerateJob:
 
     # -- preparation: everything that can fail on bad input, before anything is written ----
     def prepare(self) -> None:
+        rc = self.cfg["render"]  # a pure config check: before the folder is touched
+        if rc["denoise"] and rc["denoiser"] == "driver" and denoise.pyoidn_version() is None:
+            raise UsageError("render.denoiser is 'driver' but the pyoidn package is missing; "
+                             "pip install pyoidn, or set render.denoiser to auto or cycles")
         self.folder.check()
         layout.check_feasible(self.cfg, self.plan.seed)  # an impossible layout fails here
         self.folder.take_lock()  # one writer per part: a second one is refused before Blender starts
@@ -141,10 +145,6 @@ class GenerateJob:
         self.gpu_prep = gpu.prepare_gpu_run(self.device_info["device"], self.cfg["workers"]["blender"])
         for key, value in self.gpu_prep.env.items():
             os.environ.setdefault(key, value)
-        rc = self.cfg["render"]
-        if rc["denoise"] and rc["denoiser"] == "driver" and denoise.pyoidn_version() is None:
-            raise UsageError("render.denoiser is 'driver' but the pyoidn package is missing; "
-                             "pip install pyoidn, or set render.denoiser to auto or cycles")
         log.info("denoiser: %s", denoise.describe(self.cfg))
 
     def _settings(self, slot: int, nworkers: int) -> dict:
