@@ -361,9 +361,11 @@ class RunFolder:
         created = now
         if self.manifest_path.exists():
             try:
-                created = shards.read_json(self.manifest_path).get("created", now)
-            except (OSError, json.JSONDecodeError):
-                pass
+                old = shards.read_json(self.manifest_path)
+            except (OSError, ValueError):  # unreadable, not UTF-8, not JSON
+                old = None
+            if isinstance(old, dict):
+                created = old.get("created", now)
         manifest = {
             "format_version": FORMAT_VERSION,
             "generator": {"name": "clevr-remv", "version": __version__},
