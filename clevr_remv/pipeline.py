@@ -313,7 +313,6 @@ def render_scene(worker, cfg: dict, seed: int, index: int, grid, path: Path, att
     only writes the compressed chunks, in view order."""
     t_scene = time.perf_counter()
     record, rejections, check_s = sample_visible_scene(worker, cfg, seed, index)
-    writer = shards.SceneWriter(path, cfg, grid, attrs)
     views = [(u, v) for u in range(grid[0]) for v in range(grid[1])]
     n = len(record["objects"])
     table = visibility.Table(grid, cfg["scene"]["max_objects"], n)
@@ -322,7 +321,6 @@ def render_scene(worker, cfg: dict, seed: int, index: int, grid, path: Path, att
     denoiser = getattr(worker, "denoiser", None) if denoise.driver_denoises(cfg) else None
     if denoise.driver_denoises(cfg) and denoiser is None:
         raise WorkerError("the driver denoises but this worker has no denoiser")
-    codecs = writer.chunk_codecs()
     render_s = driver_s = work_s = denoise_s = 0.0
     done: dict = {}
 
@@ -348,8 +346,13 @@ def render_scene(worker, cfg: dict, seed: int, index: int, grid, path: Path, att
             if on_view is not None:
                 on_view()
 
-    pool = view_codec.ViewPool(view_threads)
+    pool = view_codec.ViewPool(view_threads)  # its threads start on the first submit
+    # The scene's temporary file: opened last, so that everything that may fail before the
+    # try below leaves no open handle and no file behind (SceneWriter cleans up its own
+    # failure).
+    writer = shards.SceneWriter(path, cfg, grid, attrs)
     try:
+        codecs = writer.chunk_codecs()
         gen = worker.render(record, views, tag="view")
         while True:
             try:
