@@ -28,7 +28,6 @@ import os
 import shutil
 import threading
 import time
-import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -108,7 +107,6 @@ class GenerateJob:
         self.pool: WorkerPool | None = None
         self.timeouts = render.ReplyTimeouts.from_config(cfg)  # shared: restarted workers keep the measurements
         self.gpu_prep = gpu.GpuRunPrep()
-        self._rendered: weakref.WeakSet = weakref.WeakSet()  # workers past their first render
         self.view_threads = 1
         self.denoisers: dict[int, denoise.Denoiser] = {}  # per worker slot, outliving restarts
 
@@ -249,7 +247,7 @@ class GenerateJob:
     def _scene_task(self, worker, index: int) -> None:
         path = self.folder.scene_path(index)
         self.folder.ensure_space(path.parent, self.folder.scene_bytes_needed(), path)
-        first = worker not in self._rendered
+        first = not getattr(worker, "rendered", False)  # fakes in tests have no such attribute
         # A worker's first GPU render may wait minutes on the driver's JIT: say so meanwhile.
         with gpu.FirstRenderWatch(self.gpu_prep.kernels if first else [], name=getattr(worker, "name", "worker")) as watch:
             def on_view():
@@ -258,7 +256,6 @@ class GenerateJob:
             result = render_scene(worker, self.cfg, self.plan.seed, index, self.plan.grid,
                                   path, self.folder.attrs,
                                   on_view=on_view, stopping=self.pool.stopping, view_threads=self.view_threads)
-        self._rendered.add(worker)
         self._record(result, worker)
         self.folder.scene_done(index)
         self.progress.scene_done(index, result.wall)
