@@ -178,7 +178,7 @@ class GenerateJob:
         pending_plans, queue = folder.pending()
         # Shards whose scenes all finished before a kill: assemble now.
         for p in pending_plans:
-            if all(i in folder.done_scenes for i in p.scenes):
+            if folder.claim_if_ready(p):
                 self._assemble(p)
         nworkers = max(1, min(worker_count(plan.requested_workers, self.device_info), len(queue) or 1))
         log.info("%d scenes to render in %d shards (%d already done), %d worker(s), %dx%d views at %dx%d",
