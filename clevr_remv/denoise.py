@@ -24,6 +24,7 @@ level in rare pixels (README, "Determinism").
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 import threading
@@ -56,8 +57,10 @@ def _import_pyoidn():
     return pyoidn
 
 
+@functools.lru_cache(maxsize=1)
 def pyoidn_version() -> str | None:
-    """The pyoidn version, or None when it cannot be imported."""
+    """The pyoidn version, or None when it cannot be imported (looked up once per process:
+    several calls per scene, and importlib.metadata costs about 1.5 ms each)."""
     try:
         pyoidn = _import_pyoidn()
     except Exception:  # noqa: BLE001 - missing, or its shared libraries do not load here

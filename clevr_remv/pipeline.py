@@ -255,7 +255,8 @@ class GenerateJob:
                 self.progress.advance_view()
             result = render_scene(worker, self.cfg, self.plan.seed, index, self.plan.grid,
                                   path, self.folder.attrs,
-                                  on_view=on_view, stopping=self.pool.stopping, view_threads=self.view_threads)
+                                  on_view=on_view, stopping=self.pool.stopping, view_threads=self.view_threads,
+                                  wanted=self.outputs)
         self._record(result, worker)
         self.folder.scene_done(index)
         self.progress.scene_done(index, result.wall)
@@ -301,22 +302,26 @@ def view_threads(nworkers: int) -> int:
 
 def render_scene(worker, cfg: dict, seed: int, index: int, grid, path: Path, attrs: dict, *,
                  on_view: Callable[[], None] | None = None,
-                 stopping: threading.Event | None = None, view_threads: int = 1) -> SceneResult:
+                 stopping: threading.Event | None = None, view_threads: int = 1,
+                 wanted: list | None = None) -> SceneResult:
     """Sample scene ``index`` (with the visibility check), render every view, count visible
     pixels, generate the expressions and commit the scene file at ``path``.
 
     Each view is decoded and compressed in a pool of ``view_threads`` threads while Blender
     renders the next ones (the stored bytes do not depend on the thread count); this thread
-    only writes the compressed chunks, in view order."""
+    only writes the compressed chunks, in view order.  ``wanted``: ``outputs.rendered(cfg)``,
+    when the caller has it already."""
     t_scene = time.perf_counter()
     record, rejections, check_s = sample_visible_scene(worker, cfg, seed, index)
     views = [(u, v) for u in range(grid[0]) for v in range(grid[1])]
     n = len(record["objects"])
     table = visibility.Table(grid, cfg["scene"]["max_objects"], n)
     ks, es = lightfield.all_cameras(record["rig"])
-    wanted = outputs.rendered(cfg)
-    denoiser = getattr(worker, "denoiser", None) if denoise.driver_denoises(cfg) else None
-    if denoise.driver_denoises(cfg) and denoiser is None:
+    if wanted is None:
+        wanted = outputs.rendered(cfg)
+    driver_denoises = denoise.driver_denoises(cfg)
+    denoiser = getattr(worker, "denoiser", None) if driver_denoises else None
+    if driver_denoises and denoiser is None:
         raise WorkerError("the driver denoises but this worker has no denoiser")
     render_s = driver_s = work_s = denoise_s = 0.0
     done: dict = {}
