@@ -82,7 +82,7 @@ def auto_exposure(color: np.ndarray) -> float:
     nby, nbx = -(-h // _AE_BIN), -(-w // _AE_BIN)
     ys = [(i * h) // nby for i in range(nby + 1)]
     xs = [(j * w) // nbx for j in range(nbx + 1)]
-    # bin sums: cumulative sums at the bin edges, then differences (fixed order)
+    # bin sums: np.add.reduceat over the bin edges, rows then columns (a fixed order)
     rows = np.add.reduceat(lum, ys[:-1], axis=0)
     sums = np.add.reduceat(rows, xs[:-1], axis=1)
     areas = np.outer(np.diff(ys), np.diff(xs))
