@@ -299,10 +299,3 @@ def digest(cfg: dict, seed: int, scenes: int) -> str:
                "format_version": FORMAT_VERSION, "catalogue": catalogue.digest_payload()}
     blob = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode("utf-8")
     return hashlib.sha256(blob).hexdigest()[:16]
-
-
-def min_pixels(cfg: dict) -> float:
-    """The visible-pixel threshold (see :func:`clevr_remv.visibility.threshold`)."""
-    from .visibility import threshold
-
-    return threshold(cfg)

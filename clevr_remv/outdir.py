@@ -192,9 +192,6 @@ class FolderLock:
         self._fds = []
         self._held = []
 
-    def is_lock_file(self, name: str) -> bool:
-        return name.startswith(LOCK_PREFIX) and name.endswith(".lock")
-
 
 def _holder(path: Path) -> str:
     try:

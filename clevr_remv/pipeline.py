@@ -28,7 +28,6 @@ import os
 import shutil
 import threading
 import time
-import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -108,7 +107,6 @@ class GenerateJob:
         self.pool: WorkerPool | None = None
         self.timeouts = render.ReplyTimeouts.from_config(cfg)  # shared: restarted workers keep the measurements
         self.gpu_prep = gpu.GpuRunPrep()
-        self._rendered: weakref.WeakSet = weakref.WeakSet()  # workers past their first render
         self.view_threads = 1
         self.denoisers: dict[int, denoise.Denoiser] = {}  # per worker slot, outliving restarts
 
@@ -118,6 +116,10 @@ class GenerateJob:
 
     # -- preparation: everything that can fail on bad input, before anything is written ----
     def prepare(self) -> None:
+        rc = self.cfg["render"]  # a pure config check: before the folder is touched
+        if rc["denoise"] and rc["denoiser"] == "driver" and denoise.pyoidn_version() is None:
+            raise UsageError("render.denoiser is 'driver' but the pyoidn package is missing; "
+                             "pip install pyoidn, or set render.denoiser to auto or cycles")
         self.folder.check()
         layout.check_feasible(self.cfg, self.plan.seed)  # an impossible layout fails here
         self.folder.take_lock()  # one writer per part: a second one is refused before Blender starts
@@ -141,10 +143,6 @@ class GenerateJob:
         self.gpu_prep = gpu.prepare_gpu_run(self.device_info["device"], self.cfg["workers"]["blender"])
         for key, value in self.gpu_prep.env.items():
             os.environ.setdefault(key, value)
-        rc = self.cfg["render"]
-        if rc["denoise"] and rc["denoiser"] == "driver" and denoise.pyoidn_version() is None:
-            raise UsageError("render.denoiser is 'driver' but the pyoidn package is missing; "
-                             "pip install pyoidn, or set render.denoiser to auto or cycles")
         log.info("denoiser: %s", denoise.describe(self.cfg))
 
     def _settings(self, slot: int, nworkers: int) -> dict:
@@ -180,7 +178,7 @@ class GenerateJob:
         pending_plans, queue = folder.pending()
         # Shards whose scenes all finished before a kill: assemble now.
         for p in pending_plans:
-            if all(i in folder.done_scenes for i in p.scenes):
+            if folder.claim_if_ready(p):
                 self._assemble(p)
         nworkers = max(1, min(worker_count(plan.requested_workers, self.device_info), len(queue) or 1))
         log.info("%d scenes to render in %d shards (%d already done), %d worker(s), %dx%d views at %dx%d",
@@ -249,7 +247,7 @@ class GenerateJob:
     def _scene_task(self, worker, index: int) -> None:
         path = self.folder.scene_path(index)
         self.folder.ensure_space(path.parent, self.folder.scene_bytes_needed(), path)
-        first = worker not in self._rendered
+        first = not getattr(worker, "rendered", False)  # fakes in tests have no such attribute
         # A worker's first GPU render may wait minutes on the driver's JIT: say so meanwhile.
         with gpu.FirstRenderWatch(self.gpu_prep.kernels if first else [], name=getattr(worker, "name", "worker")) as watch:
             def on_view():
@@ -257,8 +255,8 @@ class GenerateJob:
                 self.progress.advance_view()
             result = render_scene(worker, self.cfg, self.plan.seed, index, self.plan.grid,
                                   path, self.folder.attrs,
-                                  on_view=on_view, stopping=self.pool.stopping, view_threads=self.view_threads)
-        self._rendered.add(worker)
+                                  on_view=on_view, stopping=self.pool.stopping, view_threads=self.view_threads,
+                                  wanted=self.outputs)
         self._record(result, worker)
         self.folder.scene_done(index)
         self.progress.scene_done(index, result.wall)
@@ -304,25 +302,27 @@ def view_threads(nworkers: int) -> int:
 
 def render_scene(worker, cfg: dict, seed: int, index: int, grid, path: Path, attrs: dict, *,
                  on_view: Callable[[], None] | None = None,
-                 stopping: threading.Event | None = None, view_threads: int = 1) -> SceneResult:
+                 stopping: threading.Event | None = None, view_threads: int = 1,
+                 wanted: list | None = None) -> SceneResult:
     """Sample scene ``index`` (with the visibility check), render every view, count visible
     pixels, generate the expressions and commit the scene file at ``path``.
 
     Each view is decoded and compressed in a pool of ``view_threads`` threads while Blender
     renders the next ones (the stored bytes do not depend on the thread count); this thread
-    only writes the compressed chunks, in view order."""
+    only writes the compressed chunks, in view order.  ``wanted``: ``outputs.rendered(cfg)``,
+    when the caller has it already."""
     t_scene = time.perf_counter()
     record, rejections, check_s = sample_visible_scene(worker, cfg, seed, index)
-    writer = shards.SceneWriter(path, cfg, grid, attrs)
     views = [(u, v) for u in range(grid[0]) for v in range(grid[1])]
     n = len(record["objects"])
     table = visibility.Table(grid, cfg["scene"]["max_objects"], n)
     ks, es = lightfield.all_cameras(record["rig"])
-    wanted = outputs.rendered(cfg)
-    denoiser = getattr(worker, "denoiser", None) if denoise.driver_denoises(cfg) else None
-    if denoise.driver_denoises(cfg) and denoiser is None:
+    if wanted is None:
+        wanted = outputs.rendered(cfg)
+    driver_denoises = denoise.driver_denoises(cfg)
+    denoiser = getattr(worker, "denoiser", None) if driver_denoises else None
+    if driver_denoises and denoiser is None:
         raise WorkerError("the driver denoises but this worker has no denoiser")
-    codecs = writer.chunk_codecs()
     render_s = driver_s = work_s = denoise_s = 0.0
     done: dict = {}
 
@@ -348,8 +348,13 @@ def render_scene(worker, cfg: dict, seed: int, index: int, grid, path: Path, att
             if on_view is not None:
                 on_view()
 
-    pool = view_codec.ViewPool(view_threads)
+    pool = view_codec.ViewPool(view_threads)  # its threads start on the first submit
+    # The scene's temporary file: opened last, so that everything that may fail before the
+    # try below leaves no open handle and no file behind (SceneWriter cleans up its own
+    # failure).
+    writer = shards.SceneWriter(path, cfg, grid, attrs)
     try:
+        codecs = writer.chunk_codecs()
         gen = worker.render(record, views, tag="view")
         while True:
             try:

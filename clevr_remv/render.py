@@ -235,6 +235,11 @@ class BlenderWorker:
             raise WorkerError(f"{self.name}: configure failed: {reply.get('message')}")
         return reply
 
+    @property
+    def rendered(self) -> bool:
+        """Whether this worker has had a reply to a render (its first, slow one is behind it)."""
+        return self._rendered
+
     def render(self, scene: dict, views, tag: str, settings: dict | None = None):
         """Yield a :class:`ViewEvent` per view as soon as its file is written; the caller can
         process a view while Blender renders the next.  Returns the 'done' reply."""

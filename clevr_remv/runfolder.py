@@ -17,7 +17,7 @@ from pathlib import Path
 from . import FORMAT_VERSION, __version__, render, shards
 from .dataset_info import manifest_problem
 from .errors import DiskFullError, UsageError
-from .outdir import LOCK_PREFIX, FolderLock, can_write, disk_full_message, free_bytes, remove_inside
+from .outdir import LOCK_PREFIX, FolderLock, can_write, disk_full_message, free_bytes, nearest_existing, remove_inside
 from .plan import RunPlan, ShardPlan, split_ranges
 
 log = logging.getLogger("clevr_remv")
@@ -47,7 +47,9 @@ class RunFolder:
         out = self.out
         if out.exists() and not out.is_dir():
             raise UsageError(f"--out '{out}' is a file; give a folder")
-        probe_dir = out if out.exists() else _existing_parent(out)
+        probe_dir = out if out.exists() else nearest_existing(out.resolve())
+        if not probe_dir.is_dir():
+            probe_dir = None
         if probe_dir is None or not can_write(probe_dir):
             raise UsageError(f"cannot write to '{probe_dir or out}'; choose a folder you can write to")
         self.rebuild = False
@@ -93,7 +95,7 @@ class RunFolder:
         return found
 
     def _looks_like_run(self) -> bool:
-        if any(self.out.glob("manifest*.json")) or (self.out / ".work").exists():
+        if (self.out / ".work").exists():  # (a manifest is seen by the caller already)
             return True
         # Shards without a manifest (it was removed): recognised by the layout's names.
         return any(any((self.out / split).glob(f"{split}-[0-9][0-9][0-9][0-9][0-9].h5"))
@@ -361,9 +363,11 @@ class RunFolder:
         created = now
         if self.manifest_path.exists():
             try:
-                created = shards.read_json(self.manifest_path).get("created", now)
-            except (OSError, json.JSONDecodeError):
-                pass
+                old = shards.read_json(self.manifest_path)
+            except (OSError, ValueError):  # unreadable, not UTF-8, not JSON
+                old = None
+            if isinstance(old, dict):
+                created = old.get("created", now)
         manifest = {
             "format_version": FORMAT_VERSION,
             "generator": {"name": "clevr-remv", "version": __version__},
@@ -387,13 +391,4 @@ class RunFolder:
         }
         shards.write_json_atomic(self.manifest_path, manifest)
         return manifest
-
-
-def _existing_parent(path: Path) -> Path | None:
-    p = path.resolve()
-    while not p.exists():
-        if p.parent == p:
-            return None
-        p = p.parent
-    return p if p.is_dir() else None
 

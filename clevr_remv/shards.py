@@ -138,8 +138,12 @@ class SceneWriter:
         self.grid = tuple(grid)
         self.outputs = outputs.stored(cfg)
         self.f = h5py.File(self.tmp, "w", track_order=False)
-        create_datasets(self.f, 1, cfg, grid)
-        set_file_attrs(self.f, attrs)
+        try:
+            create_datasets(self.f, 1, cfg, grid)
+            set_file_attrs(self.f, attrs)
+        except BaseException:
+            self.abort()
+            raise
 
     def write_view(self, u: int, v: int, arrays: dict, chunks: dict | None = None) -> None:
         """Store every stored output of one view (``arrays``: output name -> array).  An

@@ -24,14 +24,6 @@ H5Z_FILTER_DEFLATE = 1
 H5Z_FILTER_SHUFFLE = 2
 
 
-def shuffle_bytes(arr: np.ndarray) -> bytes:
-    """HDF5's shuffle filter: byte k of every element, for k = 0 .. itemsize - 1."""
-    a = np.ascontiguousarray(arr)
-    if a.itemsize == 1:
-        return a.tobytes()
-    return a.view(np.uint8).reshape(-1, a.itemsize).T.tobytes()
-
-
 def gzip_chunk(arr: np.ndarray, level: int, shuffle: bool) -> bytes:
     """The bytes HDF5 stores for one chunk through [shuffle,] deflate(level).  zlib reads
     the array's memory directly (no intermediate bytes object)."""

@@ -51,9 +51,11 @@ def valid_views(expr: dict, scene: dict, visible: np.ndarray, min_pixels: int = 
     if expr.get("anchor") is not None:
         ok &= visible[:, :, expr["anchor"]] >= min_pixels
     rig = scene["rig"]
+    if not ok.any() or not _uses_directions(expr["program"]):  # loop-invariant: no view to re-check
+        return ok
     for u in range(rows):
         for v in range(cols):
-            if ok[u, v] and _uses_directions(expr["program"]):
+            if ok[u, v]:
                 dirs = view_directions(rig, u, v)
                 try:
                     ok[u, v] = execute(expr["program"], scene, dirs) == expr["object"]

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from clevr_remv import config
+from clevr_remv import config, visibility
 from clevr_remv.errors import UsageError
 
 
@@ -67,9 +67,9 @@ def test_digest_tracks_dataset_settings_only(cfg):
 
 
 def test_pixel_threshold_scales_with_resolution(cfg):
-    assert config.min_pixels(cfg) == 200
+    assert visibility.threshold(cfg) == 200
     small = config.load_config(overrides={"render.width": 240, "render.height": 160})
-    assert config.min_pixels(small) == 50
+    assert visibility.threshold(small) == 50
 
 
 def test_preset_name_wins_over_a_folder_of_that_name(tmp_path, monkeypatch):

@@ -435,10 +435,14 @@ def test_generate_re_renders_a_shard_that_fails_its_checksum(small_run, run_copy
     assert run_cli("info", run_copy, "--verify").returncode == 0
 
 
-@pytest.mark.parametrize("damage", ["garbage", "removed"])
+@pytest.mark.parametrize("damage", ["garbage", "not-utf8", "not-an-object", "removed"])
 def test_a_damaged_manifest_is_rebuilt_from_the_shards(small_run, run_copy, small_cfg, damage):
     if damage == "garbage":
         (run_copy / "manifest.json").write_text("{\"shards\": [")
+    elif damage == "not-utf8":
+        (run_copy / "manifest.json").write_bytes(b'{"created": "\xff\xfe", "shards": [')
+    elif damage == "not-an-object":
+        (run_copy / "manifest.json").write_text("[]")
     else:
         (run_copy / "manifest.json").unlink()
     r = _gen(run_copy, small_cfg)

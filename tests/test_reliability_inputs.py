@@ -112,6 +112,23 @@ def test_unusable_blender_paths(tmp_path):
         _clean_failure(r, out, mention)
 
 
+def test_driver_denoiser_without_pyoidn_writes_nothing(tmp_path):
+    """render.denoiser = driver where pyoidn cannot be imported: refused before OUT (or its
+    lock file) is created.  The child imports a pyoidn that raises ImportError, as a missing
+    package does."""
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    (shim / "pyoidn.py").write_text("raise ImportError('No module named pyoidn (test shim)')\n")
+    path = os.pathsep.join(p for p in (str(shim), os.environ.get("PYTHONPATH", "")) if p)
+    cfg = _cfg_file(tmp_path, {"render": {"denoise": True, "denoiser": "driver"}})
+    out = tmp_path / "out"
+    r = run_cli("generate", "--scenes", "2", "--out", out, "--width", "48", "--height", "32",
+                "--config", cfg, timeout=300, env={"PYTHONPATH": path})
+    _clean_failure(r, out, "pyoidn")
+    assert not out.exists()
+    assert sorted(os.listdir(tmp_path)) == ["c.json", "shim"]
+
+
 def test_split_names_are_checked_in_the_config_module(cfg):
     for name in ("..", ".", "/abs", "a/b", "", ".work", "x" * 65, "logs", "a\\b", "a b"):
         bad = json.loads(json.dumps(cfg))

@@ -1,4 +1,5 @@
 import json
+import os
 
 import h5py
 import numpy as np
@@ -100,6 +101,30 @@ def test_abort_leaves_nothing(tmp_path):
     wr = shards.SceneWriter(tmp_path / "s.h5", cfg, (1, 1), {})
     wr.abort()
     assert list(tmp_path.iterdir()) == []
+
+
+def _open_files_under(folder):
+    fds = "/proc/self/fd"
+    out = []
+    for fd in os.listdir(fds):
+        try:
+            target = os.readlink(os.path.join(fds, fd))
+        except OSError:
+            continue
+        if target.startswith(str(folder)):
+            out.append(target)
+    return out
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
+def test_a_writer_that_fails_to_set_up_leaves_nothing(tmp_path):
+    """Attributes HDF5 cannot store fail in the constructor: the temporary file is closed
+    and removed, not left open on disk."""
+    cfg = config.load_config(overrides={"rig.grid": 1, "render.width": 16, "render.height": 16})
+    with pytest.raises(TypeError):
+        shards.SceneWriter(tmp_path / "s.h5", cfg, (1, 1), {"unstorable": object()})
+    assert list(tmp_path.iterdir()) == []
+    assert _open_files_under(tmp_path) == []
 
 
 def test_manifest_written_atomically(tmp_path, monkeypatch):
