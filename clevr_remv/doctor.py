@@ -183,11 +183,15 @@ def prepare(report: dict, jobs: int | None, say) -> bool:
     lib = Path(k["folder"])
     ok = True
     results = []
-    for p in k["plans"]:
-        cc = tuple(p["status"]["capability"])
-        plans = gpu.plan_kernels([gpu.Gpu(-1, "", cc)], lib, gpu.find_ptxas(),
-                                 driver_cuda=gpu.driver_cuda_version())
-        status = gpu.execute_plan(plans[0], lib, jobs=jobs, say=say)
+    # Plan again (the report's plans may be stale), once for all of them; the GPUs' driver
+    # versions stay, for plan_kernels' fallback where libcuda gives no CUDA version.
+    drivers = {tuple(int(x) for x in g["compute_capability"].split(".")): g["driver"]
+               for g in reversed(report.get("gpus", {}).get("list", []))}
+    ccs = [tuple(p["status"]["capability"]) for p in k["plans"]]
+    plans = gpu.plan_kernels([gpu.Gpu(-1, "", cc, drivers.get(cc)) for cc in ccs], lib, gpu.find_ptxas(),
+                             driver_cuda=gpu.driver_cuda_version())
+    for plan in plans:
+        status = gpu.execute_plan(plan, lib, jobs=jobs, say=say)
         results.append({"sm": status.sm, "status": status.status, "path": status.path})
         if not status.ready:
             ok = False
