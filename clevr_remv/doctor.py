@@ -42,8 +42,9 @@ def parse_sm_list(spec: str | None) -> list[tuple[int, int]]:
     return out
 
 
-def _blender_report(blender: str | None, cfg: dict) -> dict:
-    """Start one real worker: its Blender version, devices, and where it would denoise."""
+def _blender_report(blender: str | None, cfg: dict, missing: list[str]) -> dict:
+    """Start one real worker: its Blender version, devices, and where it would denoise.
+    ``missing``: the system libraries :func:`collect` found its binary lacks (ldd)."""
     from .devices import choose_device, render_settings
     from .errors import UsageError, WorkerError
     from .outputs import render_passes, rendered
@@ -72,7 +73,7 @@ def _blender_report(blender: str | None, cfg: dict) -> dict:
             dn.close()
     except (WorkerError, UsageError) as exc:
         rep["error"] = str(exc)
-        line = system_libs.missing_library_message(str(exc), Path(blender) if blender else None)
+        line = system_libs.missing_library_message(str(exc), missing=missing)
         if line:
             rep["error"] = line
     finally:
@@ -83,12 +84,7 @@ def _blender_report(blender: str | None, cfg: dict) -> dict:
 def collect(blender: str | None = None, sm: list | None = None, start_blender: bool = True) -> dict:
     from .config import load_config
 
-    binary = None
-    if blender:
-        import shutil
-        binary = shutil.which(blender) or blender
-    else:
-        binary = system_libs.bpy_binary()
+    binary = system_libs.blender_binary(blender) if blender else system_libs.bpy_binary()
     missing = system_libs.missing_libraries(binary)
     report: dict = {
         "clevr_remv": __version__, "python": platform.python_version(), "cpu_cores": os.cpu_count(),
@@ -123,7 +119,7 @@ def collect(blender: str | None = None, sm: list | None = None, start_blender: b
     report["cuda_jit_cache"] = {**{k: os.environ[k] for k in ("CUDA_CACHE_PATH", "CUDA_CACHE_MAXSIZE") if k in os.environ},
                                 **gpu.jit_cache_env()}
     if start_blender:
-        report["blender"] = _blender_report(blender, load_config())
+        report["blender"] = _blender_report(blender, load_config(), missing)
     return report
 
 

@@ -34,6 +34,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .system_libs import blender_binary
+
 log = logging.getLogger("clevr_remv")
 
 # Measured on the H100 run of issue 10 (16 cores, CUDA 13.0 ptxas): 130 s for sm_90.
@@ -193,8 +195,8 @@ _ADDON_GLOBS = ("*/scripts/addons_core/cycles/lib", "*/scripts/addons/cycles/lib
 def cycles_lib_dir(blender: str | None = None) -> Path | None:
     """``.../cycles/lib`` of the bpy module (or of a standalone ``blender`` executable)."""
     if blender:
-        exe = shutil.which(blender) or blender
-        roots = [Path(exe).resolve().parent]
+        exe = blender_binary(blender)
+        roots = [exe.resolve().parent] if exe else []
     else:
         spec = importlib.util.find_spec("bpy")
         if spec is None:
