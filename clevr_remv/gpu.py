@@ -482,19 +482,11 @@ def build_kernel(ptx_zst: Path, cc: tuple[int, int], ptxas: Ptxas, dest: Path, *
             cmd[1:1] = [f"--split-compile={jobs}"]
         say(f"building the Cycles GPU kernel for {sm} with ptxas {ptxas.version[0]}.{ptxas.version[1]} "
             f"on {jobs} threads (about {ptxas_estimate_s(jobs) / 60:.0f} min; once per machine)")
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        output: list[str] = []
-        reader = threading.Thread(target=lambda: output.extend(proc.stdout), daemon=True)
-        reader.start()
-        while True:
-            try:
-                proc.wait(timeout=HEARTBEAT_S)
-                break
-            except subprocess.TimeoutExpired:
-                say(f"  still building the {sm} kernel: {time.perf_counter() - t0:.0f} s so far")
-        reader.join(timeout=5)
+        with Heartbeat(HEARTBEAT_S, lambda: say(f"  still building the {sm} kernel: "
+                                                f"{time.perf_counter() - t0:.0f} s so far")):
+            proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         if proc.returncode != 0 or not cubin.exists():
-            tail = "".join(output).strip().splitlines()[-3:]
+            tail = proc.stdout.strip().splitlines()[-3:]
             raise RuntimeError(f"ptxas failed for {sm} (exit code {proc.returncode}): {' | '.join(tail)}")
         packed = Path(tmp) / (dest.name + ".part")
         _zstd_compress(cubin, packed)
@@ -719,33 +711,36 @@ def prepare_gpu_run(device: str, blender: str | None = None, *, say=None, env: d
     return prep
 
 
-class FirstRenderWatch:
-    """While a worker's first GPU render runs (the driver may be JIT-compiling kernels for
-    minutes, silently), say so every ``every`` seconds.  Use as a context manager; stops at
-    exit or on :meth:`seen`."""
+class Heartbeat:
+    """Call ``tick()`` every ``every`` seconds while the ``with`` block runs (from a daemon
+    thread), until the block ends or :meth:`stop`.  ``enabled=False``: never."""
 
-    def __init__(self, statuses: list[KernelStatus], say=None, every: float = 60.0, name: str = "worker"):
-        self.jit = [s.sm for s in statuses if s.status == "jit"]
-        self.say = say or log.info
+    def __init__(self, every: float, tick, enabled: bool = True, thread_name: str = "heartbeat"):
         self.every = every
-        self.name = name
+        self.tick = tick
+        self.enabled = enabled
+        self.thread_name = thread_name
         self._done = threading.Event()
         self._thread = None
+        self._t0 = time.perf_counter()
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds since the ``with`` block began."""
+        return time.perf_counter() - self._t0
 
     def __enter__(self):
-        if self.jit:
-            self._t0 = time.perf_counter()
-            self._thread = threading.Thread(target=self._run, daemon=True, name="first-render-watch")
+        self._t0 = time.perf_counter()
+        if self.enabled:
+            self._thread = threading.Thread(target=self._run, daemon=True, name=self.thread_name)
             self._thread.start()
         return self
 
     def _run(self):
         while not self._done.wait(self.every):
-            self.say(f"{self.name}: first GPU render still starting after {time.perf_counter() - self._t0:.0f} s: "
-                     f"the NVIDIA driver is compiling the Cycles kernel for {', '.join(self.jit)} from PTX "
-                     f"(once per machine; 'clevr-remv doctor --prepare' with ptxas avoids this)")
+            self.tick()
 
-    def seen(self):
+    def stop(self):
         self._done.set()
 
     def __exit__(self, *exc):
@@ -753,3 +748,23 @@ class FirstRenderWatch:
         if self._thread is not None:
             self._thread.join(timeout=1)
         return False
+
+
+class FirstRenderWatch(Heartbeat):
+    """While a worker's first GPU render runs (the driver may be JIT-compiling kernels for
+    minutes, silently), say so every ``every`` seconds.  Use as a context manager; stops at
+    exit or on :meth:`seen`."""
+
+    def __init__(self, statuses: list[KernelStatus], say=None, every: float = 60.0, name: str = "worker"):
+        self.jit = [s.sm for s in statuses if s.status == "jit"]
+        self.say = say or log.info
+        self.name = name
+        super().__init__(every, self._tick, enabled=bool(self.jit), thread_name="first-render-watch")
+
+    def _tick(self):
+        self.say(f"{self.name}: first GPU render still starting after {self.elapsed:.0f} s: "
+                 f"the NVIDIA driver is compiling the Cycles kernel for {', '.join(self.jit)} from PTX "
+                 f"(once per machine; 'clevr-remv doctor --prepare' with ptxas avoids this)")
+
+    def seen(self):
+        self.stop()
