@@ -20,6 +20,7 @@ Kernels are built once per (Blender version, compute capability) into the cache
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import importlib.util
 import json
@@ -106,7 +107,9 @@ def select_visible(gpus: list[Gpu], visible: str | None) -> list[Gpu]:
     return chosen
 
 
+@functools.lru_cache(maxsize=None)
 def _libcuda():
+    """The CUDA driver library (loaded once per process), or None."""
     for name in ("libcuda.so.1", "libcuda.so", "nvcuda.dll"):
         try:
             return ctypes.CDLL(name)
@@ -435,31 +438,23 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _zstd_decompress(src: Path, dest: Path) -> None:
+def _zstd(src: Path, dest: Path, *, compress: bool, level: int = 10) -> None:
+    """zstd-(de)compress ``src`` to ``dest``: with the zstandard package, else the zstd tool.
+    Compressed: a single frame with the content size in its header, like Blender's own files."""
     try:
         import zstandard
     except ImportError:
         zstd = shutil.which("zstd")
         if not zstd:
-            raise RuntimeError("cannot read zstd files: pip install zstandard (or install the zstd tool)") from None
-        subprocess.run([zstd, "-q", "-d", "-f", str(src), "-o", str(dest)], check=True)
+            raise RuntimeError(f"cannot {'write' if compress else 'read'} zstd files: pip install zstandard "
+                               "(or install the zstd tool)") from None
+        subprocess.run([zstd, "-q", f"-{level}" if compress else "-d", "-f", str(src), "-o", str(dest)], check=True)
         return
-    with open(src, "rb") as fi, open(dest, "wb") as fo:
-        zstandard.ZstdDecompressor().copy_stream(fi, fo)
-
-
-def _zstd_compress(src: Path, dest: Path, level: int = 10) -> None:
-    """A single zstd frame with the content size in its header, like Blender's own files."""
-    try:
-        import zstandard
-    except ImportError:
-        zstd = shutil.which("zstd")
-        if not zstd:
-            raise RuntimeError("cannot write zstd files: pip install zstandard (or install the zstd tool)") from None
-        subprocess.run([zstd, "-q", f"-{level}", "-f", str(src), "-o", str(dest)], check=True)
-        return
-    data = src.read_bytes()
-    dest.write_bytes(zstandard.ZstdCompressor(level=level, write_content_size=True).compress(data))
+    if compress:
+        dest.write_bytes(zstandard.ZstdCompressor(level=level, write_content_size=True).compress(src.read_bytes()))
+    else:
+        with open(src, "rb") as fi, open(dest, "wb") as fo:
+            zstandard.ZstdDecompressor().copy_stream(fi, fo)
 
 
 def build_kernel(ptx_zst: Path, cc: tuple[int, int], ptxas: Ptxas, dest: Path, *,
@@ -475,7 +470,7 @@ def build_kernel(ptx_zst: Path, cc: tuple[int, int], ptxas: Ptxas, dest: Path, *
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="clevr-remv-ptxas-", dir=dest.parent) as tmp:
         ptx = Path(tmp) / "kernel.ptx"
-        _zstd_decompress(ptx_zst, ptx)
+        _zstd(ptx_zst, ptx, compress=False)
         cubin = Path(tmp) / f"kernel_{sm}.cubin"
         cmd = [ptxas.path, f"-arch={sm}", "-o", str(cubin), str(ptx)]
         if ptxas.version >= (12, 0) and jobs > 1:
@@ -489,7 +484,7 @@ def build_kernel(ptx_zst: Path, cc: tuple[int, int], ptxas: Ptxas, dest: Path, *
             tail = proc.stdout.strip().splitlines()[-3:]
             raise RuntimeError(f"ptxas failed for {sm} (exit code {proc.returncode}): {' | '.join(tail)}")
         packed = Path(tmp) / (dest.name + ".part")
-        _zstd_compress(cubin, packed)
+        _zstd(cubin, packed, compress=True)
         os.replace(packed, dest)
     seconds = time.perf_counter() - t0
     _marker(dest).write_text(json.dumps({
