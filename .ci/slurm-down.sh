@@ -7,8 +7,9 @@ if ! grep -qF "$MARK" /etc/slurm/slurm.conf 2>/dev/null; then
     echo "slurm-down: /etc/slurm/slurm.conf was not written by slurm-up.sh; leaving this Slurm alone" >&2
     exit 1
 fi
-timeout 10 scancel --full --quiet --state=PENDING 2>/dev/null
-timeout 10 scancel --full --quiet 2>/dev/null
+# scancel needs a job id or a filter (without one it only says "No job identification
+# provided"): every job in the one partition slurm-up.sh configures, pending or running.
+timeout 10 scancel --quiet --partition=debug 2>/dev/null || true
 stop() {  # stop NAME PIDFILE
     local pid
     pid=$(cat "$2" 2>/dev/null) || return 0

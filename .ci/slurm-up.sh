@@ -38,11 +38,15 @@ fi
 
 [ "$(id -u)" = 0 ] || fail "needs root to install packages and start slurmctld/slurmd (run as root, as CI does)"
 
-if ! command -v slurmctld >/dev/null 2>&1 || ! command -v munged >/dev/null 2>&1; then
-    command -v apt-get >/dev/null 2>&1 || fail "slurm-wlm/munge are not installed and there is no apt-get to install them"
-    echo "slurm-up: installing slurm-wlm and munge (apt-get)"
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge) >/tmp/slurm-up-apt.log 2>&1 \
-        || fail "apt-get install slurm-wlm munge failed (see /tmp/slurm-up-apt.log: $(tail -n 1 /tmp/slurm-up-apt.log))"
+# pgrep (procps) decides below whether a daemon already runs: without it, a second munged or
+# slurmctld would be started.  A minimal Debian may lack it.
+if ! command -v slurmctld >/dev/null 2>&1 || ! command -v munged >/dev/null 2>&1 || ! command -v pgrep >/dev/null 2>&1; then
+    command -v apt-get >/dev/null 2>&1 || fail "slurm-wlm/munge/procps are not all installed and there is no apt-get to install them"
+    echo "slurm-up: installing slurm-wlm, munge and procps (apt-get)"
+    # .ci/run sets CLEVR_REMV_APT_UPDATED after its own apt-get update; standalone, update here.
+    ( { [ -n "${CLEVR_REMV_APT_UPDATED:-}" ] || apt-get update -qq; } \
+        && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge procps) >/tmp/slurm-up-apt.log 2>&1 \
+        || fail "apt-get install slurm-wlm munge procps failed (see /tmp/slurm-up-apt.log: $(tail -n 1 /tmp/slurm-up-apt.log))"
 fi
 
 # --- munge: the authentication every Slurm call needs ------------------------------------------

@@ -124,6 +124,12 @@ class SceneBuilder:
         self.materials: dict[tuple, bpy.types.Material] = {}
         self.shape_objects: list = []
         self.current_key = None
+        # The last GPU set_device: its key, its reply, and has_oidn_gpu_devices() for it
+        # (None: not asked yet).  Every check render's configure (and the one after it)
+        # would otherwise enumerate the devices again.
+        self._gpu_key = None
+        self._gpu_used: dict = {}
+        self._oidn_gpu = None
         self._setup_static()
 
     # -- one-time set-up -------------------------------------------------------------
@@ -255,11 +261,13 @@ class SceneBuilder:
             return "off"
         if cy.device != "GPU" or not getattr(cy, "denoising_use_gpu", False):
             return "cpu"
-        try:
-            prefs = bpy.context.preferences.addons["cycles"].preferences
-            return "gpu" if prefs.has_oidn_gpu_devices() else "cpu"
-        except (KeyError, AttributeError):
-            return "cpu"
+        if self._oidn_gpu is None:  # depends on the GPU devices in use: reset by set_device
+            try:
+                prefs = bpy.context.preferences.addons["cycles"].preferences
+                self._oidn_gpu = bool(prefs.has_oidn_gpu_devices())
+            except (KeyError, AttributeError):
+                self._oidn_gpu = False
+        return "gpu" if self._oidn_gpu else "cpu"
 
     def set_passes(self, flags) -> None:
         """Enable exactly these view-layer passes (flags such as ``use_pass_normal``); the
@@ -285,6 +293,11 @@ class SceneBuilder:
         if device == "cpu":
             sc.cycles.device = "CPU"
             return {"device": "cpu", "names": ["CPU"]}
+        key = (device, gpu_index, getattr(self, "_cycles_path", None))
+        if key == self._gpu_key:  # the preferences are still as that call left them
+            sc.cycles.device = "GPU"
+            return {**self._gpu_used, "names": list(self._gpu_used["names"])}
+        self._gpu_key = None  # until the preferences below are all set
         backend = device.upper()
         if not available_devices().get(device.lower()):
             raise LookupError(device)
@@ -296,7 +309,9 @@ class SceneBuilder:
         for i, d in enumerate(gpus):
             d.use = gpu_index is None or i == gpu_index
         sc.cycles.device = "GPU"
-        return {"device": backend.lower(), "names": [d.name for d in gpus if d.use]}
+        used = {"device": backend.lower(), "names": [d.name for d in gpus if d.use]}
+        self._gpu_key, self._gpu_used, self._oidn_gpu = key, used, None
+        return {**used, "names": list(used["names"])}
 
     # -- scene ----------------------------------------------------------------------------
     def build(self, record: dict) -> bool:

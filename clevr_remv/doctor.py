@@ -42,8 +42,9 @@ def parse_sm_list(spec: str | None) -> list[tuple[int, int]]:
     return out
 
 
-def _blender_report(blender: str | None, cfg: dict) -> dict:
-    """Start one real worker: its Blender version, devices, and where it would denoise."""
+def _blender_report(blender: str | None, cfg: dict, missing: list[str]) -> dict:
+    """Start one real worker: its Blender version, devices, and where it would denoise.
+    ``missing``: the system libraries :func:`collect` found its binary lacks (ldd)."""
     from .devices import choose_device, render_settings
     from .errors import UsageError, WorkerError
     from .outputs import render_passes, rendered
@@ -72,7 +73,7 @@ def _blender_report(blender: str | None, cfg: dict) -> dict:
             dn.close()
     except (WorkerError, UsageError) as exc:
         rep["error"] = str(exc)
-        line = system_libs.missing_library_message(str(exc), Path(blender) if blender else None)
+        line = system_libs.missing_library_message(str(exc), missing=missing)
         if line:
             rep["error"] = line
     finally:
@@ -83,12 +84,7 @@ def _blender_report(blender: str | None, cfg: dict) -> dict:
 def collect(blender: str | None = None, sm: list | None = None, start_blender: bool = True) -> dict:
     from .config import load_config
 
-    binary = None
-    if blender:
-        import shutil
-        binary = shutil.which(blender) or blender
-    else:
-        binary = system_libs.bpy_binary()
+    binary = system_libs.blender_binary(blender) if blender else system_libs.bpy_binary()
     missing = system_libs.missing_libraries(binary)
     report: dict = {
         "clevr_remv": __version__, "python": platform.python_version(), "cpu_cores": os.cpu_count(),
@@ -123,7 +119,7 @@ def collect(blender: str | None = None, sm: list | None = None, start_blender: b
     report["cuda_jit_cache"] = {**{k: os.environ[k] for k in ("CUDA_CACHE_PATH", "CUDA_CACHE_MAXSIZE") if k in os.environ},
                                 **gpu.jit_cache_env()}
     if start_blender:
-        report["blender"] = _blender_report(blender, load_config())
+        report["blender"] = _blender_report(blender, load_config(), missing)
     return report
 
 
@@ -183,11 +179,15 @@ def prepare(report: dict, jobs: int | None, say) -> bool:
     lib = Path(k["folder"])
     ok = True
     results = []
-    for p in k["plans"]:
-        cc = tuple(p["status"]["capability"])
-        plans = gpu.plan_kernels([gpu.Gpu(-1, "", cc)], lib, gpu.find_ptxas(),
-                                 driver_cuda=gpu.driver_cuda_version())
-        status = gpu.execute_plan(plans[0], lib, jobs=jobs, say=say)
+    # Plan again (the report's plans may be stale), once for all of them; the GPUs' driver
+    # versions stay, for plan_kernels' fallback where libcuda gives no CUDA version.
+    drivers = {tuple(int(x) for x in g["compute_capability"].split(".")): g["driver"]
+               for g in reversed(report.get("gpus", {}).get("list", []))}
+    ccs = [tuple(p["status"]["capability"]) for p in k["plans"]]
+    plans = gpu.plan_kernels([gpu.Gpu(-1, "", cc, drivers.get(cc)) for cc in ccs], lib, gpu.find_ptxas(),
+                             driver_cuda=gpu.driver_cuda_version())
+    for plan in plans:
+        status = gpu.execute_plan(plan, lib, jobs=jobs, say=say)
         results.append({"sm": status.sm, "status": status.status, "path": status.path})
         if not status.ready:
             ok = False

@@ -20,6 +20,7 @@ Kernels are built once per (Blender version, compute capability) into the cache
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import importlib.util
 import json
@@ -33,6 +34,8 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from .system_libs import blender_binary
 
 log = logging.getLogger("clevr_remv")
 
@@ -104,7 +107,9 @@ def select_visible(gpus: list[Gpu], visible: str | None) -> list[Gpu]:
     return chosen
 
 
+@functools.lru_cache(maxsize=None)
 def _libcuda():
+    """The CUDA driver library (loaded once per process), or None."""
     for name in ("libcuda.so.1", "libcuda.so", "nvcuda.dll"):
         try:
             return ctypes.CDLL(name)
@@ -193,8 +198,8 @@ _ADDON_GLOBS = ("*/scripts/addons_core/cycles/lib", "*/scripts/addons/cycles/lib
 def cycles_lib_dir(blender: str | None = None) -> Path | None:
     """``.../cycles/lib`` of the bpy module (or of a standalone ``blender`` executable)."""
     if blender:
-        exe = shutil.which(blender) or blender
-        roots = [Path(exe).resolve().parent]
+        exe = blender_binary(blender)
+        roots = [exe.resolve().parent] if exe else []
     else:
         spec = importlib.util.find_spec("bpy")
         if spec is None:
@@ -433,31 +438,23 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _zstd_decompress(src: Path, dest: Path) -> None:
+def _zstd(src: Path, dest: Path, *, compress: bool, level: int = 10) -> None:
+    """zstd-(de)compress ``src`` to ``dest``: with the zstandard package, else the zstd tool.
+    Compressed: a single frame with the content size in its header, like Blender's own files."""
     try:
         import zstandard
     except ImportError:
         zstd = shutil.which("zstd")
         if not zstd:
-            raise RuntimeError("cannot read zstd files: pip install zstandard (or install the zstd tool)") from None
-        subprocess.run([zstd, "-q", "-d", "-f", str(src), "-o", str(dest)], check=True)
+            raise RuntimeError(f"cannot {'write' if compress else 'read'} zstd files: pip install zstandard "
+                               "(or install the zstd tool)") from None
+        subprocess.run([zstd, "-q", f"-{level}" if compress else "-d", "-f", str(src), "-o", str(dest)], check=True)
         return
-    with open(src, "rb") as fi, open(dest, "wb") as fo:
-        zstandard.ZstdDecompressor().copy_stream(fi, fo)
-
-
-def _zstd_compress(src: Path, dest: Path, level: int = 10) -> None:
-    """A single zstd frame with the content size in its header, like Blender's own files."""
-    try:
-        import zstandard
-    except ImportError:
-        zstd = shutil.which("zstd")
-        if not zstd:
-            raise RuntimeError("cannot write zstd files: pip install zstandard (or install the zstd tool)") from None
-        subprocess.run([zstd, "-q", f"-{level}", "-f", str(src), "-o", str(dest)], check=True)
-        return
-    data = src.read_bytes()
-    dest.write_bytes(zstandard.ZstdCompressor(level=level, write_content_size=True).compress(data))
+    if compress:
+        dest.write_bytes(zstandard.ZstdCompressor(level=level, write_content_size=True).compress(src.read_bytes()))
+    else:
+        with open(src, "rb") as fi, open(dest, "wb") as fo:
+            zstandard.ZstdDecompressor().copy_stream(fi, fo)
 
 
 def build_kernel(ptx_zst: Path, cc: tuple[int, int], ptxas: Ptxas, dest: Path, *,
@@ -473,29 +470,21 @@ def build_kernel(ptx_zst: Path, cc: tuple[int, int], ptxas: Ptxas, dest: Path, *
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="clevr-remv-ptxas-", dir=dest.parent) as tmp:
         ptx = Path(tmp) / "kernel.ptx"
-        _zstd_decompress(ptx_zst, ptx)
+        _zstd(ptx_zst, ptx, compress=False)
         cubin = Path(tmp) / f"kernel_{sm}.cubin"
         cmd = [ptxas.path, f"-arch={sm}", "-o", str(cubin), str(ptx)]
         if ptxas.version >= (12, 0) and jobs > 1:
             cmd[1:1] = [f"--split-compile={jobs}"]
         say(f"building the Cycles GPU kernel for {sm} with ptxas {ptxas.version[0]}.{ptxas.version[1]} "
             f"on {jobs} threads (about {ptxas_estimate_s(jobs) / 60:.0f} min; once per machine)")
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        output: list[str] = []
-        reader = threading.Thread(target=lambda: output.extend(proc.stdout), daemon=True)
-        reader.start()
-        while True:
-            try:
-                proc.wait(timeout=HEARTBEAT_S)
-                break
-            except subprocess.TimeoutExpired:
-                say(f"  still building the {sm} kernel: {time.perf_counter() - t0:.0f} s so far")
-        reader.join(timeout=5)
+        with Heartbeat(HEARTBEAT_S, lambda: say(f"  still building the {sm} kernel: "
+                                                f"{time.perf_counter() - t0:.0f} s so far")):
+            proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         if proc.returncode != 0 or not cubin.exists():
-            tail = "".join(output).strip().splitlines()[-3:]
+            tail = proc.stdout.strip().splitlines()[-3:]
             raise RuntimeError(f"ptxas failed for {sm} (exit code {proc.returncode}): {' | '.join(tail)}")
         packed = Path(tmp) / (dest.name + ".part")
-        _zstd_compress(cubin, packed)
+        _zstd(cubin, packed, compress=True)
         os.replace(packed, dest)
     seconds = time.perf_counter() - t0
     _marker(dest).write_text(json.dumps({
@@ -717,33 +706,36 @@ def prepare_gpu_run(device: str, blender: str | None = None, *, say=None, env: d
     return prep
 
 
-class FirstRenderWatch:
-    """While a worker's first GPU render runs (the driver may be JIT-compiling kernels for
-    minutes, silently), say so every ``every`` seconds.  Use as a context manager; stops at
-    exit or on :meth:`seen`."""
+class Heartbeat:
+    """Call ``tick()`` every ``every`` seconds while the ``with`` block runs (from a daemon
+    thread), until the block ends or :meth:`stop`.  ``enabled=False``: never."""
 
-    def __init__(self, statuses: list[KernelStatus], say=None, every: float = 60.0, name: str = "worker"):
-        self.jit = [s.sm for s in statuses if s.status == "jit"]
-        self.say = say or log.info
+    def __init__(self, every: float, tick, enabled: bool = True, thread_name: str = "heartbeat"):
         self.every = every
-        self.name = name
+        self.tick = tick
+        self.enabled = enabled
+        self.thread_name = thread_name
         self._done = threading.Event()
         self._thread = None
+        self._t0 = time.perf_counter()
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds since the ``with`` block began."""
+        return time.perf_counter() - self._t0
 
     def __enter__(self):
-        if self.jit:
-            self._t0 = time.perf_counter()
-            self._thread = threading.Thread(target=self._run, daemon=True, name="first-render-watch")
+        self._t0 = time.perf_counter()
+        if self.enabled:
+            self._thread = threading.Thread(target=self._run, daemon=True, name=self.thread_name)
             self._thread.start()
         return self
 
     def _run(self):
         while not self._done.wait(self.every):
-            self.say(f"{self.name}: first GPU render still starting after {time.perf_counter() - self._t0:.0f} s: "
-                     f"the NVIDIA driver is compiling the Cycles kernel for {', '.join(self.jit)} from PTX "
-                     f"(once per machine; 'clevr-remv doctor --prepare' with ptxas avoids this)")
+            self.tick()
 
-    def seen(self):
+    def stop(self):
         self._done.set()
 
     def __exit__(self, *exc):
@@ -751,3 +743,23 @@ class FirstRenderWatch:
         if self._thread is not None:
             self._thread.join(timeout=1)
         return False
+
+
+class FirstRenderWatch(Heartbeat):
+    """While a worker's first GPU render runs (the driver may be JIT-compiling kernels for
+    minutes, silently), say so every ``every`` seconds.  Use as a context manager; stops at
+    exit or on :meth:`seen`."""
+
+    def __init__(self, statuses: list[KernelStatus], say=None, every: float = 60.0, name: str = "worker"):
+        self.jit = [s.sm for s in statuses if s.status == "jit"]
+        self.say = say or log.info
+        self.name = name
+        super().__init__(every, self._tick, enabled=bool(self.jit), thread_name="first-render-watch")
+
+    def _tick(self):
+        self.say(f"{self.name}: first GPU render still starting after {self.elapsed:.0f} s: "
+                 f"the NVIDIA driver is compiling the Cycles kernel for {', '.join(self.jit)} from PTX "
+                 f"(once per machine; 'clevr-remv doctor --prepare' with ptxas avoids this)")
+
+    def seen(self):
+        self.stop()

@@ -68,6 +68,15 @@ def bpy_binary() -> Path | None:
     return origin if origin.suffix == ".so" else None
 
 
+def blender_binary(blender: str) -> Path | None:
+    """The executable a ``--blender`` name or path stands for (looked up on PATH, as the
+    worker's subprocess does); None where there is no such file."""
+    found = shutil.which(blender)
+    if found:
+        return Path(found)
+    return Path(blender) if Path(blender).is_file() else None
+
+
 def missing_libraries(binary: Path | str | None) -> list[str]:
     """Shared objects ``binary`` needs that the dynamic loader cannot find (``ldd``)."""
     ldd = shutil.which("ldd")
@@ -104,14 +113,16 @@ def install_hint(libraries) -> str:
     return "; ".join(parts)
 
 
-def missing_library_message(error: str, binary: Path | str | None = None) -> str | None:
+def missing_library_message(error: str, binary: Path | str | None = None,
+                            missing: list[str] | None = None) -> str | None:
     """One line for a Blender that failed to start because a system library is missing,
     naming every library the binary lacks (not only the first the loader tripped on) and
-    the Debian/Ubuntu packages to install; None when the error is something else."""
+    the Debian/Ubuntu packages to install; None when the error is something else.
+    ``missing``: the binary's :func:`missing_libraries`, where the caller has them already."""
     first = library_in_error(error)
     if first is None:
         return None
-    libs = missing_libraries(binary if binary is not None else bpy_binary())
+    libs = list(missing) if missing is not None else missing_libraries(binary if binary is not None else bpy_binary())
     if first not in libs:
         libs = [first] + libs
     return (f"Blender cannot start: system {'libraries' if len(libs) > 1 else 'library'} "

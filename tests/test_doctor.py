@@ -1,8 +1,10 @@
 """``clevr-remv doctor`` on this CPU machine (real bpy), and the system-library table."""
 
 import json
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -58,6 +60,38 @@ def test_prepare_builds_and_installs_for_the_listed_capabilities(tmp_path, monke
     assert {r["sm"]: r["status"] for r in report["prepared"]} == {"sm_86": "shipped", "sm_90": "built"}
     assert (lib / "kernel_sm_90.cubin.zst").exists()
     assert any("installed" in s for s in said)
+
+
+SYSTEM_BLENDER = shutil.which("blender")
+
+
+@pytest.mark.skipif(SYSTEM_BLENDER is None and not os.environ.get("CLEVR_REMV_REQUIRE_BLENDER"),
+                    reason="no standalone blender on PATH (CI installs Debian's and requires it)")
+def test_doctor_with_a_blender_named_on_path(tmp_path):
+    """`--blender blender` (a name, not a path): doctor reports on the executable PATH gives,
+    the one the worker runs, not on ./blender."""
+    assert SYSTEM_BLENDER, "CLEVR_REMV_REQUIRE_BLENDER is set but no blender is on PATH"
+    exe = Path(SYSTEM_BLENDER)
+    assert system_libs.blender_binary("blender") == exe
+    assert system_libs.blender_binary(str(exe)) == exe
+    assert system_libs.blender_binary(str(tmp_path / "blender")) is None
+    env = {**os.environ, "CLEVR_REMV_CACHE": str(tmp_path / "cache")}
+
+    def doctor_here(*args):  # from a folder with no ./blender in it
+        return subprocess.run([sys.executable, "-m", "clevr_remv", "doctor", *args], capture_output=True,
+                              text=True, timeout=900, env=env, cwd=tmp_path)
+
+    r = doctor_here("--json", "--blender", "blender")
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(r.stdout)
+    assert rep["libraries"] == {"binary": str(exe), "missing": system_libs.missing_libraries(exe), "install": None}
+    assert rep["libraries"]["missing"] == []
+    version = subprocess.run([str(exe), "--version"], capture_output=True, text=True).stdout.split()[1]
+    assert rep["blender"]["ok"] is True and rep["blender"]["via"] == "blender"
+    assert rep["blender"]["blender"].startswith(version), (rep["blender"], version)
+    text = doctor_here("--blender", "blender")
+    assert f"system libraries: all found ({exe})" in text.stdout
+    assert f"Blender {rep['blender']['blender']} (blender): CPU" in text.stdout
 
 
 # -- system libraries ------------------------------------------------------------------------
