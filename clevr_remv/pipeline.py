@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import threading
 import time
 from dataclasses import dataclass, field
@@ -82,7 +81,7 @@ def blender_worker(cfg: dict, slot: int, log_path: Path | None) -> render.Blende
     except WorkerError as exc:
         w.kill()
         blender = cfg["workers"]["blender"]
-        missing = system_libs.missing_library_message(str(exc), (shutil.which(blender) or blender) if blender else None)
+        missing = system_libs.missing_library_message(str(exc), (system_libs.blender_binary(blender) or blender) if blender else None)
         if missing:  # e.g. libGL.so.1 on a bare GPU server: name the packages
             raise UsageError(missing) from None
         raise UsageError(f"Blender did not start: {exc}; check the bpy install "
