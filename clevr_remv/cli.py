@@ -16,6 +16,7 @@ import click
 from . import __version__
 from .config import DEVICES, load_config, shipped_config_names
 from .errors import CorruptShardError, DiskFullError, UsageError, WorkerError
+from .plan import MAX_SCENES
 
 log = logging.getLogger("clevr_remv")
 
@@ -48,11 +49,6 @@ class _Group(click.Group):
                                            is_eager=True, callback=_verbose_callback,
                                            help="More detail in the log; the traceback of an internal error."))
         super().add_command(cmd, name)
-
-
-# Scenes one --out may hold: bounds the plan's memory and time (2 million scenes: ~0.3 GB and
-# ~2 s to plan; ~40 TB of shards at the defaults).  Larger datasets: several --out folders.
-MAX_SCENES = 2_000_000
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

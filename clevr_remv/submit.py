@@ -27,6 +27,7 @@ import click
 from . import farm
 from .config import DEVICES
 from .errors import UsageError
+from .plan import MAX_SCENES, check_run, plan_shards
 
 COMMENT_PREFIX = "clevr-remv:"  # job comment: marks the jobs of one output folder
 
@@ -38,8 +39,8 @@ def submit():
 
 @submit.command("slurm")
 # -- the run (as for generate) --
-@click.option("--scenes", type=click.IntRange(1, 10_000_000), required=True,  # generate's bound
-              help="Number of scenes in the whole dataset.")
+@click.option("--scenes", type=click.IntRange(1, MAX_SCENES), required=True,  # generate's bound
+              help="Number of scenes in the whole dataset; at most 2,000,000 per --out.")
 @click.option("--out", "out", type=click.Path(path_type=Path), required=True,
               help="Output folder on a file system every node sees.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Global seed.")
@@ -95,7 +96,6 @@ def slurm(scenes, out, seed, config_spec, shard_size, workers, device, samples, 
     from . import config as config_mod
     from .cli import _setup_logging
     from .config import load_config
-    from .plan import plan_shards
 
     if verbose:
         _setup_logging(verbose, False)
@@ -104,8 +104,7 @@ def slurm(scenes, out, seed, config_spec, shard_size, workers, device, samples, 
                         ("--parallel", parallel)):
         if value is not None and value < 1:
             raise UsageError(f"{name} must be at least 1")
-    if not 0 <= seed < 2**63:
-        raise UsageError("--seed must be a non-negative integer below 2**63")
+    check_run(scenes, seed)
     overrides = {
         "output.shard_size": shard_size, "workers.count": workers, "render.device": device,
         "render.samples": samples, "render.width": width, "render.height": height, "rig.grid": grid,

@@ -141,6 +141,21 @@ def test_submit_bad_input_is_one_line_exit_2(tmp_path, args, words):
     assert not out.exists()
 
 
+def test_submit_refuses_more_scenes_than_generate_accepts(tmp_path):
+    # Every array task would run generate, which refuses more than plan.MAX_SCENES.
+    out = tmp_path / "run"
+    r = run_cli("submit", "slurm", "--scenes", plan.MAX_SCENES + 1, "--out", out, "--dry-run")
+    assert r.returncode == 2, r.stderr
+    assert "--scenes" in r.stderr and r.stderr.count("\n") == 1
+    assert not out.exists()
+    r = run_cli("generate", "--scenes", plan.MAX_SCENES + 1, "--out", out)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and not out.exists()
+    with pytest.raises(UsageError, match="at most"):
+        plan.check_run(plan.MAX_SCENES + 1, 0)
+    with pytest.raises(UsageError, match="--seed"):
+        plan.check_run(1, -1)
+
+
 def test_submit_refuses_a_folder_with_another_run(tmp_path):
     out = tmp_path / "run"
     out.mkdir()
