@@ -368,3 +368,36 @@ def test_stats_counts_expressions_the_generator_dropped(copy):
     assert train["expressions_dropped_hidden"] == 3
     assert train["expressions_dropped_hidden_share"] == pytest.approx(3 / (train["pairs"] + 3))
     assert s["splits"]["val"]["expressions_dropped_hidden"] is None  # its records do not say
+
+
+def _garble_json(copy):
+    with h5py.File(copy / SHARD, "r+") as f:
+        f["scenes"][1] = '{"index": 3, "objects": [tru'  # scene 3's record, cut short
+
+
+def _garble_chunk(copy):
+    with h5py.File(copy / SHARD, "r+") as f:
+        _, info = _corrupt_chunk(f)  # scene 3, view (0,1) of images
+    with open(copy / SHARD, "r+b") as fh:
+        fh.seek(info.byte_offset + info.size // 2)
+        fh.write(b"\xff" * min(64, info.size // 2))
+
+
+@pytest.mark.render
+@pytest.mark.parametrize("damage, command", [
+    (_garble_json, "stats"), (_garble_json, "preview"), (_garble_json, "browse"),
+    (_garble_chunk, "preview"), (_garble_chunk, "browse"),
+], ids=lambda x: x if isinstance(x, str) else x.__name__[8:])
+def test_a_damaged_shard_is_one_line_naming_it(copy, tmp_path, damage, command):
+    damage(copy)
+    _reseal(copy)  # damaged before its checksum was taken: only reading it shows the damage
+    out = tmp_path / "result"
+    args = {"stats": ["--plots", out], "preview": ["--scene", 3, "--out", out / "s.png"],
+            "browse": ["--scenes", 3, "--out", out]}[command]
+    if command == "preview":
+        out.mkdir()
+    r = run_cli(command, copy, *args)
+    assert r.returncode == 1, r.stdout + r.stderr  # the exit code of a CorruptShardError
+    assert r.stderr.count("\n") == 1 and "internal error" not in r.stderr, r.stderr
+    assert f"shard '{copy / SHARD}' is damaged" in r.stderr
+    assert listing(out) == [], "nothing half-written"
