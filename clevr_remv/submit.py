@@ -25,9 +25,9 @@ from pathlib import Path
 import click
 
 from . import farm
-from .config import DEVICES
 from .errors import UsageError
 from .plan import MAX_SCENES, check_run, plan_shards
+from .run_options import flags, overrides, run_options
 
 COMMENT_PREFIX = "clevr-remv:"  # job comment: marks the jobs of one output folder
 
@@ -45,14 +45,7 @@ def submit():
               help="Output folder on a file system every node sees.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Global seed.")
 @click.option("--config", "config_spec", metavar="FILE", help="Settings file or shipped preset (as for generate).")
-@click.option("--shard-size", type=int, help="Scenes per HDF5 shard [default: 16].")
-@click.option("--workers", type=int, help="Blender processes per task [default: one per GPU the task gets, one on CPU].")
-@click.option("--device", type=click.Choice(DEVICES), help="Cycles device on the nodes [default: auto].")
-@click.option("--samples", type=int, help="Most Cycles samples per pixel [default: 256].")
-@click.option("--width", type=int, help="Image width [default: 480].")
-@click.option("--height", type=int, help="Image height [default: 320].")
-@click.option("--grid", type=int, help="Light-field grid size U = V, odd [default: 9].")
-@click.option("--baseline", type=float, help="Camera spacing, scene units [default: 0.4].")
+@run_options
 @click.option("--blender", metavar="PATH", help="blender executable on the nodes instead of the bpy module (checked on the nodes).")
 # -- Slurm --
 @click.option("--partition", "-p", help="Slurm partition (sbatch --partition).")
@@ -75,9 +68,8 @@ def submit():
 @click.option("--python", "python", metavar="PATH", help="Python with clevr-remv installed on the nodes [default: this one].")
 @click.option("--dry-run", is_flag=True, help="Write the sbatch scripts and print the commands; submit nothing.")
 @click.option("-v", "--verbose", count=True, help="More detail in the log; the traceback of an internal error.")
-def slurm(scenes, out, seed, config_spec, shard_size, workers, device, samples, width, height, grid, baseline,
-          blender, partition, account, time_limit, gpus_per_task, mem, cpus_per_task, parallel, shards_per_task,
-          sbatch_lines, setup_lines, job_name, merge_time, merge_mem, python, dry_run, verbose):
+def slurm(scenes, out, seed, config_spec, blender, partition, account, time_limit, gpus_per_task, mem, cpus_per_task, parallel, shards_per_task,
+          sbatch_lines, setup_lines, job_name, merge_time, merge_mem, python, dry_run, verbose, **run):
     """Render a dataset on Slurm: a job array (one task per shard by default) and a merge job
     that runs when the array has ended (afterany) and writes OUT/manifest.json.
 
@@ -105,12 +97,7 @@ def slurm(scenes, out, seed, config_spec, shard_size, workers, device, samples, 
         if value is not None and value < 1:
             raise UsageError(f"{name} must be at least 1")
     check_run(scenes, seed)
-    overrides = {
-        "output.shard_size": shard_size, "workers.count": workers, "render.device": device,
-        "render.samples": samples, "render.width": width, "render.height": height, "rig.grid": grid,
-        "rig.baseline": baseline,  # --blender: a path on the nodes, checked there, not here
-    }
-    cfg = load_config(config_spec, overrides)
+    cfg = load_config(config_spec, overrides(run))  # --blender: a path on the nodes, checked there, not here
     digest = config_mod.digest(cfg, seed, scenes)
     plans = plan_shards(scenes, cfg["output"]["splits"], cfg["output"]["shard_size"])
     tasks = farm.task_count(len(plans), shards_per_task)
@@ -131,11 +118,7 @@ def slurm(scenes, out, seed, config_spec, shard_size, workers, device, samples, 
            "--out", str(out), "--seed", str(seed)]
     if config_spec is not None:
         gen += ["--config", str(Path(config_spec).resolve()) if Path(config_spec).is_file() else config_spec]
-    for flag, value in (("--shard-size", shard_size), ("--workers", workers), ("--device", device),
-                        ("--samples", samples), ("--width", width), ("--height", height), ("--grid", grid),
-                        ("--baseline", baseline)):
-        if value is not None:
-            gen += [flag, str(value)]
+    gen += flags(run)
     if blender:
         gen += ["--blender", str(Path(blender).resolve()) if "/" in blender else blender]
     gen += ["--no-progress"]
