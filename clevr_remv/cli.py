@@ -41,14 +41,23 @@ def _verbose_callback(ctx, param, value):  # noqa: ARG001
     return value
 
 
+def _give_verbose(cmd: click.Command) -> None:
+    """A ``-v`` for the traceback on ``cmd``, or on every command of a group (recursively)."""
+    if isinstance(cmd, click.Group):
+        for sub in cmd.commands.values():
+            _give_verbose(sub)
+    elif not any(p.name == "verbose" for p in cmd.params):
+        cmd.params.append(click.Option(["-v", "--verbose"], count=True, expose_value=False,
+                                       is_eager=True, callback=_verbose_callback,
+                                       help="More detail in the log; the traceback of an internal error."))
+
+
 class _Group(click.Group):
-    """Gives every subcommand (also ones registered later) a ``-v`` for the traceback."""
+    """Gives every subcommand (also ones registered later, and those of a group added whole)
+    a ``-v`` for the traceback."""
 
     def add_command(self, cmd, name=None):
-        if not isinstance(cmd, click.Group) and not any(p.name == "verbose" for p in cmd.params):
-            cmd.params.append(click.Option(["-v", "--verbose"], count=True, expose_value=False,
-                                           is_eager=True, callback=_verbose_callback,
-                                           help="More detail in the log; the traceback of an internal error."))
+        _give_verbose(cmd)
         super().add_command(cmd, name)
 
 

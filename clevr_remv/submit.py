@@ -67,9 +67,8 @@ def submit():
               help="Memory of the merge job (a JSON join: 1 GB for 62,500 parts, docs/farms.md).")
 @click.option("--python", "python", metavar="PATH", help="Python with clevr-remv installed on the nodes [default: this one].")
 @click.option("--dry-run", is_flag=True, help="Write the sbatch scripts and print the commands; submit nothing.")
-@click.option("-v", "--verbose", count=True, help="More detail in the log; the traceback of an internal error.")
 def slurm(scenes, out, seed, config_spec, blender, partition, account, time_limit, gpus_per_task, mem, cpus_per_task, parallel, shards_per_task,
-          sbatch_lines, setup_lines, job_name, merge_time, merge_mem, python, dry_run, verbose, **run):
+          sbatch_lines, setup_lines, job_name, merge_time, merge_mem, python, dry_run, **run):
     """Render a dataset on Slurm: a job array (one task per shard by default) and a merge job
     that runs when the array has ended (afterany) and writes OUT/manifest.json.
 
@@ -86,11 +85,7 @@ def slurm(scenes, out, seed, config_spec, blender, partition, account, time_limi
           --cpus-per-task 4 --mem 16G --parallel 64
     """
     from . import config as config_mod
-    from .cli import _setup_logging
     from .config import load_config
-
-    if verbose:
-        _setup_logging(verbose, False)
 
     for name, value in (("--gpus-per-task", gpus_per_task), ("--cpus-per-task", cpus_per_task),
                         ("--parallel", parallel)):
