@@ -28,6 +28,7 @@ import numpy as np
 from .data import shard_errors
 from .errors import UsageError
 from .inspection import anchor_of, open_dataset, palette, refexp_records, shard_path
+from .outdir import writable_folder
 
 ASSETS = Path(__file__).resolve().parent / "browse_site"
 MARKER = ".clevr-remv-browse"
@@ -73,6 +74,7 @@ def _check_site(out: Path) -> None:
             raise UsageError(f"--out '{out}' holds files browse did not write ({extra[0]}, ...); move them away first")
     elif not out.parent.is_dir():
         raise UsageError(f"folder '{out.parent}' does not exist; create it first")
+    writable_folder(out, "--out")  # the folder, or the one it is made in, can be written
 
 
 def overlay_strips(ids: np.ndarray, nobj: int) -> np.ndarray:

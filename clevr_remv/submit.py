@@ -239,16 +239,10 @@ def _sbatch_quote(opt: str) -> str:
 
 
 def _check_out(out: Path) -> Path:
-    from .outdir import LOCK_PREFIX, can_write
+    from .outdir import LOCK_PREFIX, writable_folder
 
     out = out.expanduser().resolve()
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out '{out}' is a file; give a folder")
-    probe = out
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir() or not can_write(probe):
-        raise UsageError(f"cannot write to '{probe}'; choose a folder you can write to")
+    writable_folder(out, "--out")
     if out.exists():
         other = [p for p in out.iterdir() if p.name != "logs" and not p.name.startswith(LOCK_PREFIX)]
         if other and not (any(out.glob("manifest*.json")) or (out / ".work").exists()):

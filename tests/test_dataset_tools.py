@@ -5,6 +5,7 @@ scenes, 3x3 views at 96x64); validate's tests corrupt copies of it with h5py.
 """
 
 import json
+import os
 import shutil
 
 import h5py
@@ -401,3 +402,23 @@ def test_a_damaged_shard_is_one_line_naming_it(copy, tmp_path, damage, command):
     assert r.stderr.count("\n") == 1 and "internal error" not in r.stderr, r.stderr
     assert f"shard '{copy / SHARD}' is damaged" in r.stderr
     assert listing(out) == [], "nothing half-written"
+
+
+@pytest.mark.render
+def test_stats_plots_where_no_folder_can_be_made_is_refused_before_the_work(generated, tmp_path):
+    f = tmp_path / "file"
+    f.write_text("x")
+    r = run_cli("stats", generated, "--plots", f / "plots")  # fails as root too
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.count("\n") == 1 and "cannot be created" in r.stderr and r.stdout == ""
+    if os.geteuid() == 0:
+        return  # root writes into a 0o500 folder: the rest cannot fail
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    for args, out in ((["stats", generated, "--plots", locked / "plots"], locked / "plots"),
+                      (["preview", generated, "--scene", 0, "--out", locked / "p.png"], locked / "p.png"),
+                      (["browse", generated, "--out", locked / "site"], locked / "site")):
+        r = run_cli(*args)
+        assert r.returncode == 2, r.stderr
+        assert r.stderr.count("\n") == 1 and f"cannot write to '{locked}'" in r.stderr, r.stderr
+        assert r.stdout == "" and not out.exists()

@@ -156,6 +156,15 @@ def test_submit_refuses_more_scenes_than_generate_accepts(tmp_path):
         plan.check_run(1, -1)
 
 
+def test_submit_refuses_an_out_that_cannot_be_made(tmp_path):
+    f = tmp_path / "file"
+    f.write_text("x")
+    for out, words in ((f, "is a file; give a folder"), (f / "run", "cannot be created")):
+        r = run_cli("submit", "slurm", "--scenes", 8, "--out", out, "--dry-run")
+        assert r.returncode == 2 and words in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    assert listing(tmp_path) == ["file"]
+
+
 def test_submit_refuses_a_folder_with_another_run(tmp_path):
     out = tmp_path / "run"
     out.mkdir()
