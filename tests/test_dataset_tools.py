@@ -422,3 +422,16 @@ def test_stats_plots_where_no_folder_can_be_made_is_refused_before_the_work(gene
         assert r.returncode == 2, r.stderr
         assert r.stderr.count("\n") == 1 and f"cannot write to '{locked}'" in r.stderr, r.stderr
         assert r.stdout == "" and not out.exists()
+
+
+@pytest.mark.render
+@pytest.mark.parametrize("field, value", [("split", "val"), ("path", "val/train-00001.h5")])
+def test_validate_refuses_a_shard_outside_its_split_before_reading(copy, field, value):
+    # A shard entry whose split or folder disagrees: the manifest itself is refused (one line,
+    # exit 2), so validate's split checks never see such an entry.
+    m = shards.read_json(copy / "manifest.json")
+    m["shards"][1][field] = value
+    shards.write_json_atomic(copy / "manifest.json", m)
+    r = run_cli("validate", copy)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert r.stderr.count("\n") == 1 and "is not <split>/<split>-NNNNN.h5 of a known split" in r.stderr
