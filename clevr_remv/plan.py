@@ -68,6 +68,16 @@ def parse_part(spec: str | None) -> tuple[int, int] | None:
     return k, m
 
 
+def part_tag(k: int, m: int) -> str:
+    """The name of part K of M in file and folder names: 'part-003-of-010'."""
+    return f"part-{k:03d}-of-{m:03d}"
+
+
+def manifest_name(part: tuple[int, int] | None) -> str:
+    """The manifest a run writes: manifest.json, or a part's manifest.part-K-of-M.json."""
+    return f"manifest.{part_tag(*part)}.json" if part else "manifest.json"
+
+
 def check_run(scenes: int, seed: int) -> None:
     """The checks of --scenes and --seed that generate and submit share."""
     if scenes < 1:
@@ -118,11 +128,11 @@ class RunPlan:
 
     @property
     def part_tag(self) -> str:
-        return f"part-{self.part[0]:03d}-of-{self.part[1]:03d}" if self.part else ""
+        return part_tag(*self.part) if self.part else ""
 
     @property
     def manifest_name(self) -> str:
-        return f"manifest.{self.part_tag}.json" if self.part else "manifest.json"
+        return manifest_name(self.part)
 
     @property
     def views_per_scene(self) -> int:

@@ -79,6 +79,7 @@ def test_every_shard_belongs_to_exactly_one_task_as_its_part(shards_total, per_t
     for i in range(tasks):
         k, m = plan.parse_part(f"{i + 1}/{tasks}")
         assert farm.shards_of_task(i, tasks, shards_total) == [s for s in range(shards_total) if s % m == k - 1]
+        assert farm.part_manifest_name(k, m) == f"manifest.part-{k:03d}-of-{m:03d}.json"
 
 
 def test_array_ranges_in_slurm_syntax():
@@ -291,3 +292,12 @@ def test_cycles_threads_follow_the_cpus_a_task_was_given(tmp_path):
     cpu = {"device": "cpu", "names": ["CPU"], "count": 1}
     assert render_settings({"render": {}}, cpu, 0, 1, [], cpu_count=8)["threads"] == 8
     assert render_settings({"render": {}}, cpu, 0, 2, [], cpu_count=8)["threads"] == 4
+
+
+def test_a_parts_manifest_and_folders_use_one_name():
+    from clevr_remv.config import load_config
+
+    rp = plan.RunPlan.from_args(8, 0, load_config(None), part="3/12")
+    assert rp.part_tag == plan.part_tag(3, 12) == "part-003-of-012"
+    assert rp.manifest_name == farm.part_manifest_name(3, 12) == "manifest.part-003-of-012.json"
+    assert plan.RunPlan.from_args(8, 0, load_config(None)).manifest_name == plan.manifest_name(None) == "manifest.json"
