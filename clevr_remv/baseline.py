@@ -19,8 +19,7 @@ import h5py
 import numpy as np
 
 from . import catalogue
-from .data import Reader, resolve_views
-from .errors import UsageError
+from .data import Reader, check_splits, resolve_views
 from .expressions import ATTRIBUTES, RELATIONS, load_templates
 from .outdir import new_file
 
@@ -63,18 +62,19 @@ def sentence_attributes(text: str) -> dict:
 
 def predict(root, out: Path, split: str = "test", views="all") -> int:
     reader = Reader(root)
-    sel = resolve_views(views, reader.grid)
-    out = Path(out)
-    new_file(out, "predictions file")
-    if split not in reader.manifest.get("splits", {}):
-        raise UsageError(f"unknown split '{split}' in '{root}' (splits: {', '.join(reader.manifest.get('splits', {}))})")
-    # A temporary name in the same folder, renamed when complete: nothing half-written.
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
-        n = _write_predictions(reader, tmp, split, sel)
-        os.replace(tmp, out)
+        sel = resolve_views(views, reader.grid)
+        out = Path(out)
+        new_file(out, "predictions file")
+        check_splits(reader, [split])
+        # A temporary name in the same folder, renamed when complete: nothing half-written.
+        tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+        try:
+            n = _write_predictions(reader, tmp, split, sel)
+            os.replace(tmp, out)
+        finally:
+            tmp.unlink(missing_ok=True)
     finally:
-        tmp.unlink(missing_ok=True)
         reader.close()
     return n
 

@@ -25,8 +25,10 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from .data import shard_errors
 from .errors import UsageError
 from .inspection import anchor_of, open_dataset, palette, refexp_records, shard_path
+from .outdir import writable_folder
 
 ASSETS = Path(__file__).resolve().parent / "browse_site"
 MARKER = ".clevr-remv-browse"
@@ -72,6 +74,7 @@ def _check_site(out: Path) -> None:
             raise UsageError(f"--out '{out}' holds files browse did not write ({extra[0]}, ...); move them away first")
     elif not out.parent.is_dir():
         raise UsageError(f"folder '{out.parent}' does not exist; create it first")
+    writable_folder(out, "--out")  # the folder, or the one it is made in, can be written
 
 
 def overlay_strips(ids: np.ndarray, nobj: int) -> np.ndarray:
@@ -93,15 +96,21 @@ def overlay_strips(ids: np.ndarray, nobj: int) -> np.ndarray:
     return out
 
 
-def _scene_files(f: h5py.File, entry: dict, row: int, exprs: list[dict], grid, img_dir: Path) -> dict:
+def _read_scene(f: h5py.File, row: int) -> dict:
+    """What the site shows of one scene, read from its open shard."""
+    return {"scene": json.loads(f["scenes"].asstr()[row]), "images": f["images"][row],
+            "instances": f["instances"][row], "visible_pixels": f["visible_pixels"][row]}
+
+
+def _scene_files(d: dict, entry: dict, row: int, exprs: list[dict], grid, img_dir: Path) -> dict:
     from PIL import Image
 
     rows, cols = grid
     index = entry["scene_range"][0] + row
-    scene = json.loads(f["scenes"].asstr()[row])
+    scene = d["scene"]
     nobj = len(scene["objects"])
-    images = f["images"][row]
-    ids = f["instances"][row]
+    images = d["images"]
+    ids = d["instances"]
     img_dir.mkdir(parents=True, exist_ok=True)
     for u in range(rows):
         for v in range(cols):
@@ -113,7 +122,7 @@ def _scene_files(f: h5py.File, entry: dict, row: int, exprs: list[dict], grid, i
         "width": int(images.shape[3]), "height": int(images.shape[2]),
         "objects": [{k: o.get(k) for k in ("size", "color", "material", "shape")} for o in scene["objects"]],
         "colors": [palette(np.array([k + 1]))[0].tolist() for k in range(nobj)],
-        "visible_pixels": f["visible_pixels"][row][:, :, :nobj].tolist(),
+        "visible_pixels": d["visible_pixels"][:, :, :nobj].tolist(),
         "expressions": [{"id": f"{index}-{k}", "text": str(e["text"]), "family": str(e["family"]),
                          "object": e["object"], "anchor": anchor_of(e["program"], scene),
                          "num_relations": e["num_relations"],
@@ -145,11 +154,17 @@ def build_site(root: Path, out: Path, scenes_spec: str | None = None, echo=None)
             by_shard.setdefault(si, []).append(row)
         for si, rows_in in sorted(by_shard.items()):
             entry = reader.shards[si]
-            with h5py.File(shard_path(reader, entry), "r") as f:
-                exprs = refexp_records(f)
+            path = shard_path(reader, entry)
+            with shard_errors(path, reader.root, "open it"):
+                f = h5py.File(path, "r")
+            with f:
+                with shard_errors(path, reader.root, "read its expressions"):
+                    exprs = refexp_records(f)
                 for row in rows_in:
                     index = entry["scene_range"][0] + row
-                    data = _scene_files(f, entry, row, exprs, reader.grid, part / "img" / str(index))
+                    with shard_errors(path, reader.root, f"read row {row}"):
+                        d = _read_scene(f, row)
+                    data = _scene_files(d, entry, row, exprs, reader.grid, part / "img" / str(index))
                     (part / "data" / f"scene-{index}.js").write_text(_js("CLEVR_REMV.scene", data), encoding="utf-8")
                     listing.append({"index": index, "split": entry["split"], "objects": len(data["objects"]),
                                     "expressions": len(data["expressions"])})

@@ -14,8 +14,10 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .config import DEVICES, load_config, shipped_config_names
+from .config import load_config, shipped_config_names
 from .errors import CorruptShardError, DiskFullError, UsageError, WorkerError
+from .plan import MAX_SCENES
+from .run_options import overrides, run_options
 
 log = logging.getLogger("clevr_remv")
 
@@ -39,20 +41,24 @@ def _verbose_callback(ctx, param, value):  # noqa: ARG001
     return value
 
 
+def _give_verbose(cmd: click.Command) -> None:
+    """A ``-v`` for the traceback on ``cmd``, or on every command of a group (recursively)."""
+    if isinstance(cmd, click.Group):
+        for sub in cmd.commands.values():
+            _give_verbose(sub)
+    elif not any(p.name == "verbose" for p in cmd.params):
+        cmd.params.append(click.Option(["-v", "--verbose"], count=True, expose_value=False,
+                                       is_eager=True, callback=_verbose_callback,
+                                       help="More detail in the log; the traceback of an internal error."))
+
+
 class _Group(click.Group):
-    """Gives every subcommand (also ones registered later) a ``-v`` for the traceback."""
+    """Gives every subcommand (also ones registered later, and those of a group added whole)
+    a ``-v`` for the traceback."""
 
     def add_command(self, cmd, name=None):
-        if not isinstance(cmd, click.Group) and not any(p.name == "verbose" for p in cmd.params):
-            cmd.params.append(click.Option(["-v", "--verbose"], count=True, expose_value=False,
-                                           is_eager=True, callback=_verbose_callback,
-                                           help="More detail in the log; the traceback of an internal error."))
+        _give_verbose(cmd)
         super().add_command(cmd, name)
-
-
-# Scenes one --out may hold: bounds the plan's memory and time (2 million scenes: ~0.3 GB and
-# ~2 s to plan; ~40 TB of shards at the defaults).  Larger datasets: several --out folders.
-MAX_SCENES = 2_000_000
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -70,47 +76,19 @@ def cli():
     """
 
 
-def _workers_text(value) -> str:
-    return "one per GPU (one on CPU)" if value is None else str(value)
-
-
-def _from_config(key: str, text=str) -> str:
-    """Help for an option whose default is a config key: the value in each shipped preset,
-    so that no single number is shown as the default when --config may change it."""
-    values = {name: text(_get_key(load_config(name), key)) for name in shipped_config_names()}
-    if len(set(values.values())) == 1:
-        return f"  [default: from --config: {values['default']} in every shipped preset]"
-    listed = ", ".join(f"{v} in {'the default preset' if n == 'default' else n}" for n, v in values.items())
-    return f"  [default: from --config: {listed}]"
-
-
-def _get_key(cfg: dict, key: str):
-    for part in key.split("."):
-        cfg = cfg[part]
-    return cfg
-
-
 @cli.command()
 @click.option("--scenes", type=click.IntRange(1, MAX_SCENES), required=True, help="Number of scenes in the whole dataset, split 70/15/15 into train/val/test by scene index (at these shares, 6 or more scenes fill every split); at most 2,000,000 per --out.")
 @click.option("--out", "out", type=click.Path(path_type=Path), required=True, help="Output folder. Re-running the same command into it resumes.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Global seed: a scene is a pure function of (seed, scene index, config).")
 @click.option("--config", "config_spec", metavar="FILE", help=f"Settings to change: a .json or .toml file, or a shipped preset ({', '.join(shipped_config_names())}). The options below override it.  [default: default]")
-@click.option("--shard-size", type=int, help="Scenes per HDF5 shard." + _from_config("output.shard_size"))
-@click.option("--workers", type=int, help="Blender processes rendering at once." + _from_config("workers.count", _workers_text))
-@click.option("--device", type=click.Choice(DEVICES), help="Cycles device; 'auto' picks a working GPU backend and falls back to CPU." + _from_config("render.device"))
-@click.option("--samples", type=int, help="Most Cycles samples per pixel; adaptive sampling stops earlier where the image has converged (render.adaptive_threshold), then OpenImageDenoise (render.denoise)." + _from_config("render.samples"))
-@click.option("--width", type=int, help="Image width in pixels." + _from_config("render.width"))
-@click.option("--height", type=int, help="Image height in pixels." + _from_config("render.height"))
-@click.option("--grid", type=int, help="Light-field grid size U = V, odd." + _from_config("rig.grid"))
-@click.option("--baseline", type=float, help="Distance between neighbouring cameras, scene units." + _from_config("rig.baseline"))
+@run_options
 @click.option("--blender", metavar="PATH", help="Render with this blender executable instead of the bpy module (render-farm nodes).")
 @click.option("--part", metavar="K/M|auto", help="Render only part K of M of the shards (one node of a farm: shards k with k % M == K-1); writes manifest.part-K-of-M.json. Join parts with 'clevr-remv merge'. 'auto': K/M from a Slurm job array or a Kubernetes Indexed Job (see 'clevr-remv submit slurm --help').")
 @click.option("--overwrite", is_flag=True, help="Replace a run with other settings in --out instead of refusing.")
 @click.option("--progress/--no-progress", default=None, help="A live progress bar; without it, log lines: one per finished shard and one per finished scene, at most one a minute.  [default: a bar on a terminal that reports its size]")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
 @click.option("-v", "--verbose", count=True, help="More detail in the log.")
-def generate(scenes, out, seed, config_spec, shard_size, workers, device, samples, width, height, grid,
-             baseline, blender, part, overwrite, progress, quiet, verbose):
+def generate(scenes, out, seed, config_spec, blender, part, overwrite, progress, quiet, verbose, **run):
     """Render a dataset into OUT: shards OUT/<split>/<split>-NNNNN.h5 and OUT/manifest.json.
 
     \b
@@ -122,12 +100,7 @@ def generate(scenes, out, seed, config_spec, shard_size, workers, device, sample
     _setup_logging(verbose, quiet)
     from .pipeline import GenerateJob
 
-    overrides = {
-        "output.shard_size": shard_size, "workers.count": workers, "render.device": device,
-        "render.samples": samples, "render.width": width, "render.height": height, "rig.grid": grid,
-        "rig.baseline": baseline, "workers.blender": blender,
-    }
-    cfg = load_config(config_spec, overrides)
+    cfg = load_config(config_spec, {**overrides(run), "workers.blender": blender})
     if part == "auto":  # issue 13: the part from the scheduler's array environment
         from .farm import log_auto_part
         part = log_auto_part()

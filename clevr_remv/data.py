@@ -27,7 +27,7 @@ import numpy as np
 
 from . import lightfield, outputs as outputs_mod
 from .dataset_info import load_manifest
-from .errors import CorruptShardError
+from .errors import CorruptShardError, UsageError
 
 # What to do about a shard that fails: the same command that made it re-renders it.
 _REPAIR = "check with 'clevr-remv info --verify {root}'; re-running the same 'clevr-remv generate' re-renders it"
@@ -45,6 +45,18 @@ def shard_errors(path: Path, root: Path, what: str = "read"):
         raise CorruptShardError(f"shard '{path}' is damaged (cannot {what}: {type(exc).__name__}: "
                                 f"{str(exc).splitlines()[0] if str(exc) else ''}); "
                                 + _REPAIR.format(root=root)) from exc
+
+
+def check_splits(reader: Reader, splits) -> list[str] | None:
+    """Split names the run knows (exit 2 for others, as in evaluate), or None for all."""
+    if not splits:
+        return None
+    known = list(reader.manifest.get("splits", {}))
+    unknown = [s for s in splits if s not in known]
+    if unknown:
+        raise UsageError(f"unknown split {', '.join(repr(s) for s in unknown)} in '{reader.root}' "
+                         f"(splits: {', '.join(known)})")
+    return list(dict.fromkeys(splits))
 
 
 def verify_shard(path: Path, entry: dict, root: Path) -> None:

@@ -25,10 +25,11 @@ def stats(root, as_json, plots):
     (expression, scene) pairs and their count extrapolated to 10,000 scenes, objects per pair,
     words per expression, family mix, share with a relation, (expression, view) pairs not
     valid (by reason), expressions dropped by the generator, and bytes per scene."""
+    from .outdir import writable_folder
     from .stats import collect, format_table, summarise, write_plots
 
-    if plots is not None and plots.exists() and not plots.is_dir():
-        raise UsageError(f"--plots '{plots}' is a file; give a folder")
+    if plots is not None:  # before the pass over every shard, not after it
+        writable_folder(plots, "--plots")
     s = summarise(collect(root))
     if as_json:
         click.echo(json.dumps(s, indent=2))

@@ -29,7 +29,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from . import catalogue
-from .data import Reader, resolve_views
+from .data import Reader, check_splits, resolve_views
 from .errors import UsageError
 from .outdir import writable_folder
 
@@ -81,18 +81,6 @@ def _prepare_out(out: Path) -> None:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UsageError(f"cannot create '{out}': {exc.strerror}") from None
-
-
-def check_splits(reader: Reader, splits) -> list[str] | None:
-    """Split names the run knows (exit 2 for others, as in evaluate), or None for all."""
-    if not splits:
-        return None
-    known = list(reader.manifest.get("splits", {}))
-    unknown = [s for s in splits if s not in known]
-    if unknown:
-        raise UsageError(f"unknown split {', '.join(repr(s) for s in unknown)} in '{reader.root}' "
-                         f"(splits: {', '.join(known)})")
-    return list(dict.fromkeys(splits))
 
 
 def export_refcoco(root, out, views="center", splits=None, dataset="refcoco", split_by="unc",

@@ -26,6 +26,7 @@ import math
 from dataclasses import dataclass
 from typing import Mapping
 
+from . import plan
 from .errors import UsageError
 
 PARTS_ENV = "CLEVR_REMV_PARTS"
@@ -119,11 +120,11 @@ def task_count(shards: int, shards_per_task: int) -> int:
 
 def shards_of_task(index: int, tasks: int, shards: int) -> list[int]:
     """Shard numbers (positions in the run's shard plan) rendered by 0-based task ``index``."""
-    return list(range(index, shards, tasks))
+    return plan.select_part(list(range(shards)), (index + 1, tasks))  # task i runs part i+1 of T
 
 
 def part_manifest_name(k: int, m: int) -> str:
-    return f"manifest.part-{k:03d}-of-{m:03d}.json"
+    return plan.manifest_name((k, m))
 
 
 def format_ranges(indices: list[int]) -> str:

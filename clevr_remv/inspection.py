@@ -17,6 +17,7 @@ import numpy as np
 from .data import Reader
 from .errors import UsageError
 from .expressions import ProgramError, execute
+from .outdir import can_write
 
 # Instance colours for overlays: id 0 (background) is never drawn.
 PALETTE = np.array([[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200],
@@ -120,4 +121,6 @@ def check_output_file(path: Path, suffixes: tuple[str, ...]) -> Path:
         raise UsageError(f"'{path}' must end in {' or '.join(suffixes)}")
     if not path.parent.is_dir() and str(path.parent) not in ("", "."):
         raise UsageError(f"folder '{path.parent}' does not exist; create it first")
+    if not can_write(path.parent):
+        raise UsageError(f"cannot write to '{path.parent}' ('{path}'); choose a folder you can write to")
     return path

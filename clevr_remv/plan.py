@@ -11,6 +11,10 @@ from dataclasses import dataclass, field
 from . import config as config_mod
 from .errors import UsageError
 
+# Scenes one --out may hold: bounds the plan's memory and time (2 million scenes: ~0.3 GB and
+# ~2 s to plan; ~40 TB of shards at the defaults).  Larger datasets: several --out folders.
+MAX_SCENES = 2_000_000
+
 
 @dataclass(frozen=True)
 class ShardPlan:
@@ -64,6 +68,27 @@ def parse_part(spec: str | None) -> tuple[int, int] | None:
     return k, m
 
 
+def part_tag(k: int, m: int) -> str:
+    """The name of part K of M in file and folder names: 'part-003-of-010'."""
+    return f"part-{k:03d}-of-{m:03d}"
+
+
+def manifest_name(part: tuple[int, int] | None) -> str:
+    """The manifest a run writes: manifest.json, or a part's manifest.part-K-of-M.json."""
+    return f"manifest.{part_tag(*part)}.json" if part else "manifest.json"
+
+
+def check_run(scenes: int, seed: int) -> None:
+    """The checks of --scenes and --seed that generate and submit share."""
+    if scenes < 1:
+        raise UsageError("--scenes must be at least 1")
+    if scenes > MAX_SCENES:
+        raise UsageError(f"--scenes must be at most {MAX_SCENES:,} per --out; split larger datasets "
+                         "over several --out folders")
+    if not 0 <= seed < 2**63:
+        raise UsageError("--seed must be a non-negative integer below 2**63")
+
+
 def select_part(plans: list[ShardPlan], part: tuple[int, int] | None) -> list[ShardPlan]:
     """The shards node K of M renders (all of them without a part)."""
     if not part:
@@ -90,10 +115,7 @@ class RunPlan:
     @classmethod
     def from_args(cls, scenes: int, seed: int, cfg: dict, *, workers: int | None = None,
                   part: str | None = None) -> "RunPlan":
-        if scenes < 1:
-            raise UsageError("--scenes must be at least 1")
-        if not 0 <= seed < 2**63:
-            raise UsageError("--seed must be a non-negative integer below 2**63")
+        check_run(scenes, seed)
         parsed = parse_part(part)
         requested = workers if workers is not None else cfg["workers"]["count"]
         if requested is not None and requested < 1:
@@ -106,11 +128,11 @@ class RunPlan:
 
     @property
     def part_tag(self) -> str:
-        return f"part-{self.part[0]:03d}-of-{self.part[1]:03d}" if self.part else ""
+        return part_tag(*self.part) if self.part else ""
 
     @property
     def manifest_name(self) -> str:
-        return f"manifest.{self.part_tag}.json" if self.part else "manifest.json"
+        return manifest_name(self.part)
 
     @property
     def views_per_scene(self) -> int:

@@ -15,6 +15,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from .data import shard_errors
 from .inspection import open_dataset, palette, refexp_records, scene_location, shard_path
 
 BG = (255, 255, 255)
@@ -76,7 +77,8 @@ def load_scene(root: Path, index: int) -> dict:
     reader = open_dataset(root)
     try:
         entry, row = scene_location(reader, index)
-        with h5py.File(shard_path(reader, entry), "r") as f:
+        path = shard_path(reader, entry)
+        with shard_errors(path, reader.root), h5py.File(path, "r") as f:
             data = {
                 "index": index, "split": entry["split"], "shard": entry["path"], "grid": tuple(reader.grid),
                 "scene": json.loads(f["scenes"].asstr()[row]),

@@ -28,6 +28,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from .data import shard_errors
 from .errors import UsageError
 from .expressions import word_count
 from .inspection import anchor_of, min_visible_pixels, open_dataset, refexp_records, shard_path
@@ -100,7 +101,7 @@ def collect(root: Path) -> dict:
                 f = h5py.File(path, "r")
             except OSError as exc:
                 raise UsageError(f"cannot read shard '{path}' ({exc}); run 'clevr-remv validate {root}'") from None
-            with f:
+            with f, shard_errors(path, root):
                 scenes = [json.loads(s) for s in f["scenes"].asstr()[()]]
                 visible = f["visible_pixels"][()]
                 exprs = refexp_records(f)

@@ -25,8 +25,9 @@ from pathlib import Path
 import click
 
 from . import farm
-from .config import DEVICES
 from .errors import UsageError
+from .plan import MAX_SCENES, check_run, plan_shards
+from .run_options import flags, overrides, run_options
 
 COMMENT_PREFIX = "clevr-remv:"  # job comment: marks the jobs of one output folder
 
@@ -38,20 +39,13 @@ def submit():
 
 @submit.command("slurm")
 # -- the run (as for generate) --
-@click.option("--scenes", type=click.IntRange(1, 10_000_000), required=True,  # generate's bound
-              help="Number of scenes in the whole dataset.")
+@click.option("--scenes", type=click.IntRange(1, MAX_SCENES), required=True,  # generate's bound
+              help="Number of scenes in the whole dataset; at most 2,000,000 per --out.")
 @click.option("--out", "out", type=click.Path(path_type=Path), required=True,
               help="Output folder on a file system every node sees.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Global seed.")
 @click.option("--config", "config_spec", metavar="FILE", help="Settings file or shipped preset (as for generate).")
-@click.option("--shard-size", type=int, help="Scenes per HDF5 shard [default: 16].")
-@click.option("--workers", type=int, help="Blender processes per task [default: one per GPU the task gets, one on CPU].")
-@click.option("--device", type=click.Choice(DEVICES), help="Cycles device on the nodes [default: auto].")
-@click.option("--samples", type=int, help="Most Cycles samples per pixel [default: 256].")
-@click.option("--width", type=int, help="Image width [default: 480].")
-@click.option("--height", type=int, help="Image height [default: 320].")
-@click.option("--grid", type=int, help="Light-field grid size U = V, odd [default: 9].")
-@click.option("--baseline", type=float, help="Camera spacing, scene units [default: 0.4].")
+@run_options
 @click.option("--blender", metavar="PATH", help="blender executable on the nodes instead of the bpy module (checked on the nodes).")
 # -- Slurm --
 @click.option("--partition", "-p", help="Slurm partition (sbatch --partition).")
@@ -73,10 +67,8 @@ def submit():
               help="Memory of the merge job (a JSON join: 1 GB for 62,500 parts, docs/farms.md).")
 @click.option("--python", "python", metavar="PATH", help="Python with clevr-remv installed on the nodes [default: this one].")
 @click.option("--dry-run", is_flag=True, help="Write the sbatch scripts and print the commands; submit nothing.")
-@click.option("-v", "--verbose", count=True, help="More detail in the log; the traceback of an internal error.")
-def slurm(scenes, out, seed, config_spec, shard_size, workers, device, samples, width, height, grid, baseline,
-          blender, partition, account, time_limit, gpus_per_task, mem, cpus_per_task, parallel, shards_per_task,
-          sbatch_lines, setup_lines, job_name, merge_time, merge_mem, python, dry_run, verbose):
+def slurm(scenes, out, seed, config_spec, blender, partition, account, time_limit, gpus_per_task, mem, cpus_per_task, parallel, shards_per_task,
+          sbatch_lines, setup_lines, job_name, merge_time, merge_mem, python, dry_run, **run):
     """Render a dataset on Slurm: a job array (one task per shard by default) and a merge job
     that runs when the array has ended (afterany) and writes OUT/manifest.json.
 
@@ -93,25 +85,14 @@ def slurm(scenes, out, seed, config_spec, shard_size, workers, device, samples, 
           --cpus-per-task 4 --mem 16G --parallel 64
     """
     from . import config as config_mod
-    from .cli import _setup_logging
     from .config import load_config
-    from .plan import plan_shards
-
-    if verbose:
-        _setup_logging(verbose, False)
 
     for name, value in (("--gpus-per-task", gpus_per_task), ("--cpus-per-task", cpus_per_task),
                         ("--parallel", parallel)):
         if value is not None and value < 1:
             raise UsageError(f"{name} must be at least 1")
-    if not 0 <= seed < 2**63:
-        raise UsageError("--seed must be a non-negative integer below 2**63")
-    overrides = {
-        "output.shard_size": shard_size, "workers.count": workers, "render.device": device,
-        "render.samples": samples, "render.width": width, "render.height": height, "rig.grid": grid,
-        "rig.baseline": baseline,  # --blender: a path on the nodes, checked there, not here
-    }
-    cfg = load_config(config_spec, overrides)
+    check_run(scenes, seed)
+    cfg = load_config(config_spec, overrides(run))  # --blender: a path on the nodes, checked there, not here
     digest = config_mod.digest(cfg, seed, scenes)
     plans = plan_shards(scenes, cfg["output"]["splits"], cfg["output"]["shard_size"])
     tasks = farm.task_count(len(plans), shards_per_task)
@@ -132,11 +113,7 @@ def slurm(scenes, out, seed, config_spec, shard_size, workers, device, samples, 
            "--out", str(out), "--seed", str(seed)]
     if config_spec is not None:
         gen += ["--config", str(Path(config_spec).resolve()) if Path(config_spec).is_file() else config_spec]
-    for flag, value in (("--shard-size", shard_size), ("--workers", workers), ("--device", device),
-                        ("--samples", samples), ("--width", width), ("--height", height), ("--grid", grid),
-                        ("--baseline", baseline)):
-        if value is not None:
-            gen += [flag, str(value)]
+    gen += flags(run)
     if blender:
         gen += ["--blender", str(Path(blender).resolve()) if "/" in blender else blender]
     gen += ["--no-progress"]
@@ -262,16 +239,10 @@ def _sbatch_quote(opt: str) -> str:
 
 
 def _check_out(out: Path) -> Path:
-    from .outdir import LOCK_PREFIX, can_write
+    from .outdir import LOCK_PREFIX, writable_folder
 
     out = out.expanduser().resolve()
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out '{out}' is a file; give a folder")
-    probe = out
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir() or not can_write(probe):
-        raise UsageError(f"cannot write to '{probe}'; choose a folder you can write to")
+    writable_folder(out, "--out")
     if out.exists():
         other = [p for p in out.iterdir() if p.name != "logs" and not p.name.startswith(LOCK_PREFIX)]
         if other and not (any(out.glob("manifest*.json")) or (out / ".work").exists()):

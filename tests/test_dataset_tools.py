@@ -5,6 +5,7 @@ scenes, 3x3 views at 96x64); validate's tests corrupt copies of it with h5py.
 """
 
 import json
+import os
 import shutil
 
 import h5py
@@ -368,3 +369,69 @@ def test_stats_counts_expressions_the_generator_dropped(copy):
     assert train["expressions_dropped_hidden"] == 3
     assert train["expressions_dropped_hidden_share"] == pytest.approx(3 / (train["pairs"] + 3))
     assert s["splits"]["val"]["expressions_dropped_hidden"] is None  # its records do not say
+
+
+def _garble_json(copy):
+    with h5py.File(copy / SHARD, "r+") as f:
+        f["scenes"][1] = '{"index": 3, "objects": [tru'  # scene 3's record, cut short
+
+
+def _garble_chunk(copy):
+    with h5py.File(copy / SHARD, "r+") as f:
+        _, info = _corrupt_chunk(f)  # scene 3, view (0,1) of images
+    with open(copy / SHARD, "r+b") as fh:
+        fh.seek(info.byte_offset + info.size // 2)
+        fh.write(b"\xff" * min(64, info.size // 2))
+
+
+@pytest.mark.render
+@pytest.mark.parametrize("damage, command", [
+    (_garble_json, "stats"), (_garble_json, "preview"), (_garble_json, "browse"),
+    (_garble_chunk, "preview"), (_garble_chunk, "browse"),
+], ids=lambda x: x if isinstance(x, str) else x.__name__[8:])
+def test_a_damaged_shard_is_one_line_naming_it(copy, tmp_path, damage, command):
+    damage(copy)
+    _reseal(copy)  # damaged before its checksum was taken: only reading it shows the damage
+    out = tmp_path / "result"
+    args = {"stats": ["--plots", out], "preview": ["--scene", 3, "--out", out / "s.png"],
+            "browse": ["--scenes", 3, "--out", out]}[command]
+    if command == "preview":
+        out.mkdir()
+    r = run_cli(command, copy, *args)
+    assert r.returncode == 1, r.stdout + r.stderr  # the exit code of a CorruptShardError
+    assert r.stderr.count("\n") == 1 and "internal error" not in r.stderr, r.stderr
+    assert f"shard '{copy / SHARD}' is damaged" in r.stderr
+    assert listing(out) == [], "nothing half-written"
+
+
+@pytest.mark.render
+def test_stats_plots_where_no_folder_can_be_made_is_refused_before_the_work(generated, tmp_path):
+    f = tmp_path / "file"
+    f.write_text("x")
+    r = run_cli("stats", generated, "--plots", f / "plots")  # fails as root too
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.count("\n") == 1 and "cannot be created" in r.stderr and r.stdout == ""
+    if os.geteuid() == 0:
+        return  # root writes into a 0o500 folder: the rest cannot fail
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    for args, out in ((["stats", generated, "--plots", locked / "plots"], locked / "plots"),
+                      (["preview", generated, "--scene", 0, "--out", locked / "p.png"], locked / "p.png"),
+                      (["browse", generated, "--out", locked / "site"], locked / "site")):
+        r = run_cli(*args)
+        assert r.returncode == 2, r.stderr
+        assert r.stderr.count("\n") == 1 and f"cannot write to '{locked}'" in r.stderr, r.stderr
+        assert r.stdout == "" and not out.exists()
+
+
+@pytest.mark.render
+@pytest.mark.parametrize("field, value", [("split", "val"), ("path", "val/train-00001.h5")])
+def test_validate_refuses_a_shard_outside_its_split_before_reading(copy, field, value):
+    # A shard entry whose split or folder disagrees: the manifest itself is refused (one line,
+    # exit 2), so validate's split checks never see such an entry.
+    m = shards.read_json(copy / "manifest.json")
+    m["shards"][1][field] = value
+    shards.write_json_atomic(copy / "manifest.json", m)
+    r = run_cli("validate", copy)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert r.stderr.count("\n") == 1 and "is not <split>/<split>-NNNNN.h5 of a known split" in r.stderr

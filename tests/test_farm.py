@@ -79,6 +79,7 @@ def test_every_shard_belongs_to_exactly_one_task_as_its_part(shards_total, per_t
     for i in range(tasks):
         k, m = plan.parse_part(f"{i + 1}/{tasks}")
         assert farm.shards_of_task(i, tasks, shards_total) == [s for s in range(shards_total) if s % m == k - 1]
+        assert farm.part_manifest_name(k, m) == f"manifest.part-{k:03d}-of-{m:03d}.json"
 
 
 def test_array_ranges_in_slurm_syntax():
@@ -139,6 +140,30 @@ def test_submit_bad_input_is_one_line_exit_2(tmp_path, args, words):
     assert r.returncode == 2, r.stderr
     assert words in r.stderr and r.stderr.count("\n") == 1
     assert not out.exists()
+
+
+def test_submit_refuses_more_scenes_than_generate_accepts(tmp_path):
+    # Every array task would run generate, which refuses more than plan.MAX_SCENES.
+    out = tmp_path / "run"
+    r = run_cli("submit", "slurm", "--scenes", plan.MAX_SCENES + 1, "--out", out, "--dry-run")
+    assert r.returncode == 2, r.stderr
+    assert "--scenes" in r.stderr and r.stderr.count("\n") == 1
+    assert not out.exists()
+    r = run_cli("generate", "--scenes", plan.MAX_SCENES + 1, "--out", out)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and not out.exists()
+    with pytest.raises(UsageError, match="at most"):
+        plan.check_run(plan.MAX_SCENES + 1, 0)
+    with pytest.raises(UsageError, match="--seed"):
+        plan.check_run(1, -1)
+
+
+def test_submit_refuses_an_out_that_cannot_be_made(tmp_path):
+    f = tmp_path / "file"
+    f.write_text("x")
+    for out, words in ((f, "is a file; give a folder"), (f / "run", "cannot be created")):
+        r = run_cli("submit", "slurm", "--scenes", 8, "--out", out, "--dry-run")
+        assert r.returncode == 2 and words in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    assert listing(tmp_path) == ["file"]
 
 
 def test_submit_refuses_a_folder_with_another_run(tmp_path):
@@ -267,3 +292,12 @@ def test_cycles_threads_follow_the_cpus_a_task_was_given(tmp_path):
     cpu = {"device": "cpu", "names": ["CPU"], "count": 1}
     assert render_settings({"render": {}}, cpu, 0, 1, [], cpu_count=8)["threads"] == 8
     assert render_settings({"render": {}}, cpu, 0, 2, [], cpu_count=8)["threads"] == 4
+
+
+def test_a_parts_manifest_and_folders_use_one_name():
+    from clevr_remv.config import load_config
+
+    rp = plan.RunPlan.from_args(8, 0, load_config(None), part="3/12")
+    assert rp.part_tag == plan.part_tag(3, 12) == "part-003-of-012"
+    assert rp.manifest_name == farm.part_manifest_name(3, 12) == "manifest.part-003-of-012.json"
+    assert plan.RunPlan.from_args(8, 0, load_config(None)).manifest_name == plan.manifest_name(None) == "manifest.json"

@@ -156,3 +156,8 @@ def test_every_subcommand_takes_verbose():
         assert "-v" in opts, path
     r = run_cli("info", "-v", "--help")
     assert r.returncode == 0 and "--verbose" in r.stdout
+    # A group added whole (submit) gets it too, through the same mechanism: one -v each.
+    slurm = cli.commands["submit"].commands["slurm"]
+    assert [p.opts for p in slurm.params if p.name == "verbose"] == [["-v", "--verbose"]]
+    r = run_cli("submit", "slurm", "-vv", "--help")
+    assert r.returncode == 0 and r.stdout.count("--verbose") == 1

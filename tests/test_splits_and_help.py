@@ -43,8 +43,9 @@ def test_sizes_in_a_unit_that_fits(n, text):
     assert human_bytes(n) == text
 
 
-def test_generate_help_shows_config_defaults_per_preset():
-    r = run_cli("generate", "--help", env={"COLUMNS": "400"})
+@pytest.mark.parametrize("command", [["generate"], ["submit", "slurm"]])
+def test_generate_help_shows_config_defaults_per_preset(command):
+    r = run_cli(*command, "--help", env={"COLUMNS": "400"})
     assert r.returncode == 0
     blocks = [" ".join(b.split()) for b in re.split(r"\n  (?=-)", r.stdout)]
     lines = {b.split()[0]: b for b in blocks if b.startswith("--")}
@@ -56,6 +57,9 @@ def test_generate_help_shows_config_defaults_per_preset():
         assert f"[default: from --config: {d} in the default preset, {p} in preview]" in lines[opt], lines[opt]
         assert f"[default: {d}]" not in lines[opt]
     assert "[default: from --config: auto in every shipped preset]" in lines["--device"]
+    assert "[default: from --config: one per GPU (one on CPU) in every shipped preset]" in lines["--workers"]
+    if command != ["generate"]:
+        return
     # The number of scenes that fills every split, as stated in --scenes' help.
     assert f"{min_scenes_to_fill(default['output']['splits'])} or more scenes fill every split" in lines["--scenes"]
 
