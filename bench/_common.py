@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -31,3 +32,10 @@ def scene_log(out: Path) -> list[dict]:
 
 def cleanup(out: Path) -> None:
     shutil.rmtree(out.parent, ignore_errors=True)
+
+
+def proc_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a live process has used so far, from /proc/PID/stat."""
+    with open(f"/proc/{pid}/stat") as fh:
+        f = fh.read().split(")")[1].split()
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")

@@ -22,12 +22,8 @@ import time
 
 import numpy as np
 
+from _common import proc_cpu
 from clevr_remv import config, denoise, layout, outputs, render
-
-
-def proc_cpu(pid):
-    f = open(f"/proc/{pid}/stat").read().split(")")[1].split()
-    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main():
