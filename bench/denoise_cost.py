@@ -5,10 +5,11 @@ Worker settings (the worker process's CPU time per view, render calls including 
   cycles-denoise  Cycles' denoiser in each render call (new OIDN device, 2 prefilters, filter)
   passes          no Cycles denoiser; the noisy colour plus the denoising-data passes
   no-denoise      neither
-Then, on the passes of the central view: pyoidn filters kept across calls (CPU per call,
-median of 3 after one warm call), quality high / balanced / fast, with the albedo and normal
-prefilters as Cycles runs them ("prefilter+main"), and the main filter alone without
-prefilters (cleanAux off: "main only").
+Then, on the passes of the central view: clevr_remv.denoise.Denoiser, filters kept across
+calls (CPU and wall per call, medians of 5 after one warm call), for each OIDN quality
+(high / balanced / fast) and each prefilter as Cycles names them: accurate (albedo and normal
+prefilters, then the colour filter with cleanAux), fast (the colour filter alone with the raw
+guides) and none (the colour filter alone, guides taken as clean).
 
     python bench/denoise_cost.py --width 96 --height 64
 """
@@ -19,8 +20,6 @@ import argparse
 import os
 import statistics
 import time
-
-import numpy as np
 
 from _common import proc_cpu
 from clevr_remv import config, denoise, layout, outputs, render
@@ -66,41 +65,26 @@ def main():
     for name, xs in per_view.items():
         print(f"| {name} | {', '.join(f'{1000 * x:.0f}' for x in xs)} |")
     color, albedo, normal = px["noisy_color"], px["denoising_albedo"], px["denoising_normal"]
-    print("\n| OIDN quality | prefilter+main CPU ms | main only CPU ms |")
-    print("|---|---|---|")
-    for q in ("high", "balanced", "fast"):
-        dn = denoise.Denoiser("cpu", quality=q)
-        full = _cpu(lambda: dn(color, albedo, normal))
-        main_only = _cpu(lambda: _main_only(dn, color, albedo, normal))
-        dn.close()
-        print(f"| {q} | {1000 * full:.0f} | {1000 * main_only:.0f} |")
+    print("\n| OIDN quality | prefilter | CPU ms per view | wall ms per view |")
+    print("|---|---|---|---|")
+    for q in denoise.QUALITIES:
+        for pf in denoise.PREFILTERS:
+            dn = denoise.Denoiser("cpu", quality=q, prefilter=pf)
+            cpu, wall = _time(lambda: dn(color, albedo, normal))
+            dn.close()
+            print(f"| {q} | {pf} | {1000 * cpu:.1f} | {1000 * wall:.1f} |")
 
 
-def _cpu(fn):
+def _time(fn, n=5):
+    """Median CPU and wall seconds of n calls, after one warm call (which sets the filters up)."""
     fn()
-    xs = []
-    for _ in range(3):
-        c = time.process_time()
+    cpu, wall = [], []
+    for _ in range(n):
+        c, t = time.process_time(), time.perf_counter()
         fn()
-        xs.append(time.process_time() - c)
-    return statistics.median(xs)
-
-
-def _main_only(dn, color, albedo, normal):
-    """The colour filter alone, fed the raw guides (cleanAux off, no prefilters)."""
-    p = dn._pyoidn
-    if not hasattr(dn, "_raw"):
-        h, w = color.shape[:2]
-        f = p.Filter(dn.device, p.OIDN_FILTER_TYPE_RT)
-        dn._raw = (f, [np.empty((h, w, 3), np.float32) for _ in range(4)])
-        for name, arr in zip(("color", "albedo", "normal", "output"), dn._raw[1]):
-            f.set_image(name, arr, p.OIDN_FORMAT_FLOAT3)
-        f.set_bool("hdr", True)
-        f.set_int("quality", dn.quality)
-        f.commit()
-    f, (c, a, n, _) = dn._raw
-    c[...], a[...], n[...] = color, albedo, normal
-    f.execute()
+        cpu.append(time.process_time() - c)
+        wall.append(time.perf_counter() - t)
+    return statistics.median(cpu), statistics.median(wall)
 
 
 if __name__ == "__main__":

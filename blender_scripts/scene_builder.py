@@ -214,6 +214,12 @@ class SceneBuilder:
                 cy.denoiser = "OPENIMAGEDENOISE"
             except TypeError:  # a Blender build without OIDN (e.g. some distribution packages)
                 raise MissingFeature("denoiser", "this Blender build has no OpenImageDenoise") from None
+            # The driver resolves "auto"; Blenders older than these properties keep their defaults
+            # (Accurate prefilter; High quality), which are also ours.
+            for prop, key, default in (("denoising_prefilter", "denoise_prefilter", "accurate"),
+                                       ("denoising_quality", "denoise_quality", "high")):
+                if hasattr(cy, prop):
+                    setattr(cy, prop, str(settings.get(key) or default).upper())
         bounces = int(settings["max_bounces"])
         policy = RENDER_POLICY
         cy.max_bounces = bounces

@@ -23,6 +23,8 @@ from .resources import resource_dir
 
 DEVICES = ("auto", "cpu", "cuda", "optix", "hip", "metal", "oneapi")
 DENOISERS = ("auto", "driver", "cycles")
+DENOISE_PREFILTERS = ("auto", "accurate", "fast", "none")
+DENOISE_QUALITIES = ("high", "balanced", "fast")
 COMPRESSIONS = ("gzip", "lzf", "zstd", "blosc2-zstd", "blosc2-lz4", "none")
 
 # Config files are read by extension.  YAML is not read: TOML (stdlib tomllib) and JSON
@@ -59,6 +61,12 @@ _SCHEMA: dict[str, tuple[type | tuple, object, str]] = {
     "render.denoise": (bool, None, "true or false"),
     "render.denoiser": (str, lambda v: v in DENOISERS,
                         "auto (the driver's OpenImageDenoise when pyoidn is installed, else Cycles'), driver or cycles"),
+    "render.denoise_prefilter": (str, lambda v: v in DENOISE_PREFILTERS,
+                                 "auto (fast at 1 sample per pixel, accurate otherwise), accurate (the albedo "
+                                 "and normal guides cleaned first), fast (the noisy guides fed to the colour "
+                                 "filter) or none (the guides taken as clean)"),
+    "render.denoise_quality": (str, lambda v: v in DENOISE_QUALITIES, "high, balanced or fast (OpenImageDenoise's "
+                               "quality, as Cycles' denoising_quality)"),
     "render.max_bounces": (int, lambda v: 0 <= v <= 128, "an integer from 0 to 128"),
     "render.seed": (int, lambda v: v >= 0, "an integer >= 0"),
     "render.device": (str, lambda v: v in DEVICES, "one of " + ", ".join(DEVICES)),
@@ -287,6 +295,16 @@ def dataset_settings(cfg: dict) -> dict:
         for part in parts[:-1]:
             node = node[part]
         node.pop(parts[-1], None)
+    # The denoiser's prefilter and quality, resolved.  Cycles' defaults (accurate, high), which
+    # every run made before these settings existed used, leave no trace, so such a run resumes.
+    from .denoise import prefilter_for
+
+    rc = out["render"]
+    rc["denoise_prefilter"] = prefilter_for(rc)
+    rc.setdefault("denoise_quality", "high")
+    if not rc.get("denoise") or (rc["denoise_prefilter"], rc["denoise_quality"]) == ("accurate", "high"):
+        rc.pop("denoise_prefilter")
+        rc.pop("denoise_quality")
     return out
 
 

@@ -228,8 +228,9 @@ class GenerateJob:
         worker.configure(settings)
         if denoise.driver_denoises(self.cfg):
             if slot not in self.denoisers:  # one per slot, kept when its Blender is restarted
-                self.denoisers[slot] = denoise.open_denoiser(settings["device"], settings.get("gpu_index"),
-                                                             settings.get("threads"))
+                self.denoisers[slot] = denoise.open_denoiser(
+                    settings["device"], settings.get("gpu_index"), settings.get("threads"),
+                    quality=settings.get("denoise_quality", "high"), prefilter=settings["denoise_prefilter"])
             worker.denoiser = self.denoisers[slot]
 
     def _start_worker(self, slot: int):

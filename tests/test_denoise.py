@@ -120,3 +120,107 @@ def test_when_the_driver_denoises_cycles_does_not():
         assert "cycles.denoising_store_passes" in s["passes"]
     s = devices.render_settings(config.load_config(None, {"render.denoiser": "cycles"}), {"device": "cpu"}, 0, 1, [])
     assert s["denoise"] is True
+
+
+def _rmse(a, b):
+    return float(np.sqrt(np.mean((a - b) ** 2)))
+
+
+def test_prefilters_as_cycles_names_them():
+    """accurate: two guide prefilters then the colour filter; fast and none: the colour filter
+    alone (noisy guides, or guides taken as clean).  With a noisy albedo, accurate and fast
+    remove most of the noise; none, which takes that albedo as clean, keeps more of it."""
+    clean, noisy, albedo, normal = _scene(48, 64, seed=7)
+    rng = np.random.default_rng(8)
+    noisy_albedo = np.clip(albedo * rng.gamma(2, 0.5, size=albedo.shape), 0, 1).astype(np.float32)
+    outs = {}
+    for pf, nfilters in (("accurate", 3), ("fast", 1), ("none", 1)):
+        dn = denoise.Denoiser("cpu", prefilter=pf)
+        try:
+            outs[pf] = dn(noisy, noisy_albedo, normal)
+            assert len(dn._filters) == nfilters and dn.prefilter == pf
+        finally:
+            dn.close()
+    for pf in ("accurate", "fast"):
+        assert _rmse(outs[pf], clean) < 0.5 * _rmse(noisy, clean), pf
+        assert _rmse(outs[pf], clean) < _rmse(outs["none"], clean), pf
+    assert not np.array_equal(outs["accurate"], outs["fast"])
+    with pytest.raises(ValueError, match="prefilter must be one of accurate, fast, none"):
+        denoise.Denoiser("cpu", prefilter="auto")  # "auto" is resolved before a denoiser is made
+    with pytest.raises(ValueError, match="quality must be one of high, balanced, fast"):
+        denoise.Denoiser("cpu", quality="best")
+
+
+def test_auto_prefilter_is_fast_at_one_sample_and_accurate_above():
+    assert denoise.prefilter_for({"samples": 1, "denoise_prefilter": "auto"}) == "fast"
+    assert denoise.prefilter_for({"samples": 2, "denoise_prefilter": "auto"}) == "accurate"
+    assert denoise.prefilter_for({"samples": 256}) == "accurate"  # a config from before the setting
+    assert denoise.prefilter_for({"samples": 1, "denoise_prefilter": "accurate"}) == "accurate"
+    assert denoise.prefilter_for({"samples": 256, "denoise_prefilter": "none"}) == "none"
+    from clevr_remv import config
+    one = config.load_config(None, {"render.samples": 1})
+    assert "prefilter fast, quality high" in denoise.describe(one)
+    assert "prefilter accurate, quality high" in denoise.describe(config.load_config())
+
+
+def test_prefilter_and_quality_in_the_digest_only_when_they_change_the_bytes():
+    """Runs made before these settings existed used Cycles' defaults (accurate, high): with those,
+    the digest is the one such a run recorded, so it resumes; any other choice is a new digest."""
+    from clevr_remv import config
+
+    def dig(spec=None, **over):
+        return config.digest(config.load_config(spec, {f"render.{k}": v for k, v in over.items()}), 0, 10)
+
+    base = config.load_config()
+    old = {**base, "render": {k: v for k, v in base["render"].items()
+                              if k not in ("denoise_prefilter", "denoise_quality")}}
+    assert config.digest(old, 0, 10) == dig()
+    assert dig(denoise_prefilter="accurate") == dig()  # "auto" at 256 samples is "accurate"
+    assert dig(denoise_prefilter="fast") != dig()
+    assert dig(denoise_quality="balanced") != dig()
+    assert dig(samples=1) != dig(samples=1, denoise_prefilter="accurate")
+    assert dig(samples=1, denoise_prefilter="auto") == dig(samples=1, denoise_prefilter="fast")
+    # no denoising, no prefilter: the choice changes nothing
+    assert dig(denoise=False, denoise_prefilter="fast") == dig(denoise=False)
+
+
+@pytest.mark.render
+def test_cycles_and_the_driver_apply_the_same_prefilter():
+    """A real render: Cycles' own denoiser honours render.denoise_prefilter (its images change
+    with it), and the driver's filters with a prefilter give images closer to Cycles' with the
+    same prefilter than to Cycles' with the other."""
+    from clevr_remv import config, layout, outputs, render
+
+    cfg = config.load_config(None, {"render.width": 64, "render.height": 48, "render.samples": 1,
+                                    "render.adaptive_threshold": 0.0, "rig.grid": 3})
+    rec = layout.sample_scene(cfg, 0, 0)
+    stored = outputs.render_passes(outputs.stored(cfg))
+    base = {**cfg["render"], "device": "cpu", "passes": stored, "denoise": True}
+    cycles = {}
+    w = render.BlenderWorker()
+    w.hello()
+    try:
+        for pf in ("accurate", "fast"):
+            w.configure({**base, "denoise_prefilter": pf})
+            ev = list(w.render(rec, [(1, 1)], tag=pf))[0]
+            cycles[pf] = render.read_view(ev.path, ["images"])["images"].astype(int)
+        w.configure({**base, "denoise": False, "passes": stored + ["cycles.denoising_store_passes"]})
+        ev = list(w.render(rec, [(1, 1)], tag="passes"))[0]
+        px = w.read_view(ev, ["noisy_color", "denoising_albedo", "denoising_normal"])
+    finally:
+        w.close()
+    driver = {}
+    for pf in ("accurate", "fast"):
+        dn = denoise.Denoiser("cpu", prefilter=pf)
+        try:
+            out = dn(px["noisy_color"], px["denoising_albedo"], px["denoising_normal"])
+        finally:
+            dn.close()
+        driver[pf] = outputs.linear_to_srgb8(out).astype(int)
+
+    def dist(a, b):
+        return float(np.abs(a - b).mean())
+
+    assert dist(cycles["accurate"], cycles["fast"]) > 0.1
+    assert dist(driver["accurate"], cycles["accurate"]) < dist(driver["accurate"], cycles["fast"])
+    assert dist(driver["fast"], cycles["fast"]) < dist(driver["fast"], cycles["accurate"])

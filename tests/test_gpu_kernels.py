@@ -189,8 +189,10 @@ def test_render_settings_denoise_where_the_render_runs(cfg):
         s = devices.render_settings(cfg, info, 3, 4, ["use_pass_z"], cpu_count=16)
         assert s["device"] == backend and s["gpu_index"] == 1 and "threads" not in s
         assert s["denoising_use_gpu"] is True
-        # everything else is the run's configuration, untouched
-        assert {k: s[k] for k in cfg["render"]} == {**cfg["render"], "device": backend}
+        # everything else is the run's configuration, untouched but for the prefilter's "auto"
+        # resolved (the defaults' 256 samples: Cycles' "accurate")
+        assert {k: s[k] for k in cfg["render"]} == {**cfg["render"], "device": backend,
+                                                    "denoise_prefilter": "accurate"}
     s = devices.render_settings(cfg, {"device": "cpu"}, 1, 2, [], cpu_count=16)
     assert s["denoising_use_gpu"] is False and s["threads"] == 8 and "gpu_index" not in s
     assert devices.render_settings(cfg, {"device": "cpu"}, 0, 32, [], cpu_count=16)["threads"] == 1
