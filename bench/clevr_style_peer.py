@@ -12,7 +12,8 @@ denoising, read back and mapped from colours to ids):
   in the flat materials for the mask pass, swap them back.
 
 Same scenes (clevr_remv.layout), meshes and materials (blender_scripts/scene_builder.py) and
-Cycles settings as clevr-remv; the denoiser as the configuration sets it (on by default) and
+Cycles settings as clevr-remv; the denoiser as the configuration sets it (on by default, with
+render.denoise_prefilter's "auto" resolved as `generate` does: "fast" at 1 sample) and
 the device given with --device (as `clevr-remv generate --device`).
 
     python bench/clevr_style_peer.py --mode rebuild --scenes 3 --width 96 --height 64 --samples 1 --grid 9
@@ -36,7 +37,7 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 import scene_builder  # noqa: E402
-from clevr_remv import config, layout  # noqa: E402
+from clevr_remv import config, denoise, layout  # noqa: E402
 
 
 def _png(sc, path):
@@ -142,6 +143,7 @@ def main():
             overrides[key] = val
     cfg = config.load_config(args.config, overrides)
     settings = {**cfg["render"], "device": args.device}
+    settings["denoise_prefilter"] = denoise.prefilter_for(settings)  # as generate resolves "auto"
     builder = None
     with tempfile.TemporaryDirectory() as tmp:
         for index in range(args.scenes):

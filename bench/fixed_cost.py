@@ -8,6 +8,8 @@ the first round (--warmup) warms caches and is not counted:
   C  bench/clevr_style_peer.py --mode build-once (build once per scene + flat mask pass per view)
   D  clevr-remv generate with render.denoiser "cycles" (Cycles denoises in each render call: the
      state before the driver's denoiser; only with --only including D)
+  E  clevr-remv generate with render.denoise_prefilter "accurate" (at 1 sample, the state before
+     the prefilter's "auto"; only with --only including E)
 All three use the same device (--device), the same render settings (the defaults, with the
 denoiser as they set it, plus --width/--height/--samples/--grid) and the same scene count.
 Reported: per-run wall times and CPU times (the command with all its children: on a shared
@@ -70,12 +72,15 @@ def main():
             common += [f"--{flag}", str(getattr(args, flag))]
     if args.config:
         common += ["--config", args.config]
-    cfg_d = tmp / "cycles-denoiser.json"
     user = json.loads(Path(args.config).read_text()) if args.config else {}
-    cfg_d.write_text(json.dumps({**user, "render": {**user.get("render", {}), "denoiser": "cycles"}}))
-    common_d = [c if c != args.config else str(cfg_d) for c in common]
-    if not args.config:
-        common_d += ["--config", str(cfg_d)]
+
+    def variant(name, **render):  # the common arguments with render settings added to the config
+        path = tmp / f"{name}.json"
+        path.write_text(json.dumps({**user, "render": {**user.get("render", {}), **render}}))
+        return [c if c != args.config else str(path) for c in common] + ([] if args.config else ["--config", str(path)])
+
+    common_d = variant("cycles-denoiser", denoiser="cycles")
+    common_e = variant("accurate-prefilter", denoise_prefilter="accurate")
     ours_env = dict(kv.split("=", 1) for kv in args.ours_env.split(",") if kv)
     cmds = {
         "A": lambda out: ([sys.executable, "-m", "clevr_remv", "generate", "--scenes", str(args.scenes),
@@ -86,9 +91,11 @@ def main():
                            "--scenes", str(args.scenes), *common], None),
         "D": lambda out: ([sys.executable, "-m", "clevr_remv", "generate", "--scenes", str(args.scenes),
                            "--out", str(out), "-q", "--seed", "0", *common_d], ours_env),
+        "E": lambda out: ([sys.executable, "-m", "clevr_remv", "generate", "--scenes", str(args.scenes),
+                           "--out", str(out), "-q", "--seed", "0", *common_e], ours_env),
     }
     names = {"A": "clevr-remv generate", "B": "peer: rebuild per view", "C": "peer: build once",
-             "D": "clevr-remv generate, Cycles denoising"}
+             "D": "clevr-remv generate, Cycles denoising", "E": "clevr-remv generate, prefilter accurate"}
     times = {k: [] for k in args.only}
     cpu = {k: [] for k in args.only}
     for r in range(args.rounds + args.warmup):
