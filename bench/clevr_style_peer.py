@@ -13,7 +13,7 @@ denoising, read back and mapped from colours to ids):
 
 Same scenes (clevr_remv.layout), meshes and materials (blender_scripts/scene_builder.py) and
 Cycles settings as clevr-remv; the denoiser as the configuration sets it (on by default, with
-render.denoise_prefilter's "auto" resolved as `generate` does: "fast" at 1 sample) and
+its render.denoise_prefilter and render.denoise_quality) and
 the device given with --device (as `clevr-remv generate --device`).
 
     python bench/clevr_style_peer.py --mode rebuild --scenes 3 --width 96 --height 64 --samples 1 --grid 9
@@ -143,7 +143,7 @@ def main():
             overrides[key] = val
     cfg = config.load_config(args.config, overrides)
     settings = {**cfg["render"], "device": args.device}
-    settings["denoise_prefilter"] = denoise.prefilter_for(settings)  # as generate resolves "auto"
+    settings["denoise_prefilter"] = denoise.prefilter_of(settings)  # as generate applies it
     builder = None
     with tempfile.TemporaryDirectory() as tmp:
         for index in range(args.scenes):

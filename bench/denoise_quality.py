@@ -3,8 +3,8 @@ own (a new OIDN device and filters per render call), on the same noisy renders, 
 qualities and Cycles' three prefilters.
 
 For a few scenes (laid out exactly as `generate` does), renders the central view at the
-given size and sample settings twice in one worker: once with Cycles' denoiser (its defaults:
-prefilter "Accurate", quality "High"), once with the denoising-data passes and Cycles' denoiser
+given size and sample settings twice in one worker: once with Cycles' denoiser (its defaults,
+and ours before the driver's denoiser: prefilter "Accurate", quality "High"), once with the denoising-data passes and Cycles' denoiser
 off, then denoises that with clevr_remv.denoise for every QUALITY:PREFILTER variant asked for.
 Both are compared with a reference of --reference-samples (no denoising, no adaptive
 sampling) as in bench/quality.py: PSNR on the stored 8-bit sRGB images.  Times: the worker's
@@ -67,7 +67,8 @@ def main():
     g = cfg["rig"]["grid"]
     centre = (g // 2, g // 2)
     stored_passes = outputs.render_passes(outputs.stored(cfg))
-    base = {**rc, "device": "cpu", "passes": stored_passes}  # Cycles denoises
+    # Cycles denoises, as before the driver's denoiser: prefilter accurate, quality high
+    base = {**rc, "device": "cpu", "passes": stored_passes, "denoise_prefilter": "accurate", "denoise_quality": "high"}
     driver = {"denoise": False, "passes": stored_passes + ["cycles.denoising_store_passes"]}
     worker = render.BlenderWorker()
     worker.hello()

@@ -214,8 +214,8 @@ class SceneBuilder:
                 cy.denoiser = "OPENIMAGEDENOISE"
             except TypeError:  # a Blender build without OIDN (e.g. some distribution packages)
                 raise MissingFeature("denoiser", "this Blender build has no OpenImageDenoise") from None
-            # The driver resolves "auto"; Blenders older than these properties keep their defaults
-            # (Accurate prefilter; High quality), which are also ours.
+            # Blenders older than these properties keep their defaults (Accurate prefilter, High
+            # quality), which are also ours.
             for prop, key, default in (("denoising_prefilter", "denoise_prefilter", "accurate"),
                                        ("denoising_quality", "denoise_quality", "high")):
                 if hasattr(cy, prop):

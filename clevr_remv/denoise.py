@@ -207,18 +207,15 @@ class Denoiser:
             self.device = None
 
 
-def prefilter_for(render_cfg: dict) -> str:
-    """The prefilter a run uses: ``render.denoise_prefilter``, with ``auto`` resolved.
+def prefilter_of(render_cfg: dict) -> str:
+    """The prefilter a run uses: ``render.denoise_prefilter``, ``accurate`` (Cycles' default)
+    where a configuration predates the setting.
 
-    ``auto`` is ``fast`` at 1 sample per pixel and ``accurate`` (Cycles' default) above.  Measured
-    on 12 scenes at 96x64 against 2048-sample references (bench/denoise_quality.py,
-    docs/benchmarks.md): at 1 sample both give the same PSNR (31.195 and 31.191 dB) and ``fast``
-    costs a seventh of the filtering (16 against 118 ms of CPU per view); from 2 samples on,
-    ``accurate`` is better (by 0.18 dB at 2 samples)."""
-    choice = render_cfg.get("denoise_prefilter", "auto")
-    if choice != "auto":
-        return choice
-    return "fast" if int(render_cfg.get("samples", 0)) == 1 else "accurate"
+    ``fast`` costs a seventh of ``accurate``'s filtering at 96x64 (16 against 118 ms of CPU per
+    view) and a seventh at 480x320, but its PSNR is lower at every size and sample count
+    measured but one (docs/benchmarks.md, "The prefilter"), so it is an option, not the
+    default."""
+    return render_cfg.get("denoise_prefilter") or "accurate"
 
 
 def driver_denoises(cfg: dict) -> bool:
@@ -236,7 +233,7 @@ def describe(cfg: dict) -> str:
     rc = cfg.get("render", {})
     if not rc.get("denoise"):
         return "none"
-    how = f"prefilter {prefilter_for(rc)}, quality {rc.get('denoise_quality', 'high')}"
+    how = f"prefilter {prefilter_of(rc)}, quality {rc.get('denoise_quality', 'high')}"
     if driver_denoises(cfg):
         return f"OpenImageDenoise (pyoidn {pyoidn_version()}) in the driver, {how}"
     return f"Cycles (OpenImageDenoise in each render call), {how}"

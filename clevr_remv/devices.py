@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from .denoise import driver_denoises, prefilter_for
+from .denoise import driver_denoises, prefilter_of
 from .errors import UsageError
 
 # Preferred order of GPU backends for ``device = auto`` (the Blender side lists the same
@@ -54,7 +54,7 @@ def render_settings(cfg: dict, device_info: dict, slot: int, nworkers: int, pass
     rc = dict(cfg["render"])
     rc["device"] = device_info["device"]
     rc["passes"] = list(passes)
-    rc["denoise_prefilter"] = prefilter_for(rc)  # "auto" resolved, for Cycles and the driver alike
+    rc["denoise_prefilter"] = prefilter_of(rc)  # for Cycles and the driver alike
     if driver_denoises(cfg):
         rc["denoise"] = False  # the driver denoises the noisy colour with its own filters
     if rc["device"] != "cpu":

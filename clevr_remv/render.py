@@ -222,9 +222,6 @@ class BlenderWorker:
         return reply
 
     def configure(self, settings: dict) -> dict:
-        if settings.get("denoise_prefilter") == "auto":  # Blender knows no "auto": resolved here
-            from .denoise import prefilter_for
-            settings = {**settings, "denoise_prefilter": prefilter_for(settings)}
         self._send({"cmd": "configure", "settings": settings})
         reply = self._recv(self.timeouts.startup)
         if reply.get("event") == "error":

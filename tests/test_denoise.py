@@ -151,16 +151,20 @@ def test_prefilters_as_cycles_names_them():
         denoise.Denoiser("cpu", quality="best")
 
 
-def test_auto_prefilter_is_fast_at_one_sample_and_accurate_above():
-    assert denoise.prefilter_for({"samples": 1, "denoise_prefilter": "auto"}) == "fast"
-    assert denoise.prefilter_for({"samples": 2, "denoise_prefilter": "auto"}) == "accurate"
-    assert denoise.prefilter_for({"samples": 256}) == "accurate"  # a config from before the setting
-    assert denoise.prefilter_for({"samples": 1, "denoise_prefilter": "accurate"}) == "accurate"
-    assert denoise.prefilter_for({"samples": 256, "denoise_prefilter": "none"}) == "none"
+def test_prefilter_default_is_cycles_accurate_and_the_choice_is_recorded():
     from clevr_remv import config
-    one = config.load_config(None, {"render.samples": 1})
-    assert "prefilter fast, quality high" in denoise.describe(one)
+    assert denoise.prefilter_of({"samples": 1}) == "accurate"  # a config from before the setting
+    assert denoise.prefilter_of({"denoise_prefilter": "none"}) == "none"
+    assert config.load_config()["render"]["denoise_prefilter"] == "accurate"
+    assert config.load_config(None, {"render.samples": 1})["render"]["denoise_prefilter"] == "accurate"
+    fast = config.load_config(None, {"render.denoise_prefilter": "fast", "render.denoise_quality": "balanced"})
+    assert "prefilter fast, quality balanced" in denoise.describe(fast)
     assert "prefilter accurate, quality high" in denoise.describe(config.load_config())
+    from clevr_remv.errors import UsageError
+    for key, bad, hint in (("render.denoise_prefilter", "auto", "render.denoise_prefilter"),
+                           ("render.denoise_quality", "best", "high, balanced or fast")):
+        with pytest.raises(UsageError, match=hint):
+            config.load_config(None, {key: bad})
 
 
 def test_prefilter_and_quality_in_the_digest_only_when_they_change_the_bytes():
@@ -175,11 +179,10 @@ def test_prefilter_and_quality_in_the_digest_only_when_they_change_the_bytes():
     old = {**base, "render": {k: v for k, v in base["render"].items()
                               if k not in ("denoise_prefilter", "denoise_quality")}}
     assert config.digest(old, 0, 10) == dig()
-    assert dig(denoise_prefilter="accurate") == dig()  # "auto" at 256 samples is "accurate"
+    assert dig(denoise_prefilter="accurate") == dig()
     assert dig(denoise_prefilter="fast") != dig()
+    assert dig(denoise_prefilter="none") != dig(denoise_prefilter="fast")
     assert dig(denoise_quality="balanced") != dig()
-    assert dig(samples=1) != dig(samples=1, denoise_prefilter="accurate")
-    assert dig(samples=1, denoise_prefilter="auto") == dig(samples=1, denoise_prefilter="fast")
     # no denoising, no prefilter: the choice changes nothing
     assert dig(denoise=False, denoise_prefilter="fast") == dig(denoise=False)
 
