@@ -5,9 +5,10 @@ normal) in every render call: about 0.25 s per view on 2 CPU cores, more than th
 small 1-sample view (docs/benchmarks.md, "Per-view fixed cost").  Instead the worker renders
 the noisy colour with Cycles' denoising-data passes (albedo and normal, one render), and the
 driver denoises each view here with filters that live as long as the worker.  The filters are
-those Cycles sets up (``intern/cycles/integrator/denoiser_oidn.cpp``, prefilter "Accurate",
-quality "High"): the albedo and normal passes are cleaned by their own RT filters, then the
-colour is denoised with ``hdr``, ``cleanAux`` and ``quality = HIGH``.
+those Cycles sets up (``intern/cycles/integrator/denoiser_oidn.cpp``) for the run's
+``render.denoise_prefilter`` and ``render.denoise_quality``; with the defaults (prefilter
+"Accurate", quality "High"), the albedo and normal passes are cleaned by their own RT filters,
+then the colour is denoised with ``hdr``, ``cleanAux`` and ``quality = HIGH``.
 
 Device: the one that renders (CUDA for ``cuda``/``optix``, HIP for ``hip``, SYCL for
 ``oneapi``, Metal for ``metal``; the CPU otherwise, and where OIDN cannot open that GPU).
