@@ -69,9 +69,9 @@ def cli():
     referring expressions, written to sharded HDF5 files with a manifest.
 
     \b
-    A quick look (a minute):  clevr-remv generate --scenes 8 --out preview --config preview
+    A quick look (15 s):      clevr-remv generate --scenes 8 --out preview --config preview
     The source's settings:    clevr-remv generate --scenes 2 --out clevr-remv-data
-                              (about 9 minutes per scene on 2 CPU cores; 2 scenes fill train
+                              (about 12 minutes per scene on 2 CPU cores; 2 scenes fill train
                               and val only, 6 or more fill test too)
     """
 

@@ -23,6 +23,7 @@ from .resources import resource_dir
 
 DEVICES = ("auto", "cpu", "cuda", "optix", "hip", "metal", "oneapi")
 DENOISERS = ("auto", "driver", "cycles")
+# Cycles' names (denoising_prefilter, denoising_quality), applied by both denoisers
 DENOISE_PREFILTERS = ("accurate", "fast", "none")
 DENOISE_QUALITIES = ("high", "balanced", "fast")
 COMPRESSIONS = ("gzip", "lzf", "zstd", "blosc2-zstd", "blosc2-lz4", "none")

@@ -32,6 +32,8 @@ import threading
 
 import numpy as np
 
+from .config import DENOISE_PREFILTERS as PREFILTERS, DENOISE_QUALITIES as QUALITIES
+
 log = logging.getLogger("clevr_remv")
 
 # render device -> pyoidn device type name
@@ -92,9 +94,6 @@ def auto_exposure(color: np.ndarray) -> float:
     return float(_AE_KEY / np.exp2(logs.mean())) if logs.size else 1.0
 
 
-PREFILTERS = ("accurate", "fast", "none")
-QUALITIES = ("high", "balanced", "fast")
-
 
 class Denoiser:
     """One OIDN device and its filters, reused for every view of one size; rebuilt only when
@@ -115,7 +114,6 @@ class Denoiser:
         pyoidn = _import_pyoidn()
         self._pyoidn = pyoidn
         self.prefilter = prefilter
-        self.quality_name = quality
         self.quality = getattr(pyoidn, f"OIDN_QUALITY_{quality.upper()}")
         self.kind = _OIDN_DEVICE.get(device, "CPU")
         if self.kind == "CUDA" and gpu_index is not None:

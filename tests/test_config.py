@@ -18,6 +18,9 @@ def test_presets_ship_and_load():
     assert {"default", "preview"} <= set(names)
     preview = config.load_config("preview")
     assert preview["rig"]["grid"] == 3 and preview["render"]["width"] < 480
+    # a quick look: the denoiser's cheap prefilter, as Blender's previews (docs/benchmarks.md)
+    assert preview["render"]["denoise_prefilter"] == "fast"
+    assert config.load_config()["render"]["denoise_prefilter"] == "accurate"
 
 
 def test_user_file_overrides_only_what_it_names(tmp_path):
