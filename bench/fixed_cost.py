@@ -8,8 +8,8 @@ the first round (--warmup) warms caches and is not counted:
   C  bench/clevr_style_peer.py --mode build-once (build once per scene + flat mask pass per view)
   D  clevr-remv generate with render.denoiser "cycles" (Cycles denoises in each render call: the
      state before the driver's denoiser; only with --only including D)
-  E  clevr-remv generate with render.denoise_prefilter "accurate" (at 1 sample, the state before
-     the prefilter's "auto"; only with --only including E)
+  E  clevr-remv generate with render.denoise_prefilter "accurate", the default (beside A when a
+     --config sets another prefilter, e.g. fast; only with --only including E)
 All three use the same device (--device), the same render settings (the defaults, with the
 denoiser as they set it, plus --width/--height/--samples/--grid) and the same scene count.
 Reported: per-run wall times and CPU times (the command with all its children: on a shared
@@ -79,20 +79,20 @@ def main():
         path.write_text(json.dumps({**user, "render": {**user.get("render", {}), **render}}))
         return [c if c != args.config else str(path) for c in common] + ([] if args.config else ["--config", str(path)])
 
-    common_d = variant("cycles-denoiser", denoiser="cycles")
-    common_e = variant("accurate-prefilter", denoise_prefilter="accurate")
     ours_env = dict(kv.split("=", 1) for kv in args.ours_env.split(",") if kv)
+
+    def ours(extra):  # clevr-remv generate with these arguments, into the given folder
+        return lambda out: ([sys.executable, "-m", "clevr_remv", "generate", "--scenes", str(args.scenes),
+                             "--out", str(out), "-q", "--seed", "0", *extra], ours_env)
+
     cmds = {
-        "A": lambda out: ([sys.executable, "-m", "clevr_remv", "generate", "--scenes", str(args.scenes),
-                           "--out", str(out), "-q", "--seed", "0", *common], ours_env),
+        "A": ours(common),
         "B": lambda out: ([sys.executable, str(HERE / "clevr_style_peer.py"), "--mode", "rebuild",
                            "--scenes", str(args.scenes), *common], None),
         "C": lambda out: ([sys.executable, str(HERE / "clevr_style_peer.py"), "--mode", "build-once",
                            "--scenes", str(args.scenes), *common], None),
-        "D": lambda out: ([sys.executable, "-m", "clevr_remv", "generate", "--scenes", str(args.scenes),
-                           "--out", str(out), "-q", "--seed", "0", *common_d], ours_env),
-        "E": lambda out: ([sys.executable, "-m", "clevr_remv", "generate", "--scenes", str(args.scenes),
-                           "--out", str(out), "-q", "--seed", "0", *common_e], ours_env),
+        "D": ours(variant("cycles-denoiser", denoiser="cycles")),
+        "E": ours(variant("accurate-prefilter", denoise_prefilter="accurate")),
     }
     names = {"A": "clevr-remv generate", "B": "peer: rebuild per view", "C": "peer: build once",
              "D": "clevr-remv generate, Cycles denoising", "E": "clevr-remv generate, prefilter accurate"}
