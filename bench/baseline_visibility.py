@@ -21,8 +21,11 @@ import time
 
 import numpy as np
 
-from clevr_remv import config, lightfield, render
-from clevr_remv.pipeline import CHEAP_CHECK, sample_visible_scene
+from clevr_remv import config
+from clevr_remv.render import blender, exr
+from clevr_remv.render.devices import CHEAP_CHECK
+from clevr_remv.run.scene_task import sample_visible_scene
+from clevr_remv.scene import lightfield
 
 
 def measure(worker, cfg, seed, scenes):
@@ -38,7 +41,7 @@ def measure(worker, cfg, seed, scenes):
         n = len(record["objects"])
         counts = {}
         for ev in worker.render(record, views, tag="vis", settings=CHEAP_CHECK):
-            ids = render.read_view(ev.path, ["instances"])["instances"]
+            ids = exr.read_view(ev.path, ["instances"])["instances"]
             counts[(ev.u, ev.v)] = np.bincount(ids.ravel(), minlength=n + 1)[1:n + 1]
         rig = record["rig"]
         for (u, v), cnt in counts.items():
@@ -76,7 +79,7 @@ def main():
     ap.add_argument("--seed", type=int, default=1000)
     ap.add_argument("--config", default=None)
     args = ap.parse_args()
-    worker = render.BlenderWorker()
+    worker = blender.BlenderWorker()
     worker.hello()
     results = []
     try:

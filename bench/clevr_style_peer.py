@@ -34,10 +34,12 @@ sys.path.insert(0, str(HERE.parent))
 
 import bpy  # noqa: E402
 import numpy as np  # noqa: E402
+import scene_builder  # noqa: E402
 from PIL import Image  # noqa: E402
 
-import scene_builder  # noqa: E402
-from clevr_remv import config, denoise, layout  # noqa: E402
+from clevr_remv import config
+from clevr_remv.render import denoise
+from clevr_remv.scene import layout  # noqa: E402
 
 
 def _png(sc, path):

@@ -22,7 +22,10 @@ import statistics
 import time
 
 from _common import proc_cpu
-from clevr_remv import config, denoise, layout, outputs, render
+
+from clevr_remv import config
+from clevr_remv.render import blender, denoise, outputs
+from clevr_remv.scene import layout
 
 
 def main():
@@ -40,7 +43,7 @@ def main():
         "passes": {"denoise": False, "passes": stored + ["cycles.denoising_store_passes"]},
         "no-denoise": {"denoise": False, "passes": stored},
     }
-    w = render.BlenderWorker()
+    w = blender.BlenderWorker()
     w.hello()
     rec = layout.sample_scene(cfg, 0, 0)
     g = cfg["rig"]["grid"]

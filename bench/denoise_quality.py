@@ -31,10 +31,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from _common import proc_cpu
-from clevr_remv import config, denoise, outputs, render
-from clevr_remv.pipeline import sample_visible_scene
+
+from clevr_remv import config
+from clevr_remv.render import blender, denoise, exr, outputs
+from clevr_remv.run.scene_task import sample_visible_scene
 
 VARIANTS = [f"{q}:{p}" for q in denoise.QUALITIES for p in denoise.PREFILTERS]
 
@@ -70,7 +71,7 @@ def main():
     # Cycles denoises, as before the driver's denoiser: prefilter accurate, quality high
     base = {**rc, "device": "cpu", "passes": stored_passes, "denoise_prefilter": "accurate", "denoise_quality": "high"}
     driver = {"denoise": False, "passes": stored_passes + ["cycles.denoising_store_passes"]}
-    worker = render.BlenderWorker()
+    worker = blender.BlenderWorker()
     worker.hello()
     worker.configure(base)
     ref_worker = None
@@ -91,18 +92,18 @@ def main():
                 ref = np.load(key)
             else:
                 if ref_worker is None:
-                    ref_worker = render.BlenderWorker()
+                    ref_worker = blender.BlenderWorker()
                     ref_worker.hello()
                     ref_worker.configure(base)
                 ev = list(ref_worker.render(record, [centre], tag="ref", settings={
                     "samples": args.reference_samples, "adaptive_threshold": 0.0, "denoise": False}))[0]
-                ref = render.read_view(ev.path, ["images"])["images"]
+                ref = exr.read_view(ev.path, ["images"])["images"]
                 np.save(key, ref)
                 row["reference_seconds"] = ev.seconds
             c0 = proc_cpu(worker.proc.pid)
             ev = list(worker.render(record, [centre], tag="cy"))[0]
             row["cycles_cpu_s"] = proc_cpu(worker.proc.pid) - c0
-            cy = render.read_view(ev.path, ["images"])["images"]
+            cy = exr.read_view(ev.path, ["images"])["images"]
             row.update(cycles_seconds=ev.seconds, cycles_psnr=psnr(cy, ref))
             c0 = proc_cpu(worker.proc.pid)
             ev = list(worker.render(record, [centre], tag="px", settings=driver))[0]

@@ -22,7 +22,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from clevr_remv import config, devices, layout, lightfield, outputs, render, shards, view_codec
+from clevr_remv import config
+from clevr_remv.render import blender, devices, outputs
+from clevr_remv.render import codecs as view_codec
+from clevr_remv.render import exr as exr_mod
+from clevr_remv.run import viewpool
+from clevr_remv.scene import layout, lightfield
+from clevr_remv.store import schema, shards
 
 
 def make_views(cache: Path, cfg: dict) -> list[Path]:
@@ -30,7 +36,7 @@ def make_views(cache: Path, cfg: dict) -> list[Path]:
     if len(views) == 9:
         return views
     cache.mkdir(parents=True, exist_ok=True)
-    w = render.BlenderWorker(name="bench")
+    w = blender.BlenderWorker(name="bench")
     try:
         w.hello()
         w.configure(devices.render_settings(cfg, {"device": "cpu"}, 0, 1, outputs.render_passes(outputs.rendered(cfg))))
@@ -58,7 +64,7 @@ class Reader:
         self.ks, self.es = lightfield.all_cameras(RECORD(cfg)["rig"])
 
     def read_view(self, ev, wanted=None, view=None):
-        return render.read_view(ev.path, wanted or self.wanted, view, remove=False)
+        return exr_mod.read_view(ev.path, wanted or self.wanted, view, remove=False)
 
 
 class Event:
@@ -96,7 +102,7 @@ def threaded(views, writer, reader, threads) -> tuple[float, float]:
         for ev, arrays, chunks in results:
             writer.write_view(ev.u, ev.v, arrays, chunks)
 
-    pool = view_codec.ViewPool(threads)
+    pool = viewpool.ViewPool(threads)
     busy = 0.0
     t0 = time.perf_counter()
     try:
@@ -167,7 +173,7 @@ def main():
     views = make_views(Path(args.cache), cfg)
     reader = Reader(cfg)
     grid = (3, 3)
-    attrs = shards.file_attrs(cfg, "bench", grid)
+    attrs = schema.file_attrs(cfg, "bench", grid)
     tmp = Path(tempfile.mkdtemp(prefix="clevr-remv-bench-"))
     res = {"before: serial": []} | {f"after: threads={t}": [] for t in threads}
     busy = {k: [] for k in res}

@@ -26,8 +26,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from clevr_remv import config as config_mod, farm
-from clevr_remv.plan import plan_shards
+from clevr_remv import config
+from clevr_remv.farm import parts
+from clevr_remv.run.plan import plan_shards
 
 BYTES_PER_SCENE = 81 * 248.3e3  # default settings, gzip 4 (docs/benchmarks.md)
 
@@ -35,14 +36,14 @@ BYTES_PER_SCENE = 81 * 248.3e3  # default settings, gzip 4 (docs/benchmarks.md)
 def make_parts(template: dict, folder: Path, scenes: int, shard_size: int, tasks: int) -> float:
     cfg = copy.deepcopy(template["config"])
     cfg["output"]["shard_size"] = shard_size
-    digest = config_mod.digest(cfg, template["seed"], scenes)
+    digest = config.digest(cfg, template["seed"], scenes)
     plans = plan_shards(scenes, cfg["output"]["splits"], shard_size)
     proto = template["shards"][0]
     views = proto["views"] // proto["num_scenes"]
     t0 = time.perf_counter()
     for i in range(tasks):
         entries = []
-        for s in farm.shards_of_task(i, tasks, len(plans)):
+        for s in parts.shards_of_task(i, tasks, len(plans)):
             p = plans[s]
             e = dict(proto, path=p.name, split=p.split, number=p.number, scene_range=[p.first, p.end],
                      num_scenes=p.end - p.first, views=(p.end - p.first) * views,
@@ -50,7 +51,7 @@ def make_parts(template: dict, folder: Path, scenes: int, shard_size: int, tasks
             entries.append(e)
         m = dict(template, scenes=scenes, config_digest=digest, config=cfg, part=[i + 1, tasks],
                  shards_planned=len(entries), shards=entries, complete=True)
-        (folder / farm.part_manifest_name(i + 1, tasks)).write_text(json.dumps(m, indent=1))
+        (folder / parts.part_manifest_name(i + 1, tasks)).write_text(json.dumps(m, indent=1))
     return time.perf_counter() - t0
 
 

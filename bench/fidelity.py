@@ -18,7 +18,10 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from clevr_remv import config, expressions, layout, stats
+from clevr_remv import config
+from clevr_remv.language import selection, templates, validity
+from clevr_remv.scene import layout
+from clevr_remv.tools import stats
 
 
 def size_draws(cfg: dict, seed: int, record: dict) -> dict:
@@ -54,9 +57,9 @@ def object_report(records: list[dict], draws: list[dict] | None = None) -> dict:
 
 
 def expression_report(exprs: list[dict], per_scene: list[int], shortfalls: list[tuple[int, str]]) -> dict:
-    words = [expressions.word_count(e["text"]) for e in exprs]
+    words = [templates.word_count(e["text"]) for e in exprs]
     fam = collections.Counter(e["family"] for e in exprs)
-    fam_words = {f: round(float(np.mean([expressions.word_count(e["text"]) for e in exprs if e["family"] == f])), 3)
+    fam_words = {f: round(float(np.mean([templates.word_count(e["text"]) for e in exprs if e["family"] == f])), 3)
                  for f in sorted(fam)}
     return {"expressions": len(exprs), "per_scene": float(np.mean(per_scene)),
             "per_scene_histogram": dict(sorted(collections.Counter(per_scene).items())),
@@ -77,7 +80,7 @@ def run_layout(args) -> dict:
     for i in range(args.scenes):
         s = layout.sample_scene(cfg, args.seed, i)
         records.append(s)
-        got = expressions.select(s, args.seed, cfg["expressions"]["per_scene"])
+        got = selection.select(s, args.seed, cfg["expressions"]["per_scene"])
         exprs += got.kept
         per_scene.append(len(got.kept))
         if got.shortfall:
@@ -107,7 +110,7 @@ def run_dataset(args) -> dict:
             records.append(r)
             n = len(r["objects"])
             per_scene.append(int((rows == row).sum()))
-            hidden_objects += int(expressions.hidden_objects(vis[row], n, min_px).sum())
+            hidden_objects += int(validity.hidden_objects(vis[row], n, min_px).sum())
             objects += n
             info = r.get("expressions", {})
             dropped += info.get("dropped_hidden", 0)

@@ -29,7 +29,9 @@ import time
 
 from _common import cleanup, generate, scene_log
 
-from clevr_remv import config, devices, layout, outputs, render
+from clevr_remv import config
+from clevr_remv.render import blender, devices, outputs
+from clevr_remv.scene import layout
 
 
 def kernels() -> None:
@@ -48,7 +50,7 @@ def kernels() -> None:
 
 
 def per_view(args, cfg) -> None:
-    w = render.BlenderWorker(name="bench")
+    w = blender.BlenderWorker(name="bench")
     try:
         found = w.hello()["devices"]
         info = devices.choose_device(args.device, found)

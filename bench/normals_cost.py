@@ -17,8 +17,10 @@ import statistics
 import time
 from pathlib import Path
 
-from clevr_remv import config, lightfield, outputs, render
-from clevr_remv.pipeline import sample_visible_scene
+from clevr_remv import config
+from clevr_remv.render import blender, exr, outputs
+from clevr_remv.run.scene_task import sample_visible_scene
+from clevr_remv.scene import lightfield
 
 
 def main():
@@ -34,7 +36,7 @@ def main():
     base = {**cfg["render"], "device": "cpu"}
     without = outputs.render_passes([o for o in outputs.rendered(cfg) if o.name != "normals"])
     with_n = outputs.render_passes(outputs.rendered(cfg))
-    worker = render.BlenderWorker(None)
+    worker = blender.BlenderWorker(None)
     worker.hello()
     worker.configure({**base, "passes": with_n})
     record, _, _ = sample_visible_scene(worker, cfg, 0, 0)
@@ -53,7 +55,7 @@ def main():
                 copy = Path(ev.path).with_name(f"copy_{label}.exr")
                 shutil.copy(ev.path, copy)
                 t0 = time.perf_counter()
-                render.read_view(copy, outs, view)
+                exr.read_view(copy, outs, view)
                 times[f"decode_ms_{label}"].append(1000 * (time.perf_counter() - t0))
     finally:
         worker.close()

@@ -8,16 +8,24 @@ instance ids, depth and time, alternating, in one process.  1 sample, no denoisi
 
     python bench/osl_mosaic.py 9 96 64 3        # grid, width, height, timing rounds
 """
-import sys, time, os, json
+import json
+import os
+import sys
+import time
 from pathlib import Path
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "blender_scripts")); sys.path.insert(0, str(HERE.parent))
-import bpy, numpy as np, OpenEXR
+import bpy
+import numpy as np
+import OpenEXR
 import scene_builder
+
 # The bpy module's Cycles add-on compiles camera shaders with `oslquery`, which bpy ships
 # inside its own Python tree but not on sys.path.
 sys.path.append(os.path.normpath(os.path.join(os.path.dirname(bpy.__file__), "..", "..", "..", "python", "lib", "python3.11", "site-packages")))
-from clevr_remv import config, layout, lightfield
+from clevr_remv import config
+from clevr_remv.scene import layout, lightfield
 
 G_PAD = int(os.environ.get("GUTTER", 2))  # gutter pixels per tile side
 

@@ -19,8 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from clevr_remv import config, render
-from clevr_remv.pipeline import sample_visible_scene
+from clevr_remv import config
+from clevr_remv.render import blender, exr
+from clevr_remv.run.scene_task import sample_visible_scene
 
 SWEEP = [4, 8, 16, 32, 64, 128, 256]
 VARIANTS = {  # name: (adaptive threshold, denoise)
@@ -38,7 +39,7 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 def shot(worker, record, centre, settings):
     ev = list(worker.render(record, [centre], tag="q", settings=settings))[0]
-    rgb = render.read_view(ev.path, ["images"])["images"]
+    rgb = exr.read_view(ev.path, ["images"])["images"]
     return rgb, ev.seconds
 
 
@@ -57,7 +58,7 @@ def main():
     cfg = config.load_config()
     g = cfg["rig"]["grid"]
     centre = (g // 2, g // 2)
-    worker = render.BlenderWorker()
+    worker = blender.BlenderWorker()
     worker.hello()
     worker.configure({**cfg["render"], "device": "cpu"})
     rows = []

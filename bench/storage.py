@@ -17,8 +17,9 @@ import h5py
 import hdf5plugin  # noqa: F401
 import numpy as np
 
-from clevr_remv import outputs, shards
 from clevr_remv.data import Reader
+from clevr_remv.render import outputs
+from clevr_remv.store import schema
 
 OPTIONS = [("none", 0), ("lzf", 0), ("gzip", 1), ("gzip", 4), ("gzip", 9), ("zstd", 3), ("zstd", 9),
            ("blosc2-zstd", 5), ("blosc2-lz4", 5)]
@@ -59,7 +60,7 @@ def main():
                     for o in outs:
                         shape, dtype = (n, *views[0][o.name].shape), views[0][o.name].dtype
                         ds[o.name] = f.create_dataset(o.name, shape, dtype, chunks=(1,) + shape[1:],
-                                                      **shards.compression_kwargs(name, level, floating=o.floating))
+                                                      **schema.compression_kwargs(name, level, floating=o.floating))
                     for i, arrays in enumerate(views):
                         for o in outs:
                             ds[o.name][i] = arrays[o.name]

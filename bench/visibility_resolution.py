@@ -20,8 +20,10 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from clevr_remv import lightfield
-from clevr_remv.inspection import anchor_of, min_visible_pixels, open_dataset, refexp_records
+from clevr_remv.language.programs import anchor_of
+from clevr_remv.scene import lightfield
+from clevr_remv.store.refexps import refexp_records
+from clevr_remv.tools.common import min_visible_pixels, open_dataset
 
 
 def load(root: Path) -> dict:

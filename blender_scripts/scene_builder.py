@@ -20,10 +20,7 @@ import bmesh
 import bpy
 import mathutils
 
-from clevr_remv import catalogue, lightfield
-from clevr_remv.devices import GPU_BACKENDS as _BACKENDS
-
-GPU_BACKENDS = tuple(b.upper() for b in _BACKENDS)  # Blender's names, in the driver's order
+from clevr_remv.scene import catalogue, lightfield
 
 # Looks of the materials (Principled BSDF inputs that exist on every supported line), the
 # ground and the world: all from the object catalogue (clevr_remv/catalogue.json).
@@ -305,7 +302,7 @@ class SceneBuilder:
             return {**self._gpu_used, "names": list(self._gpu_used["names"])}
         self._gpu_key = None  # until the preferences below are all set
         backend = device.upper()
-        if not available_devices().get(device.lower()):
+        if not available_devices([device]).get(device.lower()):
             raise LookupError(device)
         prefs = bpy.context.preferences.addons["cycles"].preferences
         prefs.compute_device_type = backend
@@ -384,8 +381,9 @@ class SceneBuilder:
         return time.perf_counter() - t0
 
 
-def available_devices() -> dict:
-    """Compute devices this Blender can use, by backend (lower-case names)."""
+def available_devices(backends) -> dict:
+    """Compute devices this Blender can use among ``backends`` (the driver's names, lower case,
+    in its order of preference), by backend; the CPU always."""
     found = {"cpu": ["CPU"]}
     try:
         prefs = bpy.context.preferences.addons["cycles"].preferences
@@ -395,7 +393,7 @@ def available_devices() -> dict:
         prefs.refresh_devices()
     except Exception:  # noqa: BLE001 - older API, or no driver at all
         pass
-    for backend in GPU_BACKENDS:
+    for backend in (b.upper() for b in backends if b.lower() != "cpu"):
         try:
             devices = prefs.get_devices_for_type(backend)
         except Exception:  # noqa: BLE001 - backend not compiled in / no driver

@@ -1,6 +1,6 @@
 """Blender worker process: renders the views the driver asks for, nothing else.
 
-Started by the driver (``clevr_remv.render``) as a child process, either
+Started by the driver (``clevr_remv.render.blender``) as a child process, either
 
     python worker.py -- --pythonpath DIR                       (PyPI bpy module)
     blender --background --factory-startup --python worker.py -- --pythonpath DIR
@@ -12,7 +12,9 @@ script runs, everything Blender or Python prints goes to stderr or nowhere (the 
 stderr in a per-worker log).
 
 Requests and replies:
-  {"cmd": "hello"}                 -> {"event": "hello", "blender": "4.5.15", "devices": {...}}
+  {"cmd": "hello", "backends": [...]}
+                                   -> {"event": "hello", "blender": "4.5.15", "devices": {...}}
+                                      (the devices of those GPU backends, and the CPU)
   {"cmd": "configure", "settings"} -> {"event": "configured", "device": ..., "names": [...]}
   {"cmd": "render", "scene": record, "views": [[u, v], ...], "out_dir": DIR,
    "tag": str, "settings": {...optional overrides...}}
@@ -72,6 +74,7 @@ def main():
 
     builder = None
     base_settings = None
+    backends = []
     for line in sys.stdin:
         line = line.strip()
         if not line:
@@ -82,8 +85,9 @@ def main():
             if cmd == "quit":
                 break
             if cmd == "hello":
+                backends = list(msg.get("backends") or [])
                 send({"event": "hello", "blender": bpy.app.version_string,
-                      "version": list(bpy.app.version), "devices": scene_builder.available_devices(),
+                      "version": list(bpy.app.version), "devices": scene_builder.available_devices(backends),
                       "pid": os.getpid()})
             elif cmd == "configure":
                 if builder is None:
@@ -97,7 +101,7 @@ def main():
                 except LookupError:
                     send({"event": "error", "kind": "device",
                           "message": f"device '{base_settings.get('device')}' is not available",
-                          "devices": scene_builder.available_devices()})
+                          "devices": scene_builder.available_devices(backends)})
                     continue
                 send({"event": "configured", **used})
             elif cmd == "render":

@@ -21,7 +21,10 @@ from pathlib import Path
 from .errors import UsageError
 from .resources import resource_dir
 
-DEVICES = ("auto", "cpu", "cuda", "optix", "hip", "metal", "oneapi")
+# GPU backends in the order ``device = auto`` prefers them (the Blender side is sent this order
+# with the hello request and reports what it has under the same names).
+GPU_BACKENDS = ("optix", "cuda", "hip", "metal", "oneapi")
+DEVICES = ("auto", "cpu", *GPU_BACKENDS)
 DENOISERS = ("auto", "driver", "cycles")
 # Cycles' names (denoising_prefilter, denoising_quality), applied by both denoisers
 DENOISE_PREFILTERS = ("accurate", "fast", "none")
@@ -288,6 +291,17 @@ def load_config(spec: str | None = None, overrides: dict | None = None) -> dict:
     return validate(cfg)
 
 
+def prefilter_of(render_cfg: dict) -> str:
+    """The prefilter a run uses: ``render.denoise_prefilter``, ``accurate`` (Cycles' default)
+    where a configuration predates the setting.
+
+    ``fast`` costs a seventh of ``accurate``'s filtering at 96x64 (16 against 118 ms of CPU per
+    view) and a seventh at 480x320, but its PSNR is lower at every size and sample count
+    measured but one (docs/benchmarks.md, "The prefilter"), so it is an option, not the
+    default."""
+    return render_cfg.get("denoise_prefilter") or "accurate"
+
+
 def dataset_settings(cfg: dict) -> dict:
     """The part of the configuration that determines the dataset's bytes."""
     out = copy.deepcopy(cfg)
@@ -299,8 +313,6 @@ def dataset_settings(cfg: dict) -> dict:
         node.pop(parts[-1], None)
     # The denoiser's prefilter and quality, resolved.  Cycles' defaults (accurate, high), which
     # every run made before these settings existed used, leave no trace, so such a run resumes.
-    from .denoise import prefilter_of
-
     rc = out["render"]
     rc["denoise_prefilter"] = prefilter_of(rc)
     rc.setdefault("denoise_quality", "high")
@@ -311,7 +323,8 @@ def dataset_settings(cfg: dict) -> dict:
 
 
 def digest(cfg: dict, seed: int, scenes: int) -> str:
-    from . import FORMAT_VERSION, catalogue
+    from . import FORMAT_VERSION
+    from .scene import catalogue
 
     # The format version and the catalogue (objects, looks, render policy) too: a run made
     # with other ones never resumes into this one.

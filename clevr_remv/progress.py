@@ -145,3 +145,42 @@ class Progress:
             self.bar.close()
             self.bar = None
             log.handlers = self._handlers
+
+
+class Heartbeat:
+    """Call ``tick()`` every ``every`` seconds while the ``with`` block runs (from a daemon
+    thread), until the block ends or :meth:`stop`.  ``enabled=False``: never."""
+
+    def __init__(self, every: float, tick, enabled: bool = True, thread_name: str = "heartbeat"):
+        self.every = every
+        self.tick = tick
+        self.enabled = enabled
+        self.thread_name = thread_name
+        self._done = threading.Event()
+        self._thread = None
+        self._t0 = time.perf_counter()
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds since the ``with`` block began."""
+        return time.perf_counter() - self._t0
+
+    def __enter__(self):
+        self._t0 = time.perf_counter()
+        if self.enabled:
+            self._thread = threading.Thread(target=self._run, daemon=True, name=self.thread_name)
+            self._thread.start()
+        return self
+
+    def _run(self):
+        while not self._done.wait(self.every):
+            self.tick()
+
+    def stop(self):
+        self._done.set()
+
+    def __exit__(self, *exc):
+        self._done.set()
+        if self._thread is not None:
+            self._thread.join(timeout=1)
+        return False

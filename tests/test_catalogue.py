@@ -7,8 +7,11 @@ import math
 
 import pytest
 
-from clevr_remv import baseline, catalogue, config, expressions, layout
-from clevr_remv.export import CATEGORIES
+from clevr_remv import config
+from clevr_remv.language import selection, templates
+from clevr_remv.scene import catalogue, layout
+from clevr_remv.tools import baseline
+from clevr_remv.tools.export import CATEGORIES
 
 
 def test_the_shipped_catalogue_is_valid_and_drives_the_layout():
@@ -59,7 +62,7 @@ def test_coco_ids_are_the_catalogues_not_positions():
 
 
 def test_templates_take_object_words_from_the_catalogue():
-    syn = expressions.load_templates()["synonyms"]
+    syn = templates.load_templates()["synonyms"]
     assert syn["sphere"] == ["sphere", "ball"] and syn["left"][0] == "to the left of"
     with pytest.raises(catalogue.CatalogueError, match="redefine catalogue words for cube"):
         catalogue.merge_synonyms({"cube": ["box"]})
@@ -84,7 +87,7 @@ def test_baseline_reads_every_generated_sentence_as_its_program_does():
     checked = 0
     for index in range(40):
         scene = layout.sample_scene(cfg, 5, index)
-        for e in expressions.generate(scene, 5, 8):
+        for e in selection.generate(scene, 5, 8):
             filters = [n["attrs"] for n in e["program"] if n["op"] == "filter"]
             assert baseline.sentence_attributes(e["text"]) == filters[-1], e["text"]
             checked += 1

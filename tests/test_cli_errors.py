@@ -3,7 +3,6 @@
 import json
 
 import pytest
-
 from conftest import listing, run_cli
 
 
@@ -64,7 +63,7 @@ def test_out_is_a_file(tmp_path):
 def _absent_backend() -> str:
     """A GPU backend this host's Blender really lacks, from a real worker's hello (the bpy
     wheel ships CUDA and OptiX: on a GPU host those are present)."""
-    from clevr_remv.render import BlenderWorker
+    from clevr_remv.render.blender import BlenderWorker
 
     w = BlenderWorker(name="probe")
     try:

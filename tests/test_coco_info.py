@@ -6,7 +6,7 @@ import pytest
 from pycocotools.coco import COCO
 
 from clevr_remv.data import Reader
-from clevr_remv.export import export_coco, export_refcoco
+from clevr_remv.tools.export import export_coco, export_refcoco
 
 pytestmark = pytest.mark.render
 

@@ -2,8 +2,9 @@ import json
 
 import pytest
 
-from clevr_remv import config, visibility
+from clevr_remv import config
 from clevr_remv.errors import UsageError
+from clevr_remv.scene import visibility
 
 
 def test_default_is_the_source(cfg):

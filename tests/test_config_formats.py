@@ -4,10 +4,10 @@ says what is read."""
 import json
 
 import pytest
+from conftest import listing, run_cli
 
 from clevr_remv import config
 from clevr_remv.errors import UsageError
-from conftest import listing, run_cli
 
 
 def test_json_and_toml_are_read_by_extension(tmp_path):

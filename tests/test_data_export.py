@@ -5,19 +5,19 @@ import pickle
 import h5py
 import numpy as np
 import pytest
+from conftest import run_cli
 from pycocotools import mask as mask_utils
 
-from clevr_remv import shards
 from clevr_remv.data import Reader, RefexpDataset, resolve_views
-from clevr_remv.export import export_coco, export_refcoco
-from conftest import run_cli
+from clevr_remv.store import files
+from clevr_remv.tools.export import export_coco, export_refcoco
 
 pytestmark = pytest.mark.render
 
 
 def _valid_pairs(root, split, views):
     n = 0
-    for e in shards.read_json(root / "manifest.json")["shards"]:
+    for e in files.read_json(root / "manifest.json")["shards"]:
         if e["split"] != split:
             continue
         with h5py.File(root / e["path"], "r") as f:

@@ -11,14 +11,14 @@ import shutil
 import h5py
 import numpy as np
 import pytest
+from conftest import listing, run_cli
 from PIL import Image
 
-from clevr_remv import shards
-from clevr_remv.browse import overlay_strips, parse_scenes
 from clevr_remv.errors import UsageError
-from clevr_remv.expressions import word_count
-from clevr_remv.preview import highlight, outline, overlay_masks
-from conftest import listing, run_cli
+from clevr_remv.language.templates import word_count
+from clevr_remv.store import files, shards
+from clevr_remv.tools.browse import overlay_strips, parse_scenes
+from clevr_remv.tools.preview import highlight, outline, overlay_masks
 
 
 # -- pure helpers (no render) ---------------------------------------------------------------
@@ -86,7 +86,7 @@ def test_folder_without_manifest_is_refused(tmp_path, cmd):
 
 def _truth(root):
     """Figures computed here, straight from the shards, to compare stats against."""
-    m = shards.read_json(root / "manifest.json")
+    m = files.read_json(root / "manifest.json")
     out = {}
     for e in m["shards"]:
         s = out.setdefault(e["split"], {"scenes": 0, "pairs": 0, "objects": [], "words": [], "rel": 0,
@@ -209,11 +209,11 @@ def _reseal(root):
     """Rewrite the manifest's checksums to match the files: a shard corrupted while it was
     written carries a matching checksum, so only reading the data can catch it."""
     path = root / "manifest.json"
-    m = shards.read_json(path)
+    m = files.read_json(path)
     for e in m["shards"]:
         e["sha256"] = shards.sha256_file(root / e["path"])
         e["bytes"] = (root / e["path"]).stat().st_size
-    shards.write_json_atomic(path, m)
+    files.write_json_atomic(path, m)
 
 
 def _validate(root):
@@ -335,11 +335,11 @@ def test_validate_catches_a_chunk_that_does_not_decompress(copy):
 
 @pytest.mark.render
 def test_validate_checks_split_sizes_and_checksums(copy):
-    m = shards.read_json(copy / "manifest.json")
+    m = files.read_json(copy / "manifest.json")
     m["splits"]["val"]["scene_range"] = [4, 6]
     m["splits"]["test"]["scene_range"] = [6, 7]
     m["shards"][0]["sha256"] = "0" * 64
-    shards.write_json_atomic(copy / "manifest.json", m)
+    files.write_json_atomic(copy / "manifest.json", m)
     r, lines = _validate(copy)
     assert r.returncode == 1
     text = "\n".join(lines)
@@ -429,9 +429,9 @@ def test_stats_plots_where_no_folder_can_be_made_is_refused_before_the_work(gene
 def test_validate_refuses_a_shard_outside_its_split_before_reading(copy, field, value):
     # A shard entry whose split or folder disagrees: the manifest itself is refused (one line,
     # exit 2), so validate's split checks never see such an entry.
-    m = shards.read_json(copy / "manifest.json")
+    m = files.read_json(copy / "manifest.json")
     m["shards"][1][field] = value
-    shards.write_json_atomic(copy / "manifest.json", m)
+    files.write_json_atomic(copy / "manifest.json", m)
     r = run_cli("validate", copy)
     assert r.returncode == 2, r.stdout + r.stderr
     assert r.stderr.count("\n") == 1 and "is not <split>/<split>-NNNNN.h5 of a known split" in r.stderr

@@ -6,8 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from clevr_remv import denoise
-
+from clevr_remv.render import blender, denoise, exr
 
 
 def _scene(h=48, w=64, seed=0, spp=2):
@@ -74,7 +73,7 @@ _CHILD = """
 import sys, hashlib, numpy as np
 sys.path.insert(0, {tests!r})
 from test_denoise import _scene
-from clevr_remv import denoise
+from clevr_remv.render import denoise
 _, noisy, albedo, normal = _scene(96, 128, seed=5)
 dn = denoise.Denoiser("cpu", threads={threads})
 print(hashlib.sha256(dn(noisy, albedo, normal).tobytes()).hexdigest())
@@ -95,7 +94,7 @@ def test_denoised_bytes_are_identical_across_processes_and_thread_counts():
 
 def test_without_pyoidn_cycles_denoises():
     code = ("import sys; sys.modules['pyoidn'] = None\n"
-            "from clevr_remv import config, denoise\n"
+            "from clevr_remv import config\nfrom clevr_remv.render import denoise\n"
             "cfg = config.load_config()\n"
             "print(denoise.pyoidn_version(), denoise.driver_denoises(cfg))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -112,7 +111,8 @@ def test_who_denoises():
 
 
 def test_when_the_driver_denoises_cycles_does_not():
-    from clevr_remv import config, devices
+    from clevr_remv import config
+    from clevr_remv.render import devices
     cfg = config.load_config()
     for info in ({"device": "cpu"}, {"device": "optix", "names": ["A"], "count": 1}):
         s = devices.render_settings(cfg, info, 0, 1, ["use_pass_z", "cycles.denoising_store_passes"], cpu_count=2)
@@ -192,7 +192,9 @@ def test_cycles_and_the_driver_apply_the_same_prefilter():
     """A real render: Cycles' own denoiser honours render.denoise_prefilter (its images change
     with it), and the driver's filters with a prefilter give images closer to Cycles' with the
     same prefilter than to Cycles' with the other."""
-    from clevr_remv import config, layout, outputs, render
+    from clevr_remv import config
+    from clevr_remv.render import outputs
+    from clevr_remv.scene import layout
 
     cfg = config.load_config(None, {"render.width": 64, "render.height": 48, "render.samples": 1,
                                     "render.adaptive_threshold": 0.0, "rig.grid": 3})
@@ -200,13 +202,13 @@ def test_cycles_and_the_driver_apply_the_same_prefilter():
     stored = outputs.render_passes(outputs.stored(cfg))
     base = {**cfg["render"], "device": "cpu", "passes": stored, "denoise": True}
     cycles = {}
-    w = render.BlenderWorker()
+    w = blender.BlenderWorker()
     w.hello()
     try:
         for pf in ("accurate", "fast"):
             w.configure({**base, "denoise_prefilter": pf})
             ev = list(w.render(rec, [(1, 1)], tag=pf))[0]
-            cycles[pf] = render.read_view(ev.path, ["images"])["images"].astype(int)
+            cycles[pf] = exr.read_view(ev.path, ["images"])["images"].astype(int)
         w.configure({**base, "denoise": False, "passes": stored + ["cycles.denoising_store_passes"]})
         ev = list(w.render(rec, [(1, 1)], tag="passes"))[0]
         px = w.read_view(ev, ["noisy_color", "denoising_albedo", "denoising_normal"])

@@ -8,10 +8,12 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from clevr_remv import doctor, gpu, system_libs
 from conftest import listing, run_cli
 from test_gpu_kernels import fake_lib
+
+from clevr_remv.gpu import discovery, kernels
+from clevr_remv.render import system_libs
+from clevr_remv.tools import doctor
 
 
 def test_doctor_on_a_machine_without_gpu(tmp_path):
@@ -53,7 +55,7 @@ def test_prepare_builds_and_installs_for_the_listed_capabilities(tmp_path, monke
     """--prepare's work, on a fake add-on folder (the real one belongs to the shared install)."""
     monkeypatch.setenv("CLEVR_REMV_CACHE", str(tmp_path / "cache"))
     lib = fake_lib(tmp_path)
-    plans = gpu.plan_kernels([gpu.Gpu(-1, "", (9, 0)), gpu.Gpu(-1, "", (8, 6))], lib, gpu.find_ptxas())
+    plans = kernels.plan_kernels([discovery.Gpu(-1, "", (9, 0)), discovery.Gpu(-1, "", (8, 6))], lib, kernels.find_ptxas())
     report = {"kernels": {"folder": str(lib), "plans": [p.as_dict() for p in plans]}}
     said = []
     assert doctor.prepare(report, jobs=2, say=said.append) is True
@@ -175,8 +177,8 @@ def test_report_text_for_a_gpu_node(tmp_path):
     from test_gpu_kernels import H100_SMI
 
     lib = fake_lib(tmp_path)
-    gpus = gpu.parse_nvidia_smi(H100_SMI)
-    plans = gpu.plan_kernels(gpus, lib, [], env={"CLEVR_REMV_CACHE": str(tmp_path)}, cores=16)
+    gpus = discovery.parse_nvidia_smi(H100_SMI)
+    plans = kernels.plan_kernels(gpus, lib, [], env={"CLEVR_REMV_CACHE": str(tmp_path)}, cores=16)
     report = {
         "clevr_remv": "x", "python": "3.11", "cpu_cores": 16,
         "libraries": {"binary": "/x/bpy/__init__.so", "missing": ["libGL.so.1"], "install": "apt-get install libgl1"},

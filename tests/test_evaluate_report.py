@@ -5,10 +5,15 @@ import json
 
 import numpy as np
 import pytest
+from conftest import run_cli
 from PIL import Image
 
-from clevr_remv.evaluate import HEATMAP_DPI, HEATMAP_SIZE_IN, draw_heatmap, heatmap
-from conftest import run_cli
+from clevr_remv.tools.evaluate import (
+    HEATMAP_DPI,
+    HEATMAP_SIZE_IN,
+    draw_heatmap,
+    heatmap,
+)
 
 
 def test_heatmap_has_a_fixed_scale_axes_and_a_colour_bar(tmp_path):

@@ -3,9 +3,12 @@ import re
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from clevr_remv import config, expressions as ex, layout, lightfield
+from clevr_remv import config
+from clevr_remv.language import programs, selection, templates, validity
+from clevr_remv.scene import layout, lightfield
 
 LEFT, BEHIND = [-1.0, 0.0, 0.0], [0.0, 1.0, 0.0]
 
@@ -22,15 +25,15 @@ def scene_of(*objs, index=0):
 
 
 def family(name):
-    return next(f for f in ex.load_templates()["families"] if f["name"] == name)
+    return next(f for f in templates.load_templates()["families"] if f["name"] == name)
 
 
 def cands(scene, name):
-    return ex._candidates(ex._SceneIndex(scene), family(name))
+    return selection._candidates(selection._SceneIndex(scene), family(name))
 
 
 def mentions(text, attr, value):
-    syn = ex.load_templates()["synonyms"][value]
+    syn = templates.load_templates()["synonyms"][value]
     return any(re.search(r"\b" + re.escape(s) + r"\b", text.lower()) for s in syn)
 
 
@@ -39,26 +42,26 @@ def test_execute_filters_relates_and_unique():
     s = scene_of(("cube", "red", "rubber", "large", 0, 0), ("sphere", "blue", "metal", "small", -2, 0),
                  ("cube", "blue", "rubber", "small", 2, 0))
     prog = [{"op": "scene"}, {"op": "filter", "attrs": {"shape": "cube"}}]
-    assert ex.execute(prog, s) == [0, 2]
-    assert ex.execute(prog + [{"op": "filter", "attrs": {"color": "red"}}, {"op": "unique"}], s) == 0
+    assert programs.execute(prog, s) == [0, 2]
+    assert programs.execute(prog + [{"op": "filter", "attrs": {"color": "red"}}, {"op": "unique"}], s) == 0
     rel = [{"op": "scene"}, {"op": "filter", "attrs": {"color": "red"}}, {"op": "unique"},
            {"op": "relate", "relation": "left"}]
-    assert ex.execute(rel, s) == [1]
-    assert ex.execute(rel[:3] + [{"op": "relate", "relation": "right"}], s) == [2]
+    assert programs.execute(rel, s) == [1]
+    assert programs.execute(rel[:3] + [{"op": "relate", "relation": "right"}], s) == [2]
     same = [{"op": "scene"}, {"op": "filter", "attrs": {"color": "red"}}, {"op": "unique"},
             {"op": "same", "attribute": "material"}]
-    assert ex.execute(same, s) == [2], "same_* excludes the anchor itself"
+    assert programs.execute(same, s) == [2], "same_* excludes the anchor itself"
 
 
 def test_unique_of_none_or_many_is_an_error():
     s = scene_of(("cube", "red", "rubber", "large", 0, 0), ("cube", "red", "rubber", "large", 2, 0))
-    with pytest.raises(ex.ProgramError):
-        ex.execute([{"op": "scene"}, {"op": "filter", "attrs": {"shape": "cube"}}, {"op": "unique"}], s)
-    with pytest.raises(ex.ProgramError):
-        ex.execute([{"op": "scene"}, {"op": "filter", "attrs": {"shape": "sphere"}}, {"op": "unique"}], s)
+    with pytest.raises(programs.ProgramError):
+        programs.execute([{"op": "scene"}, {"op": "filter", "attrs": {"shape": "cube"}}, {"op": "unique"}], s)
+    with pytest.raises(programs.ProgramError):
+        programs.execute([{"op": "scene"}, {"op": "filter", "attrs": {"shape": "sphere"}}, {"op": "unique"}], s)
     # Empty result after a relation: nothing is behind either cube.
-    with pytest.raises(ex.ProgramError):
-        ex.execute([{"op": "scene"}, {"op": "filter", "attrs": {"color": "red", "size": "large"}},
+    with pytest.raises(programs.ProgramError):
+        programs.execute([{"op": "scene"}, {"op": "filter", "attrs": {"color": "red", "size": "large"}},
                     {"op": "filter", "attrs": {"shape": "cube"}}, {"op": "unique"}], s)
 
 
@@ -71,7 +74,7 @@ def test_zero_hop_uses_shortest_unique_descriptions():
     assert (1, ("color",)) in got and (2, ("shape",)) in got
     for k, pattern in got:
         attrs = {a: s["objects"][k][a] for a in pattern}
-        assert ex.execute([{"op": "scene"}, {"op": "filter", "attrs": attrs}, {"op": "unique"}], s) == k
+        assert programs.execute([{"op": "scene"}, {"op": "filter", "attrs": attrs}, {"op": "unique"}], s) == k
     assert (0, ("color",)) not in got and (0, ("shape",)) not in got, "ambiguous descriptions are rejected"
 
 
@@ -80,8 +83,8 @@ def test_ambiguous_target_gets_no_expression():
     s = scene_of(twin, twin[:4] + (2, 1), ("cube", "red", "rubber", "large", -2, -1))
     for name in ("zero_hop", "same_attribute"):
         assert all(c["target"] == 2 for c in cands(s, name)), name
-    for e in ex.generate(s, 0, 8):
-        assert ex.execute(e["program"], s) == e["object"]
+    for e in selection.generate(s, 0, 8):
+        assert programs.execute(e["program"], s) == e["object"]
 
 
 def test_ambiguous_anchor_is_never_used():
@@ -98,7 +101,7 @@ def test_relation_that_narrows_nothing_is_rejected():
                  ("cylinder", "blue", "rubber", "large", 2, 0))
     for c in cands(s, "spatial_relation"):
         pattern = c["target_pattern"]
-        alone = ex._SceneIndex(s).match[c["target"]][pattern]
+        alone = selection._SceneIndex(s).match[c["target"]][pattern]
         assert alone != 1 << c["target"], "the target's own description must not already be unique"
     # The thing to the left of the sphere is the cube; it is only named via a description
     # that is ambiguous on its own ("thing" / "blue thing").
@@ -122,12 +125,12 @@ def test_spatial_and_same_attribute_families():
 def test_sentences_and_determinism():
     cfg = config.load_config()
     s = layout.sample_scene(cfg, 5, 17)
-    a, b = ex.generate(s, 5, 8), ex.generate(s, 5, 8)
+    a, b = selection.generate(s, 5, 8), selection.generate(s, 5, 8)
     assert json.dumps(a, default=str) == json.dumps(b, default=str)
-    assert a != ex.generate(layout.sample_scene(cfg, 5, 18), 5, 8)
+    assert a != selection.generate(layout.sample_scene(cfg, 5, 18), 5, 8)
     for e in a:
         assert e["text"][0].isupper() and e["text"].endswith(".")
-        assert ex.word_count(e["text"]) >= 4
+        assert templates.word_count(e["text"]) >= 4
 
 
 def test_valid_views_need_target_anchor_and_predicates():
@@ -139,18 +142,18 @@ def test_valid_views_need_target_anchor_and_predicates():
     vis = np.full((3, 3, 3), 50)
     vis[0, 0, 1] = 0          # target hidden in the top-left view
     vis[2, 2, 0] = 0          # anchor hidden in the bottom-right view
-    ok = ex.valid_views(e, s, vis, 1)
+    ok = validity.valid_views(e, s, vis, 1)
     assert not ok[0, 0] and not ok[2, 2]
     assert ok.sum() == 7
     vis[1, 1, 1] = 3
-    assert not ex.valid_views(e, s, vis, 5)[1, 1], "the threshold is configurable"
+    assert not validity.valid_views(e, s, vis, 5)[1, 1], "the threshold is configurable"
 
 
 def test_view_directions_equal_central_directions_for_parallel_rig():
     cfg = config.load_config()
     s = layout.sample_scene(cfg, 0, 0)
     for u, v in [(0, 0), (8, 8), (4, 2)]:
-        d = ex.view_directions(s["rig"], u, v)
+        d = programs.view_directions(s["rig"], u, v)
         for k in ("left", "behind"):
             assert np.allclose(d[k], s["directions"][k])
 
@@ -161,21 +164,21 @@ def test_properties_over_thousands_of_layouts():
     words, per_scene, families = [], [], {}
     for index in range(1000):
         s = layout.sample_scene(cfg, 99, index)
-        exprs = ex.generate(s, 99, 8)
+        exprs = selection.generate(s, 99, 8)
         per_scene.append(len(exprs))
         assert len({e["text"] for e in exprs}) == len(exprs)
         for e in exprs:
-            assert ex.execute(e["program"], s) == e["object"]
-            assert e["num_relations"] == ex.num_relations(e["program"]) <= 1
-            for attr, value in ex.filtered_attributes(e["program"]):
+            assert programs.execute(e["program"], s) == e["object"]
+            assert e["num_relations"] == programs.num_relations(e["program"]) <= 1
+            for attr, value in programs.filtered_attributes(e["program"]):
                 assert mentions(e["text"], attr, value), (e["text"], attr, value)
-            words.append(ex.word_count(e["text"]))
+            words.append(templates.word_count(e["text"]))
             families[e["family"]] = families.get(e["family"], 0) + 1
     assert 7.85 <= np.mean(words) <= 8.15, "the source averages 8.0 words"
     assert np.mean(per_scene) >= 7.98, "8 per scene wherever the scene allows"
     assert set(families) == {"zero_hop", "spatial_relation", "same_attribute"}
     total = sum(families.values())
-    for fam in ex.load_templates()["families"]:
+    for fam in templates.load_templates()["families"]:
         assert abs(families[fam["name"]] / total - fam["weight"]) < 0.03, fam["name"]
 
 
@@ -185,6 +188,6 @@ def test_properties_over_thousands_of_layouts():
                           st.floats(-3, 3), st.floats(-3, 3)), min_size=1, max_size=10))
 def test_crowded_duplicate_heavy_scenes_never_emit_ambiguity(objs):
     s = scene_of(*objs)
-    for e in ex.generate(s, 1, 12):
-        assert ex.execute(e["program"], s) == e["object"]
+    for e in selection.generate(s, 1, 12):
+        assert programs.execute(e["program"], s) == e["object"]
         assert e["num_relations"] <= 1

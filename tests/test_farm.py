@@ -5,38 +5,39 @@ import json
 import subprocess
 
 import pytest
-
-from clevr_remv import farm, plan, shards
-from clevr_remv.errors import UsageError
 from conftest import listing, run_cli
 
+from clevr_remv.errors import UsageError
+from clevr_remv.farm import parts as farm_parts
+from clevr_remv.run import plan
+from clevr_remv.store import files
 
 # -- --part auto ---------------------------------------------------------------------------------
 
 def test_slurm_plain_range_counts_from_its_minimum():
     env = {"SLURM_ARRAY_TASK_ID": "7", "SLURM_ARRAY_TASK_MIN": "0", "SLURM_ARRAY_TASK_MAX": "9",
            "SLURM_ARRAY_TASK_COUNT": "10"}
-    assert farm.resolve_part(env).spec == "8/10"
+    assert farm_parts.resolve_part(env).spec == "8/10"
     env = {"SLURM_ARRAY_TASK_ID": "1", "SLURM_ARRAY_TASK_MIN": "1", "SLURM_ARRAY_TASK_MAX": "10",
            "SLURM_ARRAY_TASK_COUNT": "10"}
-    assert farm.resolve_part(env).spec == "1/10", "--array=1-10: the first task is part 1"
+    assert farm_parts.resolve_part(env).spec == "1/10", "--array=1-10: the first task is part 1"
 
 
 def test_slurm_sparse_array_needs_the_part_count():
     env = {"SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_MIN": "0", "SLURM_ARRAY_TASK_MAX": "7",
            "SLURM_ARRAY_TASK_COUNT": "3"}
     with pytest.raises(UsageError, match="CLEVR_REMV_PARTS"):
-        farm.resolve_part(env)
-    assert farm.resolve_part({**env, "CLEVR_REMV_PARTS": "8"}).spec == "4/8"
+        farm_parts.resolve_part(env)
+    assert farm_parts.resolve_part({**env, "CLEVR_REMV_PARTS": "8"}).spec == "4/8"
 
 
 def test_kubernetes_index_with_the_completions_count():
-    assert farm.resolve_part({"JOB_COMPLETION_INDEX": "0", "CLEVR_REMV_PARTS": "625"}).spec == "1/625"
-    assert farm.resolve_part({"JOB_COMPLETION_INDEX": "624", "CLEVR_REMV_PARTS": "625"}).spec == "625/625"
+    assert farm_parts.resolve_part({"JOB_COMPLETION_INDEX": "0", "CLEVR_REMV_PARTS": "625"}).spec == "1/625"
+    assert farm_parts.resolve_part({"JOB_COMPLETION_INDEX": "624", "CLEVR_REMV_PARTS": "625"}).spec == "625/625"
     with pytest.raises(UsageError, match="completions"):
-        farm.resolve_part({"JOB_COMPLETION_INDEX": "3"})
+        farm_parts.resolve_part({"JOB_COMPLETION_INDEX": "3"})
     with pytest.raises(UsageError, match="from 0 to 624"):
-        farm.resolve_part({"JOB_COMPLETION_INDEX": "625", "CLEVR_REMV_PARTS": "625"})
+        farm_parts.resolve_part({"JOB_COMPLETION_INDEX": "625", "CLEVR_REMV_PARTS": "625"})
 
 
 @pytest.mark.parametrize("env, words", [
@@ -47,7 +48,7 @@ def test_kubernetes_index_with_the_completions_count():
 ])
 def test_part_auto_errors_say_what_to_do(env, words):
     with pytest.raises(UsageError, match=words):
-        farm.resolve_part(env)
+        farm_parts.resolve_part(env)
 
 
 def test_generate_part_auto_outside_a_scheduler_is_one_line_exit_2(tmp_path):
@@ -60,38 +61,38 @@ def test_generate_part_auto_outside_a_scheduler_is_one_line_exit_2(tmp_path):
 
 
 def test_visible_gpus_and_what_counts_as_given():
-    assert farm.visible_gpus({}) is None
-    assert farm.visible_gpus({"CUDA_VISIBLE_DEVICES": "2,3"}) == "CUDA_VISIBLE_DEVICES=2,3"
-    assert farm.gpus_were_given({"CUDA_VISIBLE_DEVICES": "0"})
+    assert farm_parts.visible_gpus({}) is None
+    assert farm_parts.visible_gpus({"CUDA_VISIBLE_DEVICES": "2,3"}) == "CUDA_VISIBLE_DEVICES=2,3"
+    assert farm_parts.gpus_were_given({"CUDA_VISIBLE_DEVICES": "0"})
     for none in ("", "NoDevFiles", "-1"):
-        assert not farm.gpus_were_given({"CUDA_VISIBLE_DEVICES": none})
+        assert not farm_parts.gpus_were_given({"CUDA_VISIBLE_DEVICES": none})
 
 
 # -- tasks ------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("shards_total, per_task", [(5, 1), (5, 2), (5, 3), (625, 4), (1, 8), (10000, 10)])
 def test_every_shard_belongs_to_exactly_one_task_as_its_part(shards_total, per_task):
-    tasks = farm.task_count(shards_total, per_task)
-    owned = [k for i in range(tasks) for k in farm.shards_of_task(i, tasks, shards_total)]
+    tasks = farm_parts.task_count(shards_total, per_task)
+    owned = [k for i in range(tasks) for k in farm_parts.shards_of_task(i, tasks, shards_total)]
     assert sorted(owned) == list(range(shards_total))
-    assert max(len(farm.shards_of_task(i, tasks, shards_total)) for i in range(tasks)) <= per_task
+    assert max(len(farm_parts.shards_of_task(i, tasks, shards_total)) for i in range(tasks)) <= per_task
     # The same shards as generate --part (i+1)/tasks selects.
     for i in range(tasks):
         k, m = plan.parse_part(f"{i + 1}/{tasks}")
-        assert farm.shards_of_task(i, tasks, shards_total) == [s for s in range(shards_total) if s % m == k - 1]
-        assert farm.part_manifest_name(k, m) == f"manifest.part-{k:03d}-of-{m:03d}.json"
+        assert farm_parts.shards_of_task(i, tasks, shards_total) == [s for s in range(shards_total) if s % m == k - 1]
+        assert farm_parts.part_manifest_name(k, m) == f"manifest.part-{k:03d}-of-{m:03d}.json"
 
 
 def test_array_ranges_in_slurm_syntax():
-    assert farm.format_ranges([0, 1, 2, 5, 7, 8]) == "0-2,5,7-8"
-    assert farm.format_ranges([3]) == "3"
-    assert farm.format_ranges([4, 2, 3]) == "2-4"
+    assert farm_parts.format_ranges([0, 1, 2, 5, 7, 8]) == "0-2,5,7-8"
+    assert farm_parts.format_ranges([3]) == "3"
+    assert farm_parts.format_ranges([4, 2, 3]) == "2-4"
 
 
 def test_missing_shards_name_their_part():
     manifest = {"shards": [{"path": "a"}, {"path": "c"}], "parts_expected": 2}
-    assert farm.missing_shards(manifest, ["a", "b", "c", "d"]) == [("b", 2), ("d", 2)]
-    assert farm.missing_shards({"shards": [], "part": None}, ["a"]) == [("a", None)]
+    assert farm_parts.missing_shards(manifest, ["a", "b", "c", "d"]) == [("b", 2), ("d", 2)]
+    assert farm_parts.missing_shards({"shards": [], "part": None}, ["a"]) == [("a", None)]
 
 
 # -- submit slurm --dry-run: the scripts --------------------------------------------------------
@@ -169,7 +170,7 @@ def test_submit_refuses_an_out_that_cannot_be_made(tmp_path):
 def test_submit_refuses_a_folder_with_another_run(tmp_path):
     out = tmp_path / "run"
     out.mkdir()
-    shards.write_json_atomic(out / "manifest.part-001-of-005.json",
+    files.write_json_atomic(out / "manifest.part-001-of-005.json",
                              {"config_digest": "0" * 16, "scenes": 8, "seed": 1, "part": [1, 5]})
     _, r = _dry(tmp_path)
     assert r.returncode == 2 and "other settings" in r.stderr
@@ -187,7 +188,7 @@ def test_merge_of_an_incomplete_run_names_missing_shards_and_exits_1(tmp_path, t
     assert r.returncode == 1, r.stderr
     assert "INCOMPLETE: 1 of 3 shards missing, from parts 2 of 2" in r.stderr
     assert "missing train/train-00001.h5 (part 2/2)" in r.stderr
-    m = shards.read_json(out / "manifest.json")
+    m = files.read_json(out / "manifest.json")
     assert not m["complete"] and [e["path"] for e in m["shards"]] == ["train/train-00000.h5", "val/val-00000.h5"]
 
 
@@ -206,7 +207,7 @@ def test_part_auto_under_slurm_variables_logs_its_part_and_the_gpus_it_was_given
     assert "Slurm array task 2 of 0-2 -> part 3/3" in r.stderr
     assert "GPUs given by the scheduler: CUDA_VISIBLE_DEVICES=0" in r.stderr
     assert "Blender found none it can use" in r.stderr
-    m = shards.read_json(out / "manifest.part-003-of-003.json")
+    m = files.read_json(out / "manifest.part-003-of-003.json")
     assert m["part"] == [3, 3] and m["complete"] and [e["path"] for e in m["shards"]] == ["val/val-00000.h5"]
 
 
@@ -235,7 +236,7 @@ def test_kubernetes_manifest_gives_the_part_count_and_one_shard_per_pod():
     cfg = load_config()
     scenes = int(args[args.index("--scenes") + 1])
     assert len(plan.plan_shards(scenes, cfg["output"]["splits"], cfg["output"]["shard_size"])) == parts
-    assert farm.resolve_part({"JOB_COMPLETION_INDEX": str(parts - 1), "CLEVR_REMV_PARTS": str(parts)}).spec \
+    assert farm_parts.resolve_part({"JOB_COMPLETION_INDEX": str(parts - 1), "CLEVR_REMV_PARTS": str(parts)}).spec \
         == f"{parts}/{parts}"
     mounts = {m["name"] for m in container["volumeMounts"]}
     assert mounts == {v["name"] for v in pod["volumes"]} and "nvidia.com/gpu" in container["resources"]["limits"]
@@ -277,7 +278,7 @@ def test_dockerfile_installs_every_system_library_bpy_links_against():
 
 
 def test_cycles_threads_follow_the_cpus_a_task_was_given(tmp_path):
-    from clevr_remv.devices import render_settings, usable_cpus
+    from clevr_remv.render.devices import render_settings, usable_cpus
 
     machine = usable_cpus({}, cgroup_cpu_max=str(tmp_path / "none"))
     assert machine >= 1
@@ -299,5 +300,5 @@ def test_a_parts_manifest_and_folders_use_one_name():
 
     rp = plan.RunPlan.from_args(8, 0, load_config(None), part="3/12")
     assert rp.part_tag == plan.part_tag(3, 12) == "part-003-of-012"
-    assert rp.manifest_name == farm.part_manifest_name(3, 12) == "manifest.part-003-of-012.json"
+    assert rp.manifest_name == farm_parts.part_manifest_name(3, 12) == "manifest.part-003-of-012.json"
     assert plan.RunPlan.from_args(8, 0, load_config(None)).manifest_name == plan.manifest_name(None) == "manifest.json"

@@ -7,13 +7,15 @@ import re
 
 import numpy as np
 import pytest
-
-from clevr_remv import baseline, config, expressions as ex, layout
-from clevr_remv.seeding import rng
-
 from test_expressions import scene_of
 
-TPL = ex.load_templates()
+from clevr_remv import config
+from clevr_remv.language import programs, selection, templates, validity
+from clevr_remv.scene import layout
+from clevr_remv.scene.seeding import rng
+from clevr_remv.tools import baseline
+
+TPL = templates.load_templates()
 VERBS = ("Find", "Segment", "Select", "Locate", "Point", "Pick", "Show")
 
 
@@ -24,7 +26,7 @@ def corpus():
     out = []
     for i in range(600):
         s = layout.sample_scene(cfg, 15, i)
-        out.append((s, ex.select(s, 15, 8)))
+        out.append((s, selection.select(s, 15, 8)))
     return out
 
 
@@ -34,7 +36,7 @@ def test_eight_per_scene_about_eight_words_and_the_family_mix(corpus):
     assert np.mean(per_scene) >= 7.98
     short = [(len(s["objects"]), r.shortfall) for s, r in corpus if r.shortfall]
     assert all(reason == "too_few_descriptions" for _, reason in short), "no visibility given: nothing hidden"
-    words = [ex.word_count(e["text"]) for e in kept]
+    words = [templates.word_count(e["text"]) for e in kept]
     assert 7.85 <= np.mean(words) <= 8.15, np.mean(words)
     # Where the scene allows (5+ objects: every family has candidates), the mix follows the weights.
     big = [e for s, r in corpus if len(s["objects"]) >= 5 for e in r.kept]
@@ -46,7 +48,7 @@ def test_eight_per_scene_about_eight_words_and_the_family_mix(corpus):
 def test_family_quotas_are_exact_on_average():
     weights = [f["weight"] for f in TPL["families"]]
     gen = rng(0, 0, "test")
-    draws = np.array([ex.family_quotas(weights, 8, gen) for _ in range(4000)])
+    draws = np.array([selection.family_quotas(weights, 8, gen) for _ in range(4000)])
     assert (draws.sum(axis=1) == 8).all()
     share = np.asarray(weights) / sum(weights) * 8
     assert (draws >= np.floor(share)).all() and (draws <= np.ceil(share)).all()
@@ -74,7 +76,7 @@ def test_an_attribute_value_has_one_word_per_sentence(corpus):
             for syn in groups:
                 used = {w for w in syn if re.search(r"\b" + re.escape(w) + r"\b", low)}
                 assert len(used) <= 1, (e["text"], used)
-            values = [v for _, v in ex.filtered_attributes(e["program"])]
+            values = [v for _, v in programs.filtered_attributes(e["program"])]
             n_two_mentions += len(values) != len(set(values))
     assert n_two_mentions > 50, "the check saw sentences that name one value twice"
 
@@ -95,11 +97,11 @@ def test_noun_phrase_adjective_order():
     seen = set()
     for shape, color, material, size in itertools.product(layout.SHAPES, ["red", "cyan"], layout.MATERIALS, layout.SIZES):
         obj = {"shape": shape, "color": color, "material": material, "size": size}
-        for pattern in ex.PATTERNS:
+        for pattern in selection.PATTERNS:
             if not pattern:
                 continue
             for _ in range(30 if len(pattern) == 4 else 4):
-                phrase = ex.noun_phrase(TPL, obj, pattern, gen)
+                phrase = templates.noun_phrase(TPL, obj, pattern, gen)
                 order = [words_of[w] for w in phrase.split()]
                 assert order == sorted(order) and order[-1] == 4, phrase
                 seen.add(phrase)
@@ -115,12 +117,12 @@ def test_hidden_objects_are_described_last_and_dropped_by_the_source_rule():
                  ("sphere", "yellow", "rubber", "large", 1, 2))
     vis = np.full((3, 3, 10), 40)
     vis[0, 0, 0] = 0
-    for policy in ex.WHEN_HIDDEN:
-        r = ex.select(s, 3, 8, visible=vis, when_hidden=policy)
+    for policy in selection.WHEN_HIDDEN:
+        r = selection.select(s, 3, 8, visible=vis, when_hidden=policy)
         assert len(r.kept) == 8 and not r.dropped and r.shortfall is None
         assert all(e["object"] != 0 and e["anchor"] != 0 for e in r.kept), "visible targets come first"
     # Without visibility, object 0 is a target like any other.
-    assert any(e["object"] == 0 or e["anchor"] == 0 for e in ex.generate(s, 3, 8))
+    assert any(e["object"] == 0 or e["anchor"] == 0 for e in selection.generate(s, 3, 8))
 
 
 def test_drop_rule_counts_what_it_drops():
@@ -129,28 +131,28 @@ def test_drop_rule_counts_what_it_drops():
     s = scene_of(("cube", "red", "rubber", "large", 0, 0), ("cube", "blue", "rubber", "large", -2, 1))
     vis = np.full((3, 3, 2), 40)
     vis[2, 1, 1] = 0
-    r = ex.select(s, 1, 10, visible=vis)
+    r = selection.select(s, 1, 10, visible=vis)
     assert len(r.kept) == 8 and len(r.dropped) == 2 and r.shortfall == "hidden"
     assert all(e["object"] == 0 and e["anchor"] is None for e in r.kept)
     assert all(1 in (e["object"], e["anchor"]) for e in r.dropped)
-    m = ex.select(s, 1, 10, visible=vis, when_hidden="mark_views")
+    m = selection.select(s, 1, 10, visible=vis, when_hidden="mark_views")
     assert len(m.kept) == 10 and not m.dropped and m.shortfall is None
     assert [e["text"] for e in m.kept] == [e["text"] for e in r.kept + r.dropped]
     marked = [e for e in m.kept if 1 in (e["object"], e["anchor"])]
     assert len(marked) == 2
     for e in marked:
-        ok = ex.valid_views(e, s, vis)
+        ok = validity.valid_views(e, s, vis)
         assert ok.sum() == 8 and not ok[2, 1]
     # The threshold is the configurable min_visible_pixels.
-    every_view_short = ex.select(s, 1, 10, visible=vis + 5, min_pixels=46)
+    every_view_short = selection.select(s, 1, 10, visible=vis + 5, min_pixels=46)
     assert not every_view_short.kept and len(every_view_short.dropped) == 10
     with pytest.raises(ValueError, match="when_hidden"):
-        ex.select(s, 1, 8, when_hidden="sometimes")
+        selection.select(s, 1, 8, when_hidden="sometimes")
 
 
 def test_twins_alone_allow_no_description():
     twin = ("sphere", "green", "metal", "small")
-    r = ex.select(scene_of(twin + (0, 0), twin + (2, 1)), 0, 8)
+    r = selection.select(scene_of(twin + (0, 0), twin + (2, 1)), 0, 8)
     assert r.kept == [] and r.shortfall == "too_few_descriptions"
 
 
@@ -159,11 +161,11 @@ def test_small_scenes_reach_eight_through_the_reserve():
     # runs short; over-specified descriptions fill the rest, each a distinct program.
     s = scene_of(("cube", "red", "rubber", "large", 0, 0), ("sphere", "blue", "metal", "small", -2, 1),
                  ("cylinder", "green", "rubber", "small", 2, -1))
-    r = ex.select(s, 0, 8)
+    r = selection.select(s, 0, 8)
     assert len(r.kept) == 8
     assert len({str(e["program"]) for e in r.kept}) == 8
     for e in r.kept:
-        assert ex.execute(e["program"], s) == e["object"]
+        assert programs.execute(e["program"], s) == e["object"]
 
 
 def test_baseline_reads_the_target_description(corpus):

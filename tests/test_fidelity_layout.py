@@ -5,7 +5,9 @@ uniform draw passes and a biased one (e.g. a size drawn again on every placement
 
 import pytest
 
-from clevr_remv import config, layout, stats
+from clevr_remv import config
+from clevr_remv.scene import layout
+from clevr_remv.tools import stats
 
 P_MIN = 1e-4
 SCENES = 1200

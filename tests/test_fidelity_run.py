@@ -7,9 +7,10 @@ import json
 import h5py
 import numpy as np
 import pytest
-
-from clevr_remv import expressions as ex, shards
 from conftest import run_cli
+
+from clevr_remv.language import validity
+from clevr_remv.store import files, refexps
 
 pytestmark = pytest.mark.render
 
@@ -23,11 +24,11 @@ def _run(tmp_path, name, when_hidden):
     out = tmp_path / name
     r = run_cli("generate", "--scenes", 3, "--out", out, "--config", cfg, "--seed", 5, "--no-progress")
     assert r.returncode == 0, r.stderr
-    m = shards.read_json(out / "manifest.json")
+    m = files.read_json(out / "manifest.json")
     scenes = []
     for e in m["shards"]:
         with h5py.File(out / e["path"], "r") as f:
-            refs = shards.read_refexps(f)
+            refs = refexps.read_refexps(f)
             for i in range(f["scenes"].shape[0]):
                 scenes.append((json.loads(f["scenes"][i]), f["visible_pixels"][i], [x for x in refs if x["scene"] == i]))
     return m, scenes, r.stderr
@@ -45,7 +46,7 @@ def test_drop_rule_and_its_names_in_manifest_and_log(tmp_path):
     assert "expressions dropped because their target or anchor is hidden in some view" in log
     assert "pairs kept but not valid in that view" in log
     for rec, vis, refs in scenes:
-        hidden = ex.hidden_objects(vis, len(rec["objects"]), 1)
+        hidden = validity.hidden_objects(vis, len(rec["objects"]), 1)
         for e in refs:
             assert not hidden[e["object"]] and (e["anchor"] is None or not hidden[e["anchor"]]), e["text"]
             assert e["valid_views"].all()
@@ -60,7 +61,7 @@ def test_drop_rule_and_its_names_in_manifest_and_log(tmp_path):
         extra = [e for e in refs2 if e["text"] not in kept]
         assert kept <= {e["text"] for e in refs2}
         assert len(extra) == rec["expressions"]["dropped_hidden"]
-        hidden = ex.hidden_objects(vis, len(rec["objects"]), 1)
+        hidden = validity.hidden_objects(vis, len(rec["objects"]), 1)
         for e in extra:
             assert hidden[e["object"]] or (e["anchor"] is not None and hidden[e["anchor"]])
             assert not e["valid_views"].all()

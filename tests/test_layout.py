@@ -4,8 +4,10 @@ import math
 import numpy as np
 import pytest
 
-from clevr_remv import catalogue, config, layout
+from clevr_remv import config
 from clevr_remv.errors import LayoutError
+from clevr_remv.language import programs
+from clevr_remv.scene import catalogue, layout
 
 
 def _pairs(objects):
@@ -82,14 +84,26 @@ def test_behind_points_away_from_camera(cfg):
 
 
 def test_relation_threshold(cfg):
+    """The relation the programs execute (the one production uses): 0.2 along the direction."""
     s = layout.sample_scene(cfg, 0, 0)
+    s["objects"] = s["objects"][:2]
     s["objects"][0]["position"] = [0.0, 0.0, 0.35]
     left = np.asarray(s["directions"]["left"])
+
+    s["objects"][0]["color"], s["objects"][1]["color"] = "red", "blue"
+
+    def related(rel):
+        program = [{"op": "scene"}, {"op": "filter", "attrs": {"color": "red"}}, {"op": "unique"},
+                   {"op": "relate", "relation": rel}]
+        return programs.execute(program, s)
+
     s["objects"][1]["position"] = list(0.3 * left[:2]) + [0.35]
-    assert layout.relation_holds(s, "left", 0, 1)
-    assert not layout.relation_holds(s, "right", 0, 1)
-    s["objects"][1]["position"] = list(0.1 * left[:2]) + [0.35]
-    assert not layout.relation_holds(s, "left", 0, 1), "0.2 is the threshold"
+    assert related("left") == [1]
+    assert related("right") == []
+    s["objects"][1]["position"] = list(0.21 * left[:2]) + [0.35]
+    assert related("left") == [1], "just above 0.2 counts"
+    s["objects"][1]["position"] = list(0.19 * left[:2]) + [0.35]
+    assert related("left") == [], "0.2 is the threshold"
 
 
 def test_impossible_layout_is_reported_not_recursed(cfg):

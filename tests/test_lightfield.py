@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from clevr_remv import lightfield
+from clevr_remv.scene import lightfield
 
 
 @pytest.fixture

@@ -3,11 +3,12 @@ import math
 
 import numpy as np
 import pytest
+from conftest import run_cli
 from PIL import Image
 
-from clevr_remv import lightfield, metrics
+from clevr_remv import metrics
 from clevr_remv.data import Reader
-from conftest import run_cli
+from clevr_remv.scene import lightfield
 
 
 def test_iou_and_summary_by_hand():
@@ -119,7 +120,7 @@ def test_evaluate_perfect_png_predictions(generated, tmp_path):
                 if e["valid_views"][u, v]:
                     m = reader.object_mask(e["scene"], e["object"], u, v)
                     Image.fromarray(m.astype(np.uint8) * 255).save(folder / f"{e['id']}_{u}_{v}.png")
-    from clevr_remv.evaluate import evaluate
+    from clevr_remv.tools.evaluate import evaluate
 
     res = evaluate(generated, folder, "train", "all")
     assert res["overall"]["mIoU"] == 1.0 and res["overall"]["oIoU"] == 1.0

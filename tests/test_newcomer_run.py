@@ -5,7 +5,6 @@ import re
 from datetime import datetime
 
 import pytest
-
 from conftest import run_cli
 
 pytestmark = pytest.mark.render

@@ -4,8 +4,9 @@ import h5py
 import numpy as np
 import pytest
 
-from clevr_remv import lightfield, outputs
 from clevr_remv.data import Reader, RefexpDataset
+from clevr_remv.render import outputs
+from clevr_remv.scene import lightfield
 
 
 def _rig():

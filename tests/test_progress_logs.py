@@ -9,7 +9,7 @@ import termios
 
 import pytest
 
-from clevr_remv import progress as progress_mod
+from clevr_remv import progress
 from clevr_remv.progress import Progress, bar_usable
 
 
@@ -122,7 +122,7 @@ def test_bar_only_where_a_terminal_can_show_it(monkeypatch, tmp_path):
 def test_no_bar_on_a_sizeless_terminal_means_lines(monkeypatch, records):
     master, tty = _pty_with_size(0, 0)
     try:
-        monkeypatch.setattr(progress_mod.sys, "stderr", tty)
+        monkeypatch.setattr(progress.sys, "stderr", tty)
         clock = Clock()
         p = Progress(total_scenes=2, views_per_scene=9, shards_total=1, shards_done=0, clock=clock)
         assert p.bar is None

@@ -6,11 +6,10 @@ import shutil
 
 import h5py
 import pytest
+from conftest import TINY, listing, run_cli
 
-from clevr_remv import shards
 from clevr_remv.data import Reader, RefexpDataset
 from clevr_remv.errors import CorruptShardError
-from conftest import TINY, listing, run_cli
 
 pytestmark = pytest.mark.render
 
@@ -122,11 +121,11 @@ def test_info_verify_reads_contents_not_only_checksums(run_copy):
     SHA-256: --verify must still find it."""
     shard = run_copy / "test" / "test-00000.h5"
     _break_image_chunk(shard)
-    m = shards.read_json(run_copy / "manifest.json")
+    m = files.read_json(run_copy / "manifest.json")
     for e in m["shards"]:
         if e["path"] == "test/test-00000.h5":
             e["sha256"] = shards.sha256_file(shard)
-    shards.write_json_atomic(run_copy / "manifest.json", m)
+    files.write_json_atomic(run_copy / "manifest.json", m)
     r = run_cli("info", run_copy, "--verify")
     assert r.returncode == 1, r.stdout
     assert "UNREADABLE test/test-00000.h5" in r.stdout
@@ -144,9 +143,9 @@ def test_damaged_manifest_names_the_fix(run_copy, text):
 
 
 def test_manifest_with_paths_outside_is_refused(run_copy):
-    m = shards.read_json(run_copy / "manifest.json")
+    m = files.read_json(run_copy / "manifest.json")
     m["shards"][0]["path"] = "../../etc/passwd"
-    shards.write_json_atomic(run_copy / "manifest.json", m)
+    files.write_json_atomic(run_copy / "manifest.json", m)
     line = _one_line(run_cli("info", run_copy), 2)
     assert "shard path" in line
 
@@ -197,6 +196,8 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 
+from clevr_remv.store import files, shards
+
 
 def _cmd(out, cfg, *extra):
     return [sys.executable, "-m", "clevr_remv", "generate", "--out", str(out), "--config", str(cfg),
@@ -208,7 +209,7 @@ def _gen(out, cfg, *extra, timeout=600):
 
 
 def _digests(out, name="manifest.json"):
-    return {e["path"]: e["sha256"] for e in shards.read_json(out / name)["shards"]}
+    return {e["path"]: e["sha256"] for e in files.read_json(out / name)["shards"]}
 
 
 def _cfg_with(tmp_path, **sections):
@@ -243,11 +244,11 @@ def test_overwrite_with_a_manifest_naming_paths_outside(run_copy, small_cfg, tmp
     absolute.mkdir()
     (absolute / "keep.txt").write_text("mine")
     name = str(absolute) if bad_split == "/ABS" else bad_split
-    m = shards.read_json(run_copy / "manifest.json")
+    m = files.read_json(run_copy / "manifest.json")
     m["config"]["output"]["splits"] = {name: 1.0}
     m["splits"] = {name: {"scene_range": [0, 6]}}
     m["config_digest"] = "0000000000000000"  # "another run": --overwrite replaces it
-    shards.write_json_atomic(run_copy / "manifest.json", m)
+    files.write_json_atomic(run_copy / "manifest.json", m)
     r = _gen(run_copy, small_cfg, "--overwrite")
     assert r.returncode == 0, r.stderr
     assert (sibling / "thesis.tex").read_text() == "mine"
@@ -307,7 +308,7 @@ def test_two_writers_with_other_settings_at_once(small_run, small_cfg, tmp_path)
     a, b = _start(out, small_cfg), _start(out, small_cfg, "--seed", 5)
     (ca, ea), (cb, eb) = _finish(a), _finish(b)
     assert sorted([ca, cb]) == [0, 2], (ea, eb)
-    m = shards.read_json(out / "manifest.json")
+    m = files.read_json(out / "manifest.json")
     assert m["complete"]
     for e in m["shards"]:
         with h5py.File(out / e["path"], "r") as f:
@@ -356,7 +357,7 @@ def test_overwrite_of_one_part_touches_only_that_part(small_cfg, tmp_path):
     after = _tree(out)
     for path, data in part2.items():
         assert after.get(path) == data, f"part 2's {path} was touched"
-    m1 = shards.read_json(out / "manifest.part-001-of-002.json")
+    m1 = files.read_json(out / "manifest.part-001-of-002.json")
     assert m1["seed"] == 7 and m1["complete"]
     # A part 2 with part 1's new settings but without --overwrite: refused (its own old run).
     r = _gen(out, small_cfg, "--part", "2/2", "--seed", 0, "--shard-size", 3)
@@ -419,7 +420,7 @@ def test_stale_scene_file_of_other_settings_is_not_reused(small_run, small_cfg, 
     r = _gen(out, small_cfg, "--part", "1/2")
     assert r.returncode == 0, r.stderr
     assert "not a finished scene" in r.stderr
-    for e in shards.read_json(out / "manifest.part-001-of-002.json")["shards"]:
+    for e in files.read_json(out / "manifest.part-001-of-002.json")["shards"]:
         with h5py.File(out / e["path"], "r") as f:
             assert {json.loads(s)["global_seed"] for s in f["scenes"][()]} == {0}
 

@@ -8,11 +8,11 @@ import stat
 
 import click
 import pytest
+from conftest import TINY, listing, run_cli
 
 from clevr_remv import config
 from clevr_remv.cli import cli
 from clevr_remv.errors import UsageError
-from conftest import TINY, listing, run_cli
 
 
 def _clean_failure(result, out, mention):

@@ -3,8 +3,8 @@
 import importlib.metadata
 import json
 import os
-import signal
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -12,9 +12,12 @@ import time
 import h5py
 import numpy as np
 import pytest
+from conftest import GEN_ARGS as ARGS
+from conftest import run_cli
 
-from clevr_remv import lightfield, shards
-from conftest import GEN_ARGS as ARGS, run_cli
+from clevr_remv.language import programs, validity
+from clevr_remv.scene import lightfield
+from clevr_remv.store import files, refexps, shards
 
 pytestmark = pytest.mark.render
 
@@ -44,12 +47,12 @@ def _wait_for(proc, condition, limit=300.0):
 
 
 def _shas(out):
-    m = shards.read_json(out / "manifest.json")
+    m = files.read_json(out / "manifest.json")
     return {e["path"]: e["sha256"] for e in m["shards"]}
 
 
 def test_shards_meet_the_contract(run_a):
-    m = shards.read_json(run_a / "manifest.json")
+    m = files.read_json(run_a / "manifest.json")
     assert m["complete"] and m["scenes"] == SCENES and m["grid"] == [3, 3]
     assert m["last_run"]["peak_worker_rss"] > 50e6, "the worker's peak memory is recorded"
     assert [e["path"] for e in m["shards"]] == ["train/train-00000.h5", "train/train-00001.h5",
@@ -99,7 +102,7 @@ def test_shards_meet_the_contract(run_a):
 
 def _scenes_with_maps(root):
     """(scene record, instances [U,V,H,W], depth [U,V,H,W]) of every scene of a run."""
-    for e in shards.read_json(root / "manifest.json")["shards"]:
+    for e in files.read_json(root / "manifest.json")["shards"]:
         with h5py.File(root / e["path"], "r") as f:
             for i in range(e["num_scenes"]):
                 yield json.loads(f["scenes"][i]), f["instances"][i], f["depth"][i]
@@ -202,7 +205,7 @@ def test_killed_run_resumes_to_the_same_result(run_a, tmp_path, tiny_cfg):
     assert r.returncode == 0, r.stderr
     assert "resuming" in r.stderr
     assert _shas(out) == reference
-    m = shards.read_json(out / "manifest.json")
+    m = files.read_json(out / "manifest.json")
     assert m["complete"] and not (out / ".work").exists()
     assert not list(out.rglob("*.tmp"))
     # Scenes finished before the kill were not rendered again.
@@ -251,21 +254,20 @@ def test_cycles_denoised_runs_differ_at_most_by_rounding(tmp_path, tiny_cfg):
 
 
 def test_stored_expressions_reexecute_and_match_visibility(run_a):
-    from clevr_remv import expressions as ex
 
     total = 0
-    for e in shards.read_json(run_a / "manifest.json")["shards"]:
+    for e in files.read_json(run_a / "manifest.json")["shards"]:
         with h5py.File(run_a / e["path"], "r") as f:
-            refs = shards.read_refexps(f)
+            refs = refexps.read_refexps(f)
             assert len(refs) == e["refexps"]
             per_scene = np.bincount([r["scene"] for r in refs], minlength=e["num_scenes"])
             assert (per_scene >= 3).all()
             for r in refs:
                 rec = json.loads(f["scenes"][r["scene"]])
-                assert ex.execute(r["program"], rec) == r["object"]
-                assert r["num_relations"] == ex.num_relations(r["program"]) <= 1
+                assert programs.execute(r["program"], rec) == r["object"]
+                assert r["num_relations"] == programs.num_relations(r["program"]) <= 1
                 visible = f["visible_pixels"][r["scene"]]
-                expected = ex.valid_views({**r}, rec, visible, 1)
+                expected = validity.valid_views({**r}, rec, visible, 1)
                 assert np.array_equal(r["valid_views"], expected)
                 # Valid only where the target really has pixels in the stored instance map.
                 inst = f["instances"][r["scene"]]
@@ -275,7 +277,7 @@ def test_stored_expressions_reexecute_and_match_visibility(run_a):
                             assert (inst[u, v] == r["object"] + 1).any()
                 total += 1
     assert total >= 3 * SCENES
-    m = shards.read_json(run_a / "manifest.json")
+    m = files.read_json(run_a / "manifest.json")
     assert m["stats"]["expressions"] == total, "dataset statistics survive resumed runs"
     assert m["stats"]["view_pairs"] == total * 9
     assert m["stats"]["scenes"] == SCENES
@@ -294,10 +296,10 @@ def test_farm_parts_render_concurrently_and_merge_to_the_same_dataset(run_a, tmp
     assert parts == ["manifest.part-001-of-002.json", "manifest.part-002-of-002.json"]
     r = run_cli("merge", out)
     assert r.returncode == 0, r.stderr
-    m = shards.read_json(out / "manifest.json")
+    m = files.read_json(out / "manifest.json")
     assert m["complete"] and m["parts_merged"] == 2
     assert _shas(out) == _shas(run_a)
-    assert m["stats"]["expressions"] == shards.read_json(run_a / "manifest.json")["stats"]["expressions"]
+    assert m["stats"]["expressions"] == files.read_json(run_a / "manifest.json")["stats"]["expressions"]
     assert not (out / ".work").exists()
     r = run_cli("info", out, "--verify")
     assert r.returncode == 0 and "all match" in r.stdout
@@ -310,7 +312,7 @@ def test_overwrite_replaces_a_run_with_other_settings(tmp_path, tiny_cfg):
     first = _shas(out)
     r = run_cli("generate", "--out", out, *base, "--seed", 2, "--overwrite")
     assert r.returncode == 0, r.stderr
-    m = shards.read_json(out / "manifest.json")
+    m = files.read_json(out / "manifest.json")
     assert m["seed"] == 2 and m["complete"]
     assert _shas(out).keys() == first.keys() and _shas(out) != first
     with h5py.File(out / "train" / "train-00000.h5", "r") as f:
@@ -353,7 +355,7 @@ def test_standalone_blender_executable_renders_the_same_masks(run_a, tmp_path, t
     if "No module named 'numpy'" in r.stderr:
         pytest.fail("the system blender's Python lacks numpy (Debian: apt-get install python3-numpy)")
     assert r.returncode == 0, r.stderr
-    for e in shards.read_json(run_a / "manifest.json")["shards"]:
+    for e in files.read_json(run_a / "manifest.json")["shards"]:
         with h5py.File(run_a / e["path"], "r") as a, h5py.File(out / e["path"], "r") as b:
             assert (a["instances"][()] == b["instances"][()]).mean() > 0.999
             assert np.nanmax(np.abs(a["depth"][()] - b["depth"][()])) < 1e-3

@@ -9,10 +9,13 @@ import h5py
 import numpy as np
 import pytest
 
-from clevr_remv import config, devices, plan, shards
+from clevr_remv import config
 from clevr_remv.errors import UsageError
-from clevr_remv.pipeline import GenerateJob
-from clevr_remv.render import ViewEvent
+from clevr_remv.render import devices
+from clevr_remv.render.protocol import ViewEvent
+from clevr_remv.run import plan
+from clevr_remv.run.job import GenerateJob
+from clevr_remv.store import files
 
 
 class FakeWorker:
@@ -115,7 +118,7 @@ def test_recover_keeps_finished_scenes_and_removes_half_written_files(tmp_path, 
     with pytest.raises(RuntimeError, match="fake failure at scene 3"):
         job(out, cfg).run()
     # Scenes 0-1 made shard 0; scene 2 waits in .work; nothing of scene 3 is left.
-    m = shards.read_json(out / "manifest.json")
+    m = files.read_json(out / "manifest.json")
     assert [e["path"] for e in m["shards"]] == ["train/train-00000.h5"] and not m["complete"]
     assert sorted(p.name for p in (out / ".work").iterdir()) == ["scene-0000002.h5"]
     # A kill could leave half-written files: a scene and a shard under temporary names.
@@ -135,13 +138,13 @@ def test_adopt_a_shard_missing_from_the_manifest_and_drop_a_foreign_one(tmp_path
     out = tmp_path / "o"
     first = job(out, cfg).run()
     sha = {e["path"]: e["sha256"] for e in first["shards"]}
-    m = shards.read_json(out / "manifest.json")
+    m = files.read_json(out / "manifest.json")
     # Killed between the shard's rename and the manifest update: the shard is complete.
     m["shards"] = [e for e in m["shards"] if e["path"] != "val/val-00000.h5"]
     # And a file under a shard's name that is not one of this run's shards.
     m["shards"] = [e for e in m["shards"] if e["path"] != "test/test-00000.h5"]
     m["complete"] = False
-    shards.write_json_atomic(out / "manifest.json", m)
+    files.write_json_atomic(out / "manifest.json", m)
     (out / "test/test-00000.h5").write_bytes(b"not a shard")
     FakeWorker.renders = []
     again = job(out, cfg).run()
@@ -168,10 +171,10 @@ def test_parts_render_disjoint_shards_into_one_folder(tmp_path, cfg):
 def test_overwrite_replaces_a_run_with_other_settings_only_when_asked(tmp_path, cfg):
     out = tmp_path / "o"
     job(out, cfg, seed=3).run()
-    before = shards.read_json(out / "manifest.json")
+    before = files.read_json(out / "manifest.json")
     with pytest.raises(UsageError, match="holds a run with other settings"):
         job(out, cfg, seed=4).prepare()
-    assert shards.read_json(out / "manifest.json") == before, "a refused run changes nothing"
+    assert files.read_json(out / "manifest.json") == before, "a refused run changes nothing"
     (out / "logs" / "keep-me.txt").write_text("old log")
     FakeWorker.renders = []
     m = job(out, cfg, seed=4, overwrite=True).run()

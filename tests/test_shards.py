@@ -5,7 +5,10 @@ import h5py
 import numpy as np
 import pytest
 
-from clevr_remv import config, layout, lightfield, plan, shards, visibility
+from clevr_remv import config
+from clevr_remv.run import plan
+from clevr_remv.scene import layout, lightfield, visibility
+from clevr_remv.store import files, schema, shards
 
 
 def _fake_scene(cfg, index, rng):
@@ -42,7 +45,7 @@ def test_scene_files_assemble_into_a_shard_exactly(tmp_path, compression):
                                         "output.compression": compression})
     grid = (3, 3)
     rng = np.random.default_rng(1)
-    attrs = shards.file_attrs(cfg, "abc", grid)
+    attrs = schema.file_attrs(cfg, "abc", grid)
     paths, truth = [], []
     for index in (5, 6):
         rec, views = _fake_scene(cfg, index, rng)
@@ -84,7 +87,7 @@ def test_scene_files_assemble_into_a_shard_exactly(tmp_path, compression):
 
 def test_assembly_is_byte_deterministic(tmp_path):
     cfg = config.load_config(overrides={"rig.grid": 1, "render.width": 16, "render.height": 16})
-    attrs = shards.file_attrs(cfg, "d", (1, 1))
+    attrs = schema.file_attrs(cfg, "d", (1, 1))
     rng = np.random.default_rng(0)
     rec, views = _fake_scene(cfg, 0, rng)
     digests = []
@@ -129,9 +132,9 @@ def test_a_writer_that_fails_to_set_up_leaves_nothing(tmp_path):
 
 def test_manifest_written_atomically(tmp_path, monkeypatch):
     p = tmp_path / "manifest.json"
-    shards.write_json_atomic(p, {"a": 1})
-    shards.write_json_atomic(p, {"a": 2})
-    assert shards.read_json(p) == {"a": 2}
+    files.write_json_atomic(p, {"a": 1})
+    files.write_json_atomic(p, {"a": 2})
+    assert files.read_json(p) == {"a": 2}
     assert [x.name for x in tmp_path.iterdir()] == ["manifest.json"]
 
     # A crash half-way through writing (here: the disk fills after a few bytes) leaves the
@@ -143,18 +146,18 @@ def test_manifest_written_atomically(tmp_path, monkeypatch):
         fh.flush()
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(shards.json, "dump", dump_then_fail)
+    monkeypatch.setattr(files.json, "dump", dump_then_fail)
     with pytest.raises(OSError):
-        shards.write_json_atomic(p, {"a": 3, "long": "x" * 1000})
-    monkeypatch.setattr(shards.json, "dump", real_dump)
-    assert shards.read_json(p) == {"a": 2}
+        files.write_json_atomic(p, {"a": 3, "long": "x" * 1000})
+    monkeypatch.setattr(files.json, "dump", real_dump)
+    assert files.read_json(p) == {"a": 2}
 
 
 def test_scene_file_appears_only_on_commit(tmp_path):
     cfg = config.load_config(overrides={"rig.grid": 1, "render.width": 16, "render.height": 16})
     rec, views = _fake_scene(cfg, 0, np.random.default_rng(0))
     path = tmp_path / "scene.h5"
-    wr, _ = _write_scene(path, cfg, (1, 1), shards.file_attrs(cfg, "d", (1, 1)), rec, views, [])
+    wr, _ = _write_scene(path, cfg, (1, 1), schema.file_attrs(cfg, "d", (1, 1)), rec, views, [])
     assert not path.exists(), "nothing under the final name before commit"
     wr.commit()
     assert path.exists() and [x.name for x in tmp_path.iterdir()] == ["scene.h5"]

@@ -16,9 +16,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-
-from clevr_remv import shards
 from conftest import run_cli
+
+from clevr_remv.store import files
 
 pytestmark = [pytest.mark.slurm, pytest.mark.render]
 
@@ -108,7 +108,7 @@ def _datasets(f: h5py.File) -> dict:
 
 def assert_same_dataset(farm: Path, local: Path) -> None:
     """All datasets identical; RGB within the README's tolerance (one 8-bit level in a few pixels)."""
-    mf, ml = shards.read_json(farm / "manifest.json"), shards.read_json(local / "manifest.json")
+    mf, ml = files.read_json(farm / "manifest.json"), files.read_json(local / "manifest.json")
     assert mf["complete"], mf
     assert [e["path"] for e in mf["shards"]] == [e["path"] for e in ml["shards"]] == SHARDS
     assert mf["config_digest"] == ml["config_digest"]
@@ -165,7 +165,7 @@ def test_cancelled_task_is_finished_by_submitting_again(slurm, local_run, cfg_fi
         time.sleep(0.02)
     subprocess.run(["scancel", f"{array}_0"], check=True, timeout=60)
     _wait_all(out)
-    part1 = shards.read_json(out / "manifest.part-001-of-003.json")
+    part1 = files.read_json(out / "manifest.part-001-of-003.json")
     assert not part1["complete"], "task 0 finished before scancel reached it"
     assert _exit_code(merge) == "1:0"
     merge_log = (out / "logs" / "slurm" / f"merge-{merge}.out").read_text()

@@ -4,11 +4,11 @@ preset's values as the defaults."""
 import re
 
 import pytest
+from conftest import run_cli
 
 from clevr_remv import config
-from clevr_remv.dataset_info import empty_split_warning, human_bytes, min_scenes_to_fill
-from clevr_remv.plan import split_ranges
-from conftest import run_cli
+from clevr_remv.run.plan import empty_split_warning, min_scenes_to_fill, split_ranges
+from clevr_remv.tools.info import human_bytes
 
 DEFAULT_SPLITS = {"train": 0.7, "val": 0.15, "test": 0.15}
 

@@ -7,7 +7,9 @@ import h5py
 import numpy as np
 import pytest
 
-from clevr_remv import shards, view_codec
+from clevr_remv.render import codecs as view_codec
+from clevr_remv.run import viewpool
+from clevr_remv.store import schema, shards
 
 
 def _arrays(seed=0):
@@ -28,7 +30,7 @@ def test_thread_chunks_are_byte_identical_to_the_filter(tmp_path, level):
     with h5py.File(tmp_path / "a.h5", "w") as f:
         for name, arr in arrays.items():
             floating = arr.dtype.kind == "f"
-            kw = shards.compression_kwargs("gzip", level, floating=floating)
+            kw = schema.compression_kwargs("gzip", level, floating=floating)
             ds = f.create_dataset(name, (2,) + arr.shape, arr.dtype, chunks=(1,) + arr.shape, **kw)
             assert view_codec.gzip_spec(ds) == (level, floating)
             ds[0] = arr  # through h5py's filter pipeline
@@ -40,12 +42,12 @@ def test_thread_chunks_are_byte_identical_to_the_filter(tmp_path, level):
 def test_other_pipelines_are_left_to_h5py(tmp_path):
     with h5py.File(tmp_path / "b.h5", "w") as f:
         for name in ("lzf", "zstd", "none", "blosc2-lz4"):
-            ds = f.create_dataset(name, (4, 4), np.float32, chunks=(2, 2), **shards.compression_kwargs(name, 3, floating=True))
+            ds = f.create_dataset(name, (4, 4), np.float32, chunks=(2, 2), **schema.compression_kwargs(name, 3, floating=True))
             assert view_codec.gzip_spec(ds) is None
 
 
 def test_pool_keeps_order_bounds_work_and_raises():
-    pool = view_codec.ViewPool(3)
+    pool = viewpool.ViewPool(3)
     seen, running, peak = [], [0], [0]
     lock = threading.Lock()
 
@@ -67,16 +69,16 @@ def test_pool_keeps_order_bounds_work_and_raises():
     with pytest.raises(ZeroDivisionError):
         pool.drain()
     pool.close()
-    serial = view_codec.ViewPool(1)
+    serial = viewpool.ViewPool(1)
     assert serial.submit(job, 7) == [7] and serial.drain() == []
-    assert view_codec.default_threads(1, 16) == 8 and view_codec.default_threads(4, 16) == 3
-    assert view_codec.default_threads(1, 2) == 1
+    assert viewpool.default_threads(1, 16) == 8 and viewpool.default_threads(4, 16) == 3
+    assert viewpool.default_threads(1, 2) == 1
 
 
 def test_scene_writer_direct_chunks_equal_filtered_writes(tmp_path, cfg):
     """SceneWriter: a view written as driver-compressed chunks is byte-identical to the same
     view written through h5py; arrays needing a conversion go through h5py."""
-    from clevr_remv import outputs
+    from clevr_remv.render import outputs
 
     for depth_dtype in ("float32", "float16"):
         c = {**cfg, "rig": {**cfg["rig"], "grid": 3}, "render": {**cfg["render"], "width": 48, "height": 32},
@@ -84,7 +86,7 @@ def test_scene_writer_direct_chunks_equal_filtered_writes(tmp_path, cfg):
         a = _arrays(1)
         arrays = {"images": a["rgb"], "instances": a["ids"], "depth": a["depth"], "normals": a["normals"]}
         arrays = {o.name: arrays[o.name] for o in outputs.stored(c)}
-        attrs = shards.file_attrs(c, "t", (3, 3))
+        attrs = schema.file_attrs(c, "t", (3, 3))
         plain = shards.SceneWriter(tmp_path / f"plain-{depth_dtype}.h5", c, (3, 3), attrs)
         direct = shards.SceneWriter(tmp_path / f"direct-{depth_dtype}.h5", c, (3, 3), attrs)
         codecs = direct.chunk_codecs()

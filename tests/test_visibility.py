@@ -2,7 +2,9 @@
 
 import numpy as np
 
-from clevr_remv import config, expressions, layout, visibility
+from clevr_remv import config
+from clevr_remv.language import selection, validity
+from clevr_remv.scene import layout, visibility
 
 
 def test_count_and_table():
@@ -16,21 +18,21 @@ def test_count_and_table():
 def test_thresholds_scale_and_come_from_the_config():
     cfg = config.load_config(overrides={"render.width": 240, "render.height": 160})
     assert visibility.threshold(cfg) == cfg["scene"]["min_pixels_per_object"] / 4
-    assert visibility.expression_threshold(cfg) == cfg["expressions"]["min_visible_pixels"]
+    assert validity.expression_threshold(cfg) == cfg["expressions"]["min_visible_pixels"]
 
 
 def test_valid_views_need_target_and_anchor_pixels():
     cfg = config.load_config(overrides={"rig.grid": 3})
     scene = layout.sample_scene(cfg, 2, 0)
-    exprs = [e for e in expressions.generate(scene, 2, 8) if e.get("anchor") is not None
+    exprs = [e for e in selection.generate(scene, 2, 8) if e.get("anchor") is not None
              and e["family"] == "same_attribute"]
     assert exprs
     e = exprs[0]
     visible = np.full((3, 3, 10), 100, np.int32)
     visible[0, 0, e["object"]] = 3
     visible[2, 2, e["anchor"]] = 0
-    ok = visibility.valid_views(e, scene, visible, min_pixels=4)
+    ok = validity.valid_views(e, scene, visible, min_pixels=4)
     assert not ok[0, 0] and not ok[2, 2] and ok.sum() == 7
-    assert expressions.valid_views is visibility.valid_views, "still importable from expressions"
-    marked = visibility.mark_valid_views({"expressions": {"min_visible_pixels": 4}}, [dict(e)], scene, visible)
+    assert validity.valid_views is validity.valid_views, "still importable from expressions"
+    marked = validity.mark_valid_views({"expressions": {"min_visible_pixels": 4}}, [dict(e)], scene, visible)
     assert np.array_equal(marked[0]["valid_views"], ok)

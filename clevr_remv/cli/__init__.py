@@ -1,0 +1,324 @@
+"""Command line: ``clevr-remv generate | info | ...``.
+
+Every kind of bad input ends with one line on stderr and exit code 2, before anything is
+written.  A Blender failure ends with exit code 1 and the worker log's path.  Ctrl-C or
+SIGTERM ends with exit code 130, keeping every finished scene and shard.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from .. import __version__
+from ..config import load_config, shipped_config_names
+from ..errors import CorruptShardError, DiskFullError, UsageError, WorkerError
+from ..run.plan import MAX_SCENES
+from .options import overrides, run_options
+
+log = logging.getLogger("clevr_remv")
+
+
+def _setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
+    handler = logging.StreamHandler(sys.stderr)
+    if sys.stderr.isatty():
+        handler.setFormatter(logging.Formatter("%(message)s"))
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%S"))
+    root = logging.getLogger("clevr_remv")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+def _verbose_callback(ctx, param, value):  # noqa: ARG001
+    if value:
+        _setup_logging(value, False)
+    return value
+
+
+def _give_verbose(cmd: click.Command) -> None:
+    """A ``-v`` for the traceback on ``cmd``, or on every command of a group (recursively)."""
+    if isinstance(cmd, click.Group):
+        for sub in cmd.commands.values():
+            _give_verbose(sub)
+    elif not any(p.name == "verbose" for p in cmd.params):
+        cmd.params.append(click.Option(["-v", "--verbose"], count=True, expose_value=False,
+                                       is_eager=True, callback=_verbose_callback,
+                                       help="More detail in the log; the traceback of an internal error."))
+
+
+class _Group(click.Group):
+    """Gives every subcommand (also ones registered later, and those of a group added whole)
+    a ``-v`` for the traceback."""
+
+    def add_command(self, cmd, name=None):
+        _give_verbose(cmd)
+        super().add_command(cmd, name)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="clevr-remv")
+def cli():
+    """Generate CLEVR-REMV: CLEVR-style scenes rendered from a light-field camera array
+    (9x9 by default) with Blender Cycles, with per-view instance masks, depth, cameras and
+    referring expressions, written to sharded HDF5 files with a manifest.
+
+    \b
+    A quick look (15 s):      clevr-remv generate --scenes 8 --out preview --config preview
+    The source's settings:    clevr-remv generate --scenes 2 --out clevr-remv-data
+                              (about 12 minutes per scene on 2 CPU cores; 2 scenes fill train
+                              and val only, 6 or more fill test too)
+    """
+
+
+@cli.command()
+@click.option("--scenes", type=click.IntRange(1, MAX_SCENES), required=True, help="Number of scenes in the whole dataset, split 70/15/15 into train/val/test by scene index (at these shares, 6 or more scenes fill every split); at most 2,000,000 per --out.")
+@click.option("--out", "out", type=click.Path(path_type=Path), required=True, help="Output folder. Re-running the same command into it resumes.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Global seed: a scene is a pure function of (seed, scene index, config).")
+@click.option("--config", "config_spec", metavar="FILE", help=f"Settings to change: a .json or .toml file, or a shipped preset ({', '.join(shipped_config_names())}). The options below override it.  [default: default]")
+@run_options
+@click.option("--blender", metavar="PATH", help="Render with this blender executable instead of the bpy module (render-farm nodes).")
+@click.option("--part", metavar="K/M|auto", help="Render only part K of M of the shards (one node of a farm: shards k with k % M == K-1); writes manifest.part-K-of-M.json. Join parts with 'clevr-remv merge'. 'auto': K/M from a Slurm job array or a Kubernetes Indexed Job (see 'clevr-remv submit slurm --help').")
+@click.option("--overwrite", is_flag=True, help="Replace a run with other settings in --out instead of refusing.")
+@click.option("--progress/--no-progress", default=None, help="A live progress bar; without it, log lines: one per finished shard and one per finished scene, at most one a minute.  [default: a bar on a terminal that reports its size]")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
+@click.option("-v", "--verbose", count=True, help="More detail in the log.")
+def generate(scenes, out, seed, config_spec, blender, part, overwrite, progress, quiet, verbose, **run):
+    """Render a dataset into OUT: shards OUT/<split>/<split>-NNNNN.h5 and OUT/manifest.json.
+
+    \b
+    Examples:
+      clevr-remv generate --scenes 10000 --out data            # the source's dataset
+      clevr-remv generate --scenes 20 --out preview --config preview
+      clevr-remv generate --scenes 10000 --out /shared/data --part 3/50   # farm node 3 of 50
+    """
+    _setup_logging(verbose, quiet)
+    from ..run.job import GenerateJob
+
+    cfg = load_config(config_spec, {**overrides(run), "workers.blender": blender})
+    if part == "auto":  # issue 13: the part from the scheduler's array environment
+        from ..farm.parts import log_auto_part
+        part = log_auto_part()
+    job = GenerateJob(out, scenes, seed, cfg, overwrite=overwrite, part=part, progress=progress)
+    manifest = job.run()
+    if manifest.get("device") == "cpu" and cfg["render"]["device"] == "auto":
+        from ..farm.parts import warn_unused_gpus
+        warn_unused_gpus()
+    state = "complete" if manifest["complete"] else "incomplete"
+    click.echo(f"{out}: {len(manifest['shards'])} shards, {state}; manifest at "
+               f"{out / job.manifest_name}", err=True)
+
+
+@cli.command()
+@click.argument("out", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.option("--verify", is_flag=True, help="Recompute every shard's SHA-256 against the manifest.")
+def info(out, verify):
+    """Summarise a generated folder: settings, splits, shards and (with --verify) checksums."""
+    from ..tools.info import describe
+
+    ok = describe(out, verify=verify, echo=click.echo)
+    if not ok:
+        raise SystemExit(1)
+
+
+@cli.command()
+@click.argument("out", type=click.Path(path_type=Path, exists=True, file_okay=False))
+def merge(out):
+    """Join the manifests of farm parts (--part K/M) in OUT into OUT/manifest.json.
+
+    Exits 1, naming each missing shard and the part that renders it, when the run is not
+    complete yet (re-run those parts, or re-submit, then merge again)."""
+    from ..store.manifest import merge_parts
+
+    manifest = merge_parts(out)
+    click.echo(f"{out}: {len(manifest['shards'])} shards from {manifest['parts_merged']} parts, "
+               f"{'complete' if manifest['complete'] else 'incomplete'}", err=True)
+    from ..farm.parts import (
+        report_missing,  # issue 13: name what is missing; exit 1 if anything is
+    )
+    if not report_missing(out, manifest, click.echo):
+        raise SystemExit(1)
+
+
+def _parse_views(spec: str):
+    if spec in ("center", "centre", "corners", "all"):
+        return spec
+    try:
+        return [tuple(int(x) for x in item.split(",")) for item in spec.split(";") if item]
+    except ValueError:
+        raise UsageError(f"--views '{spec}' is not center, corners, all or 'u,v;u,v'") from None
+
+
+def _views_checked(reader_root: Path, spec: str):
+    from ..read.reader import Reader
+    from ..read.views import resolve_views
+
+    views = _parse_views(spec)
+    try:
+        resolve_views(views, tuple(Reader(reader_root).grid))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return views
+
+
+@cli.group(cls=_Group)
+def export():
+    """Write a generated dataset in layouts existing training code reads."""
+
+
+@export.command("refcoco")
+@click.argument("root", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--views", default="center", show_default=True,
+              help="center, corners, all, or views as 'u,v;u,v' (row, column from the top left).")
+@click.option("--split", "splits", multiple=True, help="Only these splits (repeatable) [default: all].")
+def export_refcoco_cmd(root, out, views, splits):
+    """RefCOCO layout for the refer API: OUT/refcoco/refs(unc).p, OUT/refcoco/instances.json and
+    OUT/images/mscoco/images/train2014/.  Load with REFER(OUT, 'refcoco', 'unc')."""
+    from ..tools.export import export_refcoco
+
+    counts = export_refcoco(root, out, _views_checked(root, views), list(splits) or None)
+    click.echo(f"{out}: {counts['images']} images, {counts['refs']} refs, {counts['sentences']} sentences", err=True)
+
+
+@export.command("coco")
+@click.argument("root", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--views", default="center", show_default=True, help="center, corners, all, or 'u,v;u,v'.")
+@click.option("--split", "splits", multiple=True, help="Only these splits (repeatable) [default: all].")
+def export_coco_cmd(root, out, views, splits):
+    """COCO instance annotations per view: OUT/annotations/instances_<split>.json, OUT/images/<split>/."""
+    from ..tools.export import export_coco
+
+    counts = export_coco(root, out, _views_checked(root, views), list(splits) or None)
+    click.echo(f"{out}: {counts['images']} images, {counts['annotations']} annotations", err=True)
+
+
+@cli.command()
+@click.argument("root", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.option("--predictions", "pred", type=click.Path(path_type=Path), required=True,
+              help="HDF5 file with masks at '<expression>/<u>_<v>', or a folder of '<expression>_<u>_<v>.png'.")
+@click.option("--split", default="test", show_default=True, help="Split to score.")
+@click.option("--views", default="all", show_default=True, help="center, corners, all, or 'u,v;u,v'.")
+@click.option("--report", "report", type=click.Path(path_type=Path), help="Folder for evaluation.json and iou_heatmap.png [default: next to the predictions].")
+def evaluate(root, pred, split, views, report):
+    """Score predicted masks: the source's tables in percent (central view P@K/mIoU/oIoU, four
+    corners with average and SD, MVR), a JSON report and a heat map of per-view IoU.
+
+    \b
+    Expression ids are "<scene>-<k>" (k-th expression of the scene, 0-based), as in
+    clevr_remv.data.RefexpDataset items' "expression" field.  Masks are H x W at the image's
+    resolution; nonzero = the referred object.  A missing mask scores as empty.
+    """
+    from ..store.files import writable_folder
+    from ..tools.evaluate import evaluate as run_eval
+    from ..tools.evaluate import tables, write_report
+
+    out = report or (pred.parent if pred.is_file() else pred) / "evaluation"
+    writable_folder(out, "--report folder")  # before the work, not after the tables
+    res = run_eval(root, pred, split, _views_checked(root, views))
+    click.echo(tables(res))
+    js, png = write_report(res, out)
+    click.echo(f"\nreport: {js}\nheat map: {png}", err=True)
+
+
+@cli.command()
+@click.argument("root", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.argument("out", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--split", default="test", show_default=True)
+@click.option("--views", default="all", show_default=True, help="center, corners, all, or 'u,v;u,v'.")
+def baseline(root, out, split, views):
+    """Write predictions of the attribute oracle (no model; see clevr_remv.tools.baseline) to OUT (HDF5),
+    ready for 'clevr-remv evaluate ROOT --predictions OUT'."""
+    from ..tools.baseline import predict
+
+    n = predict(root, out, split, _views_checked(root, views))
+    click.echo(f"{out}: {n} predicted masks", err=True)
+
+
+# Dataset tools (issue 14): stats, preview, browse, validate (their modules load on use).
+from .dataset import COMMANDS as _DATASET_COMMANDS  # noqa: E402
+
+for _command in _DATASET_COMMANDS:
+    cli.add_command(_command)
+
+from ..tools.doctor import doctor as _doctor  # noqa: E402 - issue 10: devices, kernels, libraries
+
+cli.add_command(_doctor)
+
+from .farm import submit  # noqa: E402 - issue 13: render farms (submit slurm)
+
+cli.add_command(submit)
+
+
+def _terminate(signum, frame):  # noqa: ARG001
+    raise KeyboardInterrupt  # SIGTERM (scancel, preemption) ends like Ctrl-C: exit 130, resumable
+
+
+def main(argv=None, pending_signals=None) -> int:
+    """Entry point: click in non-standalone mode so every error is one line."""
+    import signal
+    import threading
+
+    restore = None
+    if threading.current_thread() is threading.main_thread():
+        restore = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        if pending_signals:  # SIGTERM while importing (see __main__.py)
+            return _main(argv, interrupted=True)
+        return _main(argv)
+    finally:
+        if restore is not None:
+            signal.signal(signal.SIGTERM, restore)
+
+
+def _main(argv=None, interrupted: bool = False) -> int:
+    try:
+        if interrupted:
+            raise KeyboardInterrupt
+        cli.main(args=argv, prog_name="clevr-remv", standalone_mode=False)
+        return 0
+    except click.exceptions.NoArgsIsHelpError as exc:
+        click.echo(exc.ctx.get_help() if exc.ctx else str(exc))
+        return 2
+    except click.exceptions.UsageError as exc:
+        hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
+        click.echo(f"clevr-remv: error: {exc.format_message()}{hint}", err=True)
+        return 2
+    except (click.exceptions.Abort, KeyboardInterrupt):  # click turns Ctrl-C into Abort
+        click.echo("clevr-remv: interrupted; finished scenes and shards are kept, "
+                   "re-run the same command to resume", err=True)
+        return 130
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except UsageError as exc:
+        click.echo(f"clevr-remv: error: {exc}", err=True)
+        return 2
+    except WorkerError as exc:
+        click.echo(f"clevr-remv: Blender failed: {exc}", err=True)
+        return 1
+    except (CorruptShardError, DiskFullError) as exc:
+        log.debug("details", exc_info=True)
+        click.echo(f"clevr-remv: error: {exc}", err=True)
+        return 1
+    except SystemExit as exc:
+        return int(exc.code or 0) if isinstance(exc.code, int) else 1
+    except Exception as exc:  # noqa: BLE001 - a bug: one line, the traceback with -v
+        log.debug("internal error", exc_info=True)
+        click.echo(f"clevr-remv: internal error: {type(exc).__name__}: {exc} "
+                   f"(run with -v for the traceback and report it)", err=True)
+        return 1
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,86 @@
+"""RefexpDataset: the valid (expression, view) pairs of a split as training samples."""
+
+from __future__ import annotations
+
+import os
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+from ..render import outputs as outputs_mod
+from .reader import Reader, shard_errors
+from .views import resolve_views
+
+
+class RefexpDataset:
+    """Map-style dataset of valid (expression, view) pairs.
+
+    ``verify=True`` checks the SHA-256 of the split's shards once, when the dataset is made
+    (see :class:`Reader`).
+
+    Items are dicts: ``image`` (uint8 HxWx3), ``mask`` (bool HxW: the target's instance
+    pixels), ``text``, ``scene`` (global scene index), ``object`` (0-based), ``view`` (u, v),
+    ``expression`` (id "scene-row"), ``family``; plus, on request, further stored per-view
+    outputs by dataset name (``outputs=("normals", "depth")``: the items get ``normals``
+    float16 HxWx3, ``depth`` float HxW).  ``transform(sample) -> sample`` is applied last
+    (e.g. to make tensors or resize).
+    """
+
+    def __init__(self, root: str | os.PathLike, split: str = "train",
+                 views: str | Iterable[Sequence[int]] = "center", transform: Callable | None = None,
+                 outputs: Sequence[str] = (), verify: bool = False):
+        self.reader = Reader(root)
+        if verify:  # once here, not in every DataLoader worker
+            self.reader.verify(split)
+        self.outputs = tuple(outputs_mod.get(name).name for name in outputs)
+        if self.outputs and self.reader.shards:
+            f = self.reader._files.get(self.reader.root / self.reader.shards[0]["path"])
+            missing = [name for name in self.outputs if name not in f]
+            if missing:
+                raise ValueError(f"{', '.join(missing)} not stored in {root} (format "
+                                 f"{self.reader.manifest.get('format_version')}); regenerate it to have them")
+        self.split = split
+        self.views = resolve_views(views, self.reader.grid)
+        self.transform = transform
+        exprs = self.reader.expressions(split)
+        if not exprs and split not in {e["split"] for e in self.reader.shards}:
+            have = sorted({e["split"] for e in self.reader.shards})
+            raise ValueError(f"split {split!r} has no finished shard in {root} (have: {', '.join(have)})")
+        items = []
+        for k, e in enumerate(exprs):
+            for (u, v) in self.views:
+                if e["valid_views"][u, v]:
+                    items.append((k, u, v))
+        self._exprs = [{key: e[key] for key in ("id", "shard", "scene", "scene_row", "object", "text", "family")}
+                       for e in exprs]
+        self._items = np.asarray(items, dtype=np.int64).reshape(-1, 3)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __getitem__(self, i: int) -> dict:
+        k, u, v = (int(x) for x in self._items[i])
+        e = self._exprs[k]
+        f = self.reader._files.get(self.reader.root / self.reader.shards[e["shard"]]["path"])
+        row = e["scene_row"]
+        with shard_errors(self.reader._path(e["shard"]), self.reader.root,
+                          f"read scene {e['scene']} view ({u}, {v})"):
+            image = f["images"][row, u, v]
+            mask = f["instances"][row, u, v] == e["object"] + 1
+            extra = {name: f[name][row, u, v] for name in self.outputs}
+        sample = {
+            "image": image,
+            "mask": mask,
+            "text": e["text"],
+            "scene": e["scene"],
+            "object": e["object"],
+            "view": (u, v),
+            "expression": e["id"],
+            "family": e["family"],
+        }
+        sample.update(extra)
+        return self.transform(sample) if self.transform is not None else sample
+
+    def pairs(self) -> list[tuple[str, int, int]]:
+        """(expression id, u, v) of every item, in order."""
+        return [(self._exprs[k]["id"], int(u), int(v)) for k, u, v in self._items]

@@ -1,0 +1,164 @@
+"""One scene, from its seed to a committed scene file: sample, render, finish."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from ..errors import LayoutError, WorkerError
+from ..language import selection, validity
+from ..render import denoise, outputs
+from ..render.codecs import encode_view_chunks
+from ..render.devices import CHEAP_CHECK
+from ..scene import layout, lightfield, visibility
+from ..store import shards
+from . import viewpool
+
+
+@dataclass
+class SceneResult:
+    """What :func:`render_scene` reports about one committed scene."""
+
+    index: int
+    record: dict
+    views: int
+    rejections: list
+    timings: dict   # render_s, check_s, build_s, driver_view_s, view_work_s (denoise_s within), expressions_s, commit_s
+    wall: float
+
+
+def render_scene(worker, cfg: dict, seed: int, index: int, grid, path: Path, attrs: dict, *,
+                 on_view: Callable[[], None] | None = None,
+                 stopping: threading.Event | None = None, view_threads: int = 1,
+                 wanted: list | None = None) -> SceneResult:
+    """Sample scene ``index`` (with the visibility check), render every view, count visible
+    pixels, generate the expressions and commit the scene file at ``path``.
+
+    Each view is decoded and compressed in a pool of ``view_threads`` threads while Blender
+    renders the next ones (the stored bytes do not depend on the thread count); this thread
+    only writes the compressed chunks, in view order.  ``wanted``: ``outputs.rendered(cfg)``,
+    when the caller has it already."""
+    t_scene = time.perf_counter()
+    record, rejections, check_s = sample_visible_scene(worker, cfg, seed, index)
+    views = [(u, v) for u in range(grid[0]) for v in range(grid[1])]
+    n = len(record["objects"])
+    table = visibility.Table(grid, cfg["scene"]["max_objects"], n)
+    ks, es = lightfield.all_cameras(record["rig"])
+    if wanted is None:
+        wanted = outputs.rendered(cfg)
+    driver_denoises = denoise.driver_denoises(cfg)
+    denoiser = getattr(worker, "denoiser", None) if driver_denoises else None
+    if driver_denoises and denoiser is None:
+        raise WorkerError("the driver denoises but this worker has no denoiser")
+    render_s = driver_s = work_s = denoise_s = 0.0
+    done: dict = {}
+
+    def work(ev):  # in a pool thread: decode the EXR, denoise (driver), compress the chunks
+        t0 = time.perf_counter()
+        arrays = worker.read_view(ev, wanted, {"intrinsics": ks[ev.u, ev.v], "world_to_camera": es[ev.u, ev.v]})
+        dn_s = 0.0
+        if denoiser is not None:  # one filter set per worker; its calls are serialised
+            td = time.perf_counter()
+            arrays["images"] = outputs.linear_to_srgb8(denoiser(
+                arrays.pop("noisy_color"), arrays.pop("denoising_albedo"), arrays.pop("denoising_normal")))
+            dn_s = time.perf_counter() - td
+        chunks = encode_view_chunks(arrays, codecs)
+        return ev, arrays, chunks, time.perf_counter() - t0, dn_s
+
+    def store(results):
+        nonlocal work_s, denoise_s
+        for ev, arrays, chunks, seconds, dn_s in results:
+            writer.write_view(ev.u, ev.v, arrays, chunks)
+            table.add(ev.u, ev.v, arrays["instances"])
+            work_s += seconds
+            denoise_s += dn_s
+            if on_view is not None:
+                on_view()
+
+    pool = viewpool.ViewPool(view_threads)  # its threads start on the first submit
+    # The scene's temporary file: opened last, so that everything that may fail before the
+    # try below leaves no open handle and no file behind (SceneWriter cleans up its own
+    # failure).
+    writer = shards.SceneWriter(path, cfg, grid, attrs)
+    try:
+        codecs = writer.chunk_codecs()
+        gen = worker.render(record, views, tag="view")
+        while True:
+            try:
+                ev = next(gen)
+            except StopIteration as end:
+                done = end.value or {}
+                break
+            t0 = time.perf_counter()
+            store(pool.submit(work, ev))
+            driver_s += time.perf_counter() - t0
+            render_s += ev.seconds
+            if stopping is not None and stopping.is_set():
+                raise WorkerError("stopping")
+        t0 = time.perf_counter()
+        store(pool.drain())
+        driver_s += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        refexps = scene_expressions(cfg, seed, record, table.pixels)
+        expr_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        writer.finish(record, ks, es, table.pixels, refexps)
+        writer.commit()
+        commit_s = time.perf_counter() - t0
+    except BaseException:
+        pool.close()
+        writer.abort()
+        raise
+    pool.close()
+    # driver_view_s: time this thread spent on views (waiting on the pool included);
+    # view_work_s: the per-view work itself, summed over the pool's threads.
+    timings = {"render_s": render_s, "check_s": check_s, "build_s": done.get("build_seconds", 0.0),
+               "driver_view_s": driver_s, "view_work_s": work_s, "denoise_s": denoise_s,
+               "expressions_s": expr_s, "commit_s": commit_s}
+    return SceneResult(index, record, len(views), rejections, timings, time.perf_counter() - t_scene)
+
+
+def scene_expressions(cfg: dict, seed: int, record: dict, visible) -> list[dict]:
+    """The scene's expressions, each with its valid views.  What the drop rule removed (and
+    why the scene has fewer than ``per_scene``, if it has) goes into ``record["expressions"]``."""
+    ec = cfg["expressions"]
+    got = selection.select(record, seed, ec["per_scene"], visible=visible,
+                             min_pixels=ec["min_visible_pixels"], when_hidden=ec["when_hidden"])
+    validity.mark_valid_views(cfg, got.kept, record, visible)
+    record["expressions"] = {"when_hidden": ec["when_hidden"], "dropped_hidden": len(got.dropped),
+                             "shortfall": got.shortfall}
+    return got.kept
+
+
+def sample_visible_scene(worker, cfg: dict, seed: int, index: int):
+    """The scene record for ``index`` whose objects all show enough pixels in the central
+    view, judged on a 1-sample render of the object-index pass.  Bounded re-sampling; the
+    rejected attempts are recorded.  Returns (record, rejections, seconds spent checking)."""
+    threshold = visibility.threshold(cfg)
+    grid = cfg["rig"]["grid"]
+    centre = (grid // 2, grid // 2)
+    rejections = []
+    check_s = 0.0
+    for attempt in range(cfg["scene"]["max_visibility_resamples"] + 1):
+        record = layout.sample_scene(cfg, seed, index, attempt)
+        if threshold <= 0:
+            break
+        tc = time.perf_counter()
+        events = list(worker.render(record, [centre], tag="check", settings=CHEAP_CHECK))
+        ids = worker.read_view(events[0], ["instances"])["instances"]
+        check_s += time.perf_counter() - tc
+        counts = visibility.count(ids, len(record["objects"]))
+        if (counts >= threshold).all():
+            break
+        rejections.append({"attempt": attempt, "fewest_pixels": int(counts.min()),
+                           "object": int(counts.argmin()) + 1})
+    else:
+        raise LayoutError(
+            f"scene {index}: no layout in {attempt + 1} attempts shows every object with >= "
+            f"{threshold:.0f} pixels in the central view; lower scene.min_pixels_per_object or max_objects")
+    record["layout"]["visibility_rejections"] = rejections
+    record["layout"]["min_pixels"] = threshold
+    return record, rejections, check_s

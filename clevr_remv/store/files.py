@@ -1,0 +1,154 @@
+"""Files inside an output folder: atomic writes, fsync, removal that never leaves the folder, checks before work."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from ..errors import UsageError
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=2, sort_keys=False)
+        fh.write("\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def read_json(path: Path) -> dict:
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def can_write(folder: Path) -> bool:
+    """Really try (permission bits say little for root or on read-only mounts)."""
+    try:
+        fd, name = tempfile.mkstemp(prefix=".clevr-remv-probe-", dir=folder)
+    except OSError:
+        return False
+    os.close(fd)
+    os.unlink(name)
+    return True
+
+
+def nearest_existing(path: Path) -> Path:
+    p = Path(os.path.abspath(path))
+    while not p.exists() and not p.is_symlink():
+        if p.parent == p:
+            break
+        p = p.parent
+    return p
+
+
+def writable_folder(path: Path, what: str) -> None:
+    """``path`` is a folder that exists and can be written, or can be created and written."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{what} '{path}' is a file; give a folder")
+    base = nearest_existing(path)
+    if not base.is_dir():
+        raise UsageError(f"{what} '{path}': '{base}' is a file, so the folder cannot be created; give another path")
+    if not can_write(base):
+        raise UsageError(f"cannot write to '{base}' ({what} '{path}'); choose a folder you can write to")
+
+
+def new_file(path: Path, what: str) -> None:
+    """``path`` does not exist yet and its folder exists and can be written."""
+    path = Path(path)
+    if path.exists() or path.is_symlink():
+        raise UsageError(f"{what} '{path}' exists; give a new file name")
+    parent = path.parent
+    if not parent.exists():
+        raise UsageError(f"{what} '{path}': folder '{parent}' does not exist; create it first")
+    if not parent.is_dir():
+        raise UsageError(f"{what} '{path}': '{parent}' is a file, not a folder")
+    if not can_write(parent):
+        raise UsageError(f"cannot write to '{parent}' ({what} '{path}'); choose a folder you can write to")
+
+
+def is_inside(path: Path, root: Path) -> bool:
+    """True when ``path`` (not resolving its last component) lies strictly inside ``root``."""
+    root_r = Path(os.path.realpath(root))
+    parent_r = Path(os.path.realpath(Path(path).parent))
+    try:
+        parent_r.relative_to(root_r)
+    except ValueError:
+        return False
+    name = Path(path).name
+    return name not in ("", ".", "..")
+
+
+def remove_inside(root: Path, relative: str | Path) -> bool:
+    """Remove ``root/relative`` (file, symlink or folder tree) only if it lies inside ``root``.
+
+    A symlink is removed as a link, never followed; ``shutil.rmtree`` itself does not follow
+    symlinks inside the tree.  Returns True when something was removed.
+    """
+    rel = Path(relative)
+    if rel.is_absolute() or any(part in ("..", "") for part in rel.parts) or not rel.parts:
+        return False
+    target = Path(root) / rel
+    if not is_inside(target, root):
+        return False
+    if target.is_symlink() or target.is_file():
+        target.unlink(missing_ok=True)
+        return True
+    if target.is_dir():
+        shutil.rmtree(target, ignore_errors=True)
+        return True
+    return False
+
+
+# -- free space --------------------------------------------------------------------------------
+def free_bytes(folder: Path) -> int | None:
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
+
+
+def disk_full_message(path: Path, need: int | None = None) -> str:
+    free = free_bytes(Path(path).parent if not Path(path).is_dir() else path)
+    free_mb = f"{free / 1e6:.1f} MB free" if free is not None else "no space left"
+    need_s = f", about {need / 1e6:.1f} MB needed" if need else ""
+    more = max(1.0, (need or 0) / 1e6 - (free or 0) / 1e6 + 1)
+    return (f"disk full while writing {path} ({free_mb}{need_s}): free at least {more:.0f} MB "
+            f"and re-run the same command (everything finished is kept)")
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    import errno
+
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(exc)
+    return "No space left on device" in text or "errno = 28" in text or "Disk quota exceeded" in text

@@ -1,0 +1,313 @@
+"""``clevr-remv stats DIR``: dataset statistics per split, beside the source's own numbers
+(thesis section 6.4, Figures 6.5 to 6.7).
+
+Terms, as the tables print them:
+
+* a *pair* is an (expression, scene) pair: the source's "image-text pairs" (about 8 per scene);
+* *objects per pair*: the number of objects in the scene of each pair (the source's mean
+  "objects per image", counted over its pairs);
+* *words per expression*: :func:`clevr_remv.language.templates.word_count` of each text;
+* *(expression, view) pairs not valid*: of all expressions x all U x V views, those whose
+  ``valid_views`` entry is false, i.e. pairs a view-level training set leaves out.  They are
+  split by reason: the target shows fewer than ``expressions.min_visible_pixels`` pixels in that
+  view; else the anchor of a relation does; else the program picks another object with that
+  view's own directions.  Expressions a generator drops as a whole never reach a shard and are
+  not counted there;
+* *expressions dropped (hidden in a view)*: those, where the scene records say how many
+  (``record["expressions"]["dropped_hidden"]``), as a share of the expressions chosen
+  (kept + dropped); "not recorded" for datasets whose records do not carry it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from ..errors import UsageError
+from ..language.programs import anchor_of
+from ..language.templates import word_count
+from ..read.reader import shard_errors
+from ..store.refexps import refexp_records
+from .common import min_visible_pixels, open_dataset, shard_path
+
+# Thesis section 6.4.  (Section 6.3.3 gives 11,992 val and 11,989 test pairs instead: the
+# thesis disagrees with itself; 6.4 is the section with the per-split statistics.)
+SOURCE = {
+    "train": {"scenes": 7000, "pairs": 55966, "objects_per_pair": 6.529, "words_per_expression": 8.0175},
+    "val": {"scenes": 1500, "pairs": 11989, "objects_per_pair": 6.528, "words_per_expression": 8.0174},
+    "test": {"scenes": 1500, "pairs": 11994, "objects_per_pair": 6.495, "words_per_expression": 8.042},
+}
+_P = sum(v["pairs"] for v in SOURCE.values())
+SOURCE_ALL = {"scenes": 10000, "pairs": _P,
+              **{k: round(sum(v["pairs"] * v[k] for v in SOURCE.values()) / _P, 4)
+                 for k in ("objects_per_pair", "words_per_expression")}}  # pair-weighted means
+SOURCE_NOT_VALID = "< 0.1%"          # "we remove those missing pairs (< 0.1%)" (section 6.3.3)
+SOURCE_BYTES_PER_SCENE = 150e9 / 10000  # "a total size of over 150GB" at 480x320 (section 6.3.2)
+SOURCE_SCENES = 10000
+
+
+def chi2_sf(x: float, dof: int) -> float:
+    """Survival function of the chi-square distribution, P(X > x), closed forms for integer dof."""
+    if dof % 2 == 0:
+        term = total = math.exp(-x / 2)
+        for i in range(1, dof // 2):
+            term *= (x / 2) / i
+            total += term
+        return total
+    q = math.erfc(math.sqrt(x / 2))
+    k = 1
+    while k < dof:  # Q(x; k + 2) = Q(x; k) + (x/2)^(k/2) e^(-x/2) / Gamma(k/2 + 1)
+        q += math.exp((k / 2) * math.log(x / 2) - x / 2 - math.lgamma(k / 2 + 1)) if x > 0 else 0.0
+        k += 2
+    return q
+
+
+def uniform_p(counts) -> float:
+    """p-value of Pearson's chi-square test that ``counts`` (one per category) are uniform.
+    Used to check that layouts draw colours, shapes, materials and sizes as CLEVR does."""
+    counts = np.asarray(counts, dtype=float)
+    expected = counts.sum() / len(counts)
+    return chi2_sf(float(((counts - expected) ** 2 / expected).sum()), len(counts) - 1)
+
+
+def _empty() -> dict:
+    return {"shards": 0, "scenes": 0, "bytes": 0, "pairs": 0, "objects": Counter(), "words": Counter(),
+            "families": Counter(), "with_relation": 0, "view_pairs": 0, "not_valid": 0,
+            "not_valid_target_hidden": 0, "not_valid_anchor_hidden": 0, "not_valid_predicate": 0,
+            "valid_in_no_view": 0, "dropped_hidden": 0, "scenes_with_drop_record": 0}
+
+
+def _add(acc: dict, other: dict) -> None:
+    for k, v in other.items():
+        if isinstance(v, Counter):
+            acc[k].update(v)
+        else:
+            acc[k] += v
+
+
+def collect(root: Path) -> dict:
+    """Raw counts per split (Counters for the histograms)."""
+    reader = open_dataset(root)
+    min_px = min_visible_pixels(reader)
+    splits: dict[str, dict] = {}
+    try:
+        for entry in reader.shards:
+            acc = splits.setdefault(entry["split"], _empty())
+            path = shard_path(reader, entry)
+            try:
+                f = h5py.File(path, "r")
+            except OSError as exc:
+                raise UsageError(f"cannot read shard '{path}' ({exc}); run 'clevr-remv validate {root}'") from None
+            with f, shard_errors(path, root):
+                scenes = [json.loads(s) for s in f["scenes"].asstr()[()]]
+                visible = f["visible_pixels"][()]
+                exprs = refexp_records(f)
+            acc["shards"] += 1
+            acc["scenes"] += len(scenes)
+            acc["bytes"] += int(entry.get("bytes") or path.stat().st_size)
+            for sc in scenes:  # newer scene records say what the generator's drop rule removed
+                rec = sc.get("expressions")
+                if isinstance(rec, dict) and isinstance(rec.get("dropped_hidden"), int):
+                    acc["dropped_hidden"] += rec["dropped_hidden"]
+                    acc["scenes_with_drop_record"] += 1
+            for e in exprs:
+                scene = scenes[e["scene"]]
+                acc["pairs"] += 1
+                acc["objects"][len(scene["objects"])] += 1
+                acc["words"][word_count(str(e["text"]))] += 1
+                acc["families"][str(e["family"])] += 1
+                acc["with_relation"] += int(e["num_relations"] > 0)
+                valid = e["valid_views"]
+                acc["view_pairs"] += valid.size
+                bad = ~valid
+                acc["not_valid"] += int(bad.sum())
+                acc["valid_in_no_view"] += int(not valid.any())
+                vis = visible[e["scene"]]
+                hidden_t = vis[:, :, e["object"]] < min_px
+                a = anchor_of(e["program"], scene)
+                hidden_a = (vis[:, :, a] < min_px) & ~hidden_t if a is not None else np.zeros_like(bad)
+                acc["not_valid_target_hidden"] += int((bad & hidden_t).sum())
+                acc["not_valid_anchor_hidden"] += int((bad & hidden_a).sum())
+                acc["not_valid_predicate"] += int((bad & ~hidden_t & ~hidden_a).sum())
+    finally:
+        reader.close()
+    return {"reader_info": {"root": str(root), "grid": list(reader.grid),
+                            "resolution": [reader.width, reader.height],
+                            "min_visible_pixels": min_px, "scenes_planned": reader.manifest.get("scenes"),
+                            "complete": bool(reader.manifest.get("complete")),
+                            "split_shares": reader.manifest.get("config", {}).get("output", {}).get("splits", {})},
+            "splits": splits}
+
+
+def _mean(counter: Counter) -> float | None:
+    n = sum(counter.values())
+    return sum(k * c for k, c in counter.items()) / n if n else None
+
+
+def _share(a: int, b: int) -> float | None:
+    return a / b if b else None
+
+
+def summarise(raw: dict) -> dict:
+    """The figures ``stats`` prints (and ``--json`` gives), per split and over all splits."""
+    info = raw["reader_info"]
+    shares = info["split_shares"] or {"train": 0.7, "val": 0.15, "test": 0.15}
+    total_share = sum(shares.values()) or 1.0
+    total = _empty()
+    out_splits = {}
+    order = [s for s in ("train", "val", "test") if s in raw["splits"]] + \
+            sorted(s for s in raw["splits"] if s not in ("train", "val", "test"))
+    for name in order:
+        acc = raw["splits"][name]
+        _add(total, acc)
+        out_splits[name] = _figures(acc, SOURCE.get(name),
+                                    SOURCE_SCENES * shares.get(name, 0) / total_share)
+    everything = _figures(total, SOURCE_ALL, SOURCE_SCENES)
+    return {**info, "splits": out_splits, "all": everything,
+            "source": {"splits": SOURCE, "all": SOURCE_ALL, "not_valid": SOURCE_NOT_VALID,
+                       "bytes_per_scene": SOURCE_BYTES_PER_SCENE,
+                       "reference": "thesis section 6.4 (Figures 6.5-6.7); 6.3.2 for the size; 6.3.3 for dropped pairs"}}
+
+
+def _figures(acc: dict, source: dict | None, scenes_at_10k: float) -> dict:
+    per_scene = _share(acc["pairs"], acc["scenes"])
+    fig = {
+        "shards": acc["shards"], "scenes": acc["scenes"], "pairs": acc["pairs"],
+        "pairs_per_scene": per_scene,
+        "scenes_at_10000": round(scenes_at_10k),
+        "pairs_at_10000_scenes": round(per_scene * scenes_at_10k) if per_scene is not None else None,
+        "objects_per_pair": _mean(acc["objects"]),
+        "objects_per_pair_histogram": {str(k): acc["objects"][k] for k in sorted(acc["objects"])},
+        "words_per_expression": _mean(acc["words"]),
+        "words_per_expression_histogram": {str(k): acc["words"][k] for k in sorted(acc["words"])},
+        "families": {k: acc["families"][k] for k in sorted(acc["families"])},
+        "family_shares": {k: acc["families"][k] / acc["pairs"] for k in sorted(acc["families"])} if acc["pairs"] else {},
+        "relation_share": _share(acc["with_relation"], acc["pairs"]),
+        "view_pairs": acc["view_pairs"],
+        "view_pairs_not_valid": acc["not_valid"],
+        "view_pairs_not_valid_share": _share(acc["not_valid"], acc["view_pairs"]),
+        "not_valid_target_hidden": acc["not_valid_target_hidden"],
+        "not_valid_anchor_hidden": acc["not_valid_anchor_hidden"],
+        "not_valid_predicate": acc["not_valid_predicate"],
+        "not_valid_target_hidden_share": _share(acc["not_valid_target_hidden"], acc["view_pairs"]),
+        "expressions_valid_in_no_view": acc["valid_in_no_view"],
+        # From the scene records, where they carry it: expressions the generator dropped as a
+        # whole because their target or anchor is hidden in some view (None: not recorded).
+        "expressions_dropped_hidden": acc["dropped_hidden"] if acc["scenes_with_drop_record"] else None,
+        "expressions_dropped_hidden_share": (_share(acc["dropped_hidden"], acc["pairs"] + acc["dropped_hidden"])
+                                             if acc["scenes_with_drop_record"] else None),
+        "bytes": acc["bytes"],
+        "bytes_per_scene": _share(acc["bytes"], acc["scenes"]),
+    }
+    if source:
+        fig["source"] = source
+    return fig
+
+
+# -- text -------------------------------------------------------------------------------------
+def _num(x, fmt="{:,.0f}") -> str:
+    return "-" if x is None else fmt.format(x)
+
+
+def _pct(x, digits=3) -> str:
+    return "-" if x is None else f"{100 * x:.{digits}f}%"
+
+
+def _mb(x) -> str:
+    return "-" if x is None else f"{x / 1e6:.2f} MB"
+
+
+def _hist(h: dict) -> str:
+    return "  ".join(f"{k}:{v}" for k, v in h.items()) or "-"
+
+
+def format_table(s: dict) -> str:
+    w, h = s["resolution"]
+    lines = [f"CLEVR-REMV statistics of {s['root']}: grid {s['grid'][0]}x{s['grid'][1]}, {w}x{h}, "
+             f"{s['all']['scenes']} scenes in {s['all']['shards']} shards"
+             + ("" if s["complete"] else f" (INCOMPLETE: {s['scenes_planned']} planned)"),
+             f"Source: thesis section 6.4 (10,000 scenes at 480x320, 70/15/15).  "
+             f"A view counts as showing an object from {s['min_visible_pixels']} pixel(s).", ""]
+    rows = [
+        ("(expression, scene) pairs", lambda f: _num(f["pairs"]), lambda src: _num(src["pairs"])),
+        ("  per scene", lambda f: _num(f["pairs_per_scene"], "{:.3f}"),
+         lambda src: f"{src['pairs'] / src['scenes']:.3f}"),
+        ("  extrapolated to 10,000 scenes", lambda f: _num(f["pairs_at_10000_scenes"]) + f" ({_num(f['scenes_at_10000'])} sc.)",
+         lambda src: _num(src["pairs"]) + f" ({_num(src['scenes'])} sc.)"),
+        ("objects per pair (mean)", lambda f: _num(f["objects_per_pair"], "{:.3f}"),
+         lambda src: f"{src['objects_per_pair']:.3f}"),
+        ("words per expression (mean)", lambda f: _num(f["words_per_expression"], "{:.4f}"),
+         lambda src: f"{src['words_per_expression']:.4f}"),
+        ("share with a relation", lambda f: _pct(f["relation_share"], 1), lambda src: "-"),
+        ("(expression, view) pairs not valid", lambda f: _pct(f["view_pairs_not_valid_share"]),
+         lambda src: SOURCE_NOT_VALID + " (removed)"),
+        ("  target hidden in the view", lambda f: _pct(_share(f["not_valid_target_hidden"], f["view_pairs"])),
+         lambda src: "-"),
+        ("  anchor hidden in the view", lambda f: _pct(_share(f["not_valid_anchor_hidden"], f["view_pairs"])),
+         lambda src: "-"),
+        ("  relation changes in the view", lambda f: _pct(_share(f["not_valid_predicate"], f["view_pairs"])),
+         lambda src: "-"),
+        ("expressions valid in no view", lambda f: _num(f["expressions_valid_in_no_view"]), lambda src: "-"),
+        ("expressions dropped (hidden in a view)",
+         lambda f: "not recorded" if f["expressions_dropped_hidden"] is None else
+         f"{f['expressions_dropped_hidden']:,} ({_pct(f['expressions_dropped_hidden_share'])})",
+         lambda src: SOURCE_NOT_VALID + " (removed)"),
+        ("bytes per scene", lambda f: _mb(f["bytes_per_scene"]),
+         lambda src: f"> {SOURCE_BYTES_PER_SCENE / 1e6:.0f} MB (480x320)"),
+    ]
+    label_w = max(len(r[0]) for r in rows) + 2
+    for name, fig in list(s["splits"].items()) + [("all", s["all"])]:
+        src = fig.get("source")
+        lines.append(f"{name}: {fig['scenes']:,} scenes in {fig['shards']} shards")
+        lines.append(f"  {'':<{label_w}}{'this run':>22}  {'source' if src else '':>22}")
+        for label, ours, theirs in rows:
+            lines.append(f"  {label:<{label_w}}{ours(fig):>22}  {theirs(src) if src else '':>22}")
+        fams = ", ".join(f"{k} {fig['families'][k]:,} ({100 * v:.1f}%)" for k, v in fig["family_shares"].items())
+        lines.append(f"  family mix: {fams or '-'}")
+        lines.append(f"  objects per pair, histogram: {_hist(fig['objects_per_pair_histogram'])}")
+        lines.append(f"  words per expression, histogram: {_hist(fig['words_per_expression_histogram'])}")
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+# -- plots ------------------------------------------------------------------------------------
+def write_plots(s: dict, folder: Path) -> list[Path]:
+    """One PNG per split, as the source's Figures 6.5-6.7: (a) objects per pair, (b) words per
+    expression; our mean as a solid line, the source's as a dashed one."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display needed
+    import matplotlib.pyplot as plt
+
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, fig in list(s["splits"].items()) + [("all", s["all"])]:
+        src = fig.get("source") or {}
+        f, axes = plt.subplots(1, 2, figsize=(10, 3.6), dpi=100)
+        for ax, key, mean_key, xlabel in (
+                (axes[0], "objects_per_pair_histogram", "objects_per_pair", "objects in the scene"),
+                (axes[1], "words_per_expression_histogram", "words_per_expression", "words in the expression")):
+            hist = {int(k): v for k, v in fig[key].items()}
+            ax.bar(list(hist), list(hist.values()), color="#4878a8", width=0.8)
+            if fig[mean_key] is not None:
+                ax.axvline(fig[mean_key], color="#c03030", lw=1.5, label=f"mean {fig[mean_key]:.3f}")
+            if src.get(mean_key) is not None:
+                ax.axvline(src[mean_key], color="#303030", lw=1.2, ls="--", label=f"source {src[mean_key]:.4g}")
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel("pairs")
+            if hist:
+                ax.set_xticks(range(min(hist), max(hist) + 1))
+            ax.legend(fontsize=8, frameon=False)
+        axes[0].set_title(f"(a) {name}: objects per pair ({fig['pairs']:,} pairs)", fontsize=10)
+        axes[1].set_title(f"(b) {name}: words per expression", fontsize=10)
+        f.tight_layout()
+        path = folder / f"stats-{name}.png"
+        f.savefig(path)
+        plt.close(f)
+        written.append(path)
+    return written
