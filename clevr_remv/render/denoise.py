@@ -18,7 +18,7 @@ own denoiser in each render call, as before), ``driver`` or ``cycles``.
 Determinism: OIDN's CPU device sums its auto-exposure with tbb::parallel_reduce, in an order
 that depends on thread scheduling.  Here the exposure (``inputScale``) is computed with numpy in
 a fixed order, by OIDN's formula, so the same input gives the same bytes in any process and
-with any thread count (tests/test_denoise.py).  Cycles' float passes themselves still differ in
+with any thread count (tests/render/test_denoise.py).  Cycles' float passes themselves still differ in
 their last bits between processes for a few pixels, so denoised 8-bit images can differ by one
 level in rare pixels (README, "Determinism").
 """

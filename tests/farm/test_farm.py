@@ -213,7 +213,7 @@ def test_part_auto_under_slurm_variables_logs_its_part_and_the_gpus_it_was_given
 
 # -- the container recipe and the Kubernetes manifest in docs/ ----------------------------------
 
-ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
 # In every Debian base image (python:3.11-slim-bookworm included).
 BASE_PACKAGES = {"libc6", "libgcc-s1", "libstdc++6", "zlib1g", "libzstd1", "liblzma5", "libbz2-1.0"}
 

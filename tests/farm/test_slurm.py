@@ -22,7 +22,7 @@ from clevr_remv.store import files
 
 pytestmark = [pytest.mark.slurm, pytest.mark.render]
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RUN = ["--scenes", 8, "--shard-size", 2, "--width", 48, "--height", 32, "--grid", 3, "--samples", 1]
 SHARDS = ["train/train-00000.h5", "train/train-00001.h5", "train/train-00002.h5", "val/val-00000.h5",
           "test/test-00000.h5"]
