@@ -145,20 +145,14 @@ def merge(out):
         raise SystemExit(1)
 
 
-def _parse_views(spec: str):
-    if spec in ("center", "centre", "corners", "all"):
-        return spec
-    try:
-        return [tuple(int(x) for x in item.split(",")) for item in spec.split(";") if item]
-    except ValueError:
-        raise UsageError(f"--views '{spec}' is not center, corners, all or 'u,v;u,v'") from None
-
-
 def _views_checked(reader_root: Path, spec: str):
     from ..read.reader import Reader
-    from ..read.views import resolve_views
+    from ..read.views import parse_views, resolve_views
 
-    views = _parse_views(spec)
+    try:
+        views = parse_views(spec)
+    except ValueError as exc:
+        raise UsageError(f"--{exc}") from None
     try:
         resolve_views(views, tuple(Reader(reader_root).grid))
     except ValueError as exc:
