@@ -23,11 +23,6 @@ SIZES = catalogue.sizes()
 COLORS = catalogue.colors()
 
 
-def centre_height(shape: str, radius: float) -> float:
-    """z of an object's centre with its base on the ground (the shape's ground rule)."""
-    return catalogue.centre_height(shape, radius)
-
-
 def directions(rig: dict) -> dict:
     """Unit ground-plane vectors for left/right/front/behind from the central camera."""
     r = lightfield.rotation(rig)
@@ -151,7 +146,7 @@ def sample_scene(cfg: dict, seed: int, index: int, attempt: int = 0) -> dict:
             "material": material,
             "size": p["size"],
             "radius": r,
-            "position": [p["x"], p["y"], centre_height(shape, r)],
+            "position": [p["x"], p["y"], catalogue.centre_height(shape, r)],
             "yaw": yaw,
         })
 
