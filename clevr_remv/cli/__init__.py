@@ -101,10 +101,12 @@ def generate(scenes, out, seed, config_spec, blender, part, overwrite, progress,
     from ..run.job import GenerateJob
 
     cfg = load_config(config_spec, {**overrides(run), "workers.blender": blender})
-    if part == "auto":  # issue 13: the part from the scheduler's array environment
+    from ..farm.schedulers import usable_cpus
+    if part == "auto":  # the part from the scheduler's array environment (docs/farms.md)
         from ..farm.parts import log_auto_part
         part = log_auto_part()
-    job = GenerateJob(out, scenes, seed, cfg, overwrite=overwrite, part=part, progress=progress)
+    job = GenerateJob(out, scenes, seed, cfg, overwrite=overwrite, part=part, progress=progress,
+                      cpus=usable_cpus())
     manifest = job.run()
     if manifest.get("device") == "cpu" and cfg["render"]["device"] == "auto":
         from ..farm.parts import warn_unused_gpus
@@ -251,7 +253,7 @@ from ..tools.doctor import doctor as _doctor  # noqa: E402 - issue 10: devices, 
 
 cli.add_command(_doctor)
 
-from .farm import submit  # noqa: E402 - issue 13: render farms (submit slurm)
+from .farm import submit  # noqa: E402 - render farms (submit slurm, submit kubernetes)
 
 cli.add_command(submit)
 
