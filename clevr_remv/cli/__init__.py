@@ -101,10 +101,12 @@ def generate(scenes, out, seed, config_spec, blender, part, overwrite, progress,
     from ..run.job import GenerateJob
 
     cfg = load_config(config_spec, {**overrides(run), "workers.blender": blender})
+    from ..farm.schedulers import usable_cpus
     if part == "auto":  # the part from the scheduler's array environment (docs/farms.md)
         from ..farm.parts import log_auto_part
         part = log_auto_part()
-    job = GenerateJob(out, scenes, seed, cfg, overwrite=overwrite, part=part, progress=progress)
+    job = GenerateJob(out, scenes, seed, cfg, overwrite=overwrite, part=part, progress=progress,
+                      cpus=usable_cpus())
     manifest = job.run()
     if manifest.get("device") == "cpu" and cfg["render"]["device"] == "auto":
         from ..farm.parts import warn_unused_gpus
@@ -251,7 +253,7 @@ from .doctor import doctor as _doctor  # noqa: E402 - devices, kernels, librarie
 
 cli.add_command(_doctor)
 
-from .farm import submit  # noqa: E402 - render farms (docs/farms.md)
+from .farm import submit  # noqa: E402 - render farms (submit slurm, submit kubernetes)
 
 cli.add_command(submit)
 
