@@ -276,38 +276,46 @@ def format_table(s: dict) -> str:
 
 
 # -- plots ------------------------------------------------------------------------------------
-def write_plots(s: dict, folder: Path) -> list[Path]:
-    """One PNG per split, as the source's Figures 6.5-6.7: (a) objects per pair, (b) words per
-    expression; our mean as a solid line, the source's as a dashed one."""
+def draw_plots(name: str, fig: dict):
+    """The figure of one split (a matplotlib Figure): (a) objects per pair, (b) words per
+    expression; integer ticks on both axes, the legend below each plot (never over a bar)."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display needed
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
+    src = fig.get("source") or {}
+    f = Figure(figsize=(10, 4.2), dpi=100, layout="constrained")
+    axes = f.subplots(1, 2)
+    for ax, key, mean_key, xlabel in (
+            (axes[0], "objects_per_pair_histogram", "objects_per_pair", "objects in the scene"),
+            (axes[1], "words_per_expression_histogram", "words_per_expression", "words in the expression")):
+        hist = {int(k): v for k, v in fig[key].items()}
+        ax.bar(list(hist), list(hist.values()), color="#4878a8", width=0.8, label="pairs")
+        if fig[mean_key] is not None:
+            ax.axvline(fig[mean_key], color="#c03030", lw=1.5, label=f"mean {fig[mean_key]:.3f}")
+        if src.get(mean_key) is not None:
+            ax.axvline(src[mean_key], color="#303030", lw=1.2, ls="--", label=f"source {src[mean_key]:.4g}")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("pairs")
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # counts: no 0.25 ticks
+        if hist:
+            ax.set_xticks(range(min(hist), max(hist) + 1))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.legend(fontsize=8, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3)
+    axes[0].set_title(f"(a) {name}: objects per pair ({fig['pairs']:,} pairs)", fontsize=10)
+    axes[1].set_title(f"(b) {name}: words per expression", fontsize=10)
+    return f
+
+
+def write_plots(s: dict, folder: Path) -> list[Path]:
+    """One PNG per split, as the source's Figures 6.5-6.7 (see :func:`draw_plots`); our mean
+    as a solid line, the source's as a dashed one."""
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for name, fig in list(s["splits"].items()) + [("all", s["all"])]:
-        src = fig.get("source") or {}
-        f, axes = plt.subplots(1, 2, figsize=(10, 3.6), dpi=100)
-        for ax, key, mean_key, xlabel in (
-                (axes[0], "objects_per_pair_histogram", "objects_per_pair", "objects in the scene"),
-                (axes[1], "words_per_expression_histogram", "words_per_expression", "words in the expression")):
-            hist = {int(k): v for k, v in fig[key].items()}
-            ax.bar(list(hist), list(hist.values()), color="#4878a8", width=0.8)
-            if fig[mean_key] is not None:
-                ax.axvline(fig[mean_key], color="#c03030", lw=1.5, label=f"mean {fig[mean_key]:.3f}")
-            if src.get(mean_key) is not None:
-                ax.axvline(src[mean_key], color="#303030", lw=1.2, ls="--", label=f"source {src[mean_key]:.4g}")
-            ax.set_xlabel(xlabel)
-            ax.set_ylabel("pairs")
-            if hist:
-                ax.set_xticks(range(min(hist), max(hist) + 1))
-            ax.legend(fontsize=8, frameon=False)
-        axes[0].set_title(f"(a) {name}: objects per pair ({fig['pairs']:,} pairs)", fontsize=10)
-        axes[1].set_title(f"(b) {name}: words per expression", fontsize=10)
-        f.tight_layout()
         path = folder / f"stats-{name}.png"
-        f.savefig(path)
-        plt.close(f)
+        draw_plots(name, fig).savefig(path)
         written.append(path)
     return written
