@@ -47,10 +47,12 @@ def test_overlay_strips_layout():
     ids[1, 1] = 1
     ids[2, 3] = 2
     s = overlay_strips(ids, 2)
-    assert s.shape == (12, 5, 4)
+    assert s.shape == (20, 5, 4)  # masks, two targets, two anchors
     assert s[1, 1, 3] > 0 and s[0, 0, 3] == 0                  # strip 0: masks only on objects
     assert tuple(s[4 + 1, 1]) == (255, 230, 0, 255)            # strip 1: object 0 outlined
     assert s[4 + 2, 3, 3] == 150 and s[8 + 2, 3, :3].tolist() == [255, 230, 0]  # others dimmed
+    assert tuple(s[12 + 1, 1]) == (0, 220, 255, 255) and s[12:16, :, 3].sum() == 255  # anchor 0 outlined
+    assert tuple(s[16 + 2, 3]) == (0, 220, 255, 255) and s[16 + 1, 1, 3] == 0          # anchor 1 only
 
 
 def test_parse_scenes():
