@@ -197,6 +197,7 @@ class GenerateJob:
             log.info("(expression, view) pairs kept but not valid in that view (target or anchor hidden "
                      "there, or a relation false there): %d of %d (%.3f%%)",
                      st["view_pairs_not_valid"], st["view_pairs"], 100.0 * st["view_pairs_not_valid_share"])
+        warn_unseen(st, self.cfg)
         return manifest
 
     def _setup_worker(self, worker, slot: int, nworkers: int) -> None:
@@ -267,3 +268,17 @@ class GenerateJob:
         entry = self.folder.assemble(p, self.stats.as_dict(), self.device_info.get("device"))
         if self.progress is not None:
             self.progress.shard_done(p.name, entry, time.perf_counter() - t0)
+
+
+def warn_unseen(st: dict, cfg: dict) -> bool:
+    """Warn (True) when more objects than ``rig.warn_unseen_share`` show 0 pixels in some view:
+    expressions then quietly describe only the objects every view shows."""
+    limit = cfg["rig"].get("warn_unseen_share", 0.05)
+    if not st.get("objects") or st["objects_unseen_share"] <= limit:
+        return False
+    log.warning("%d of %d objects (%.1f%%) show 0 pixels in some view (out of its frame, or wholly "
+                "hidden there), more than rig.warn_unseen_share = %g; expressions can only refer to "
+                "the others. A smaller rig.baseline (now %g) keeps the objects in every view's frame",
+                st["objects_unseen"], st["objects"], 100.0 * st["objects_unseen_share"], limit,
+                cfg["rig"]["baseline"])
+    return True

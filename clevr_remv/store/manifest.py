@@ -14,7 +14,8 @@ from . import files, manifest
 def dataset_stats(entries: list[dict]) -> dict:
     """Totals over finished shards: scenes, views, bytes, expressions, the expressions dropped
     (target or anchor hidden in some view) and the (expression, view) pairs not valid."""
-    counts = ("expressions", "words", "view_pairs", "view_pairs_not_valid", "expressions_dropped_hidden")
+    counts = ("expressions", "words", "view_pairs", "view_pairs_not_valid", "expressions_dropped_hidden",
+              "objects", "objects_unseen")
     out = {"shards": len(entries), "scenes": sum(e["num_scenes"] for e in entries),
            "views": sum(e["views"] for e in entries), "bytes": sum(e["bytes"] for e in entries),
            **{k: 0 for k in counts}, "families": {}, "scenes_short": {}}
@@ -30,6 +31,9 @@ def dataset_stats(entries: list[dict]) -> dict:
     out["view_pairs_not_valid_share"] = out["view_pairs_not_valid"] / out["view_pairs"] if out["view_pairs"] else 0.0
     chosen = out["expressions"] + out["expressions_dropped_hidden"]
     out["expressions_dropped_hidden_share"] = out["expressions_dropped_hidden"] / chosen if chosen else 0.0
+    # Objects with 0 pixels in some view (out of frame, or wholly hidden there); shards made
+    # before this count was kept carry no "objects" and are left out of the share.
+    out["objects_unseen_share"] = out["objects_unseen"] / out["objects"] if out["objects"] else 0.0
     return out
 
 

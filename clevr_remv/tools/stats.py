@@ -32,6 +32,7 @@ from ..errors import UsageError
 from ..language.programs import anchor_of
 from ..language.templates import word_count
 from ..read.reader import shard_errors
+from ..scene import visibility
 from ..store.refexps import refexp_records
 from .common import min_visible_pixels, open_dataset, shard_path
 
@@ -79,7 +80,8 @@ def _empty() -> dict:
     return {"shards": 0, "scenes": 0, "bytes": 0, "pairs": 0, "objects": Counter(), "words": Counter(),
             "families": Counter(), "with_relation": 0, "view_pairs": 0, "not_valid": 0,
             "not_valid_target_hidden": 0, "not_valid_anchor_hidden": 0, "not_valid_predicate": 0,
-            "valid_in_no_view": 0, "dropped_hidden": 0, "scenes_with_drop_record": 0}
+            "valid_in_no_view": 0, "dropped_hidden": 0, "scenes_with_drop_record": 0,
+            "scene_objects": 0, "objects_unseen": 0}
 
 
 def _add(acc: dict, other: dict) -> None:
@@ -109,6 +111,10 @@ def collect(root: Path) -> dict:
                 exprs = refexp_records(f)
             acc["shards"] += 1
             acc["scenes"] += len(scenes)
+            for px in visible:
+                n, k = visibility.unseen(px)
+                acc["scene_objects"] += n
+                acc["objects_unseen"] += k
             acc["bytes"] += int(entry.get("bytes") or path.stat().st_size)
             for sc in scenes:  # newer scene records say what the generator's drop rule removed
                 rec = sc.get("expressions")
@@ -201,6 +207,11 @@ def _figures(acc: dict, source: dict | None, scenes_at_10k: float) -> dict:
         "expressions_dropped_hidden": acc["dropped_hidden"] if acc["scenes_with_drop_record"] else None,
         "expressions_dropped_hidden_share": (_share(acc["dropped_hidden"], acc["pairs"] + acc["dropped_hidden"])
                                              if acc["scenes_with_drop_record"] else None),
+        # Objects with 0 pixels in some view: out of that view's frame (a wide rig.baseline), or
+        # wholly behind others there.  Expressions can only refer to the objects every view shows.
+        "objects": acc["scene_objects"],
+        "objects_unseen": acc["objects_unseen"],
+        "objects_unseen_share": _share(acc["objects_unseen"], acc["scene_objects"]),
         "bytes": acc["bytes"],
         "bytes_per_scene": _share(acc["bytes"], acc["scenes"]),
     }
@@ -257,6 +268,8 @@ def format_table(s: dict) -> str:
          lambda f: "not recorded" if f["expressions_dropped_hidden"] is None else
          f"{f['expressions_dropped_hidden']:,} ({_pct(f['expressions_dropped_hidden_share'])})",
          lambda src: SOURCE_NOT_VALID + " (removed)"),
+        ("objects with 0 px in some view", lambda f: f"{f['objects_unseen']:,} ({_pct(f['objects_unseen_share'], 1)})",
+         lambda src: "-"),
         ("bytes per scene", lambda f: _mb(f["bytes_per_scene"]),
          lambda src: f"> {SOURCE_BYTES_PER_SCENE / 1e6:.0f} MB (480x320)"),
     ]
