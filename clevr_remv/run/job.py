@@ -61,6 +61,22 @@ def blender_worker(cfg: dict, slot: int, log_path: Path | None) -> BlenderWorker
     return w
 
 
+def check_split_folders(out: Path, cfg: dict) -> None:
+    """Each split's folder under OUT is a folder that can be written, or is not there yet:
+    anything else (a file in its place, a read-only folder) is bad input, said before the
+    lock, Blender or a manifest."""
+    from ..store.files import can_write
+
+    for split in cfg["output"]["splits"]:
+        path = out / split
+        if path.is_symlink() or (path.exists() and not path.is_dir()):
+            raise UsageError(f"'{path}' is not a folder, but the {split} split's shards go there; "
+                             f"move it out of '{out}' and run again")
+        if path.is_dir() and not can_write(path):
+            raise UsageError(f"cannot write to the {split} split's folder '{path}'; make it writable "
+                             f"(chmod u+w) and run again")
+
+
 class GenerateJob:
     def __init__(self, out: Path, scenes: int, seed: int, cfg: dict, *, workers: int | None = None,
                  overwrite: bool = False, part: str | None = None, progress: bool | None = None,
@@ -70,6 +86,7 @@ class GenerateJob:
         the device policy's count, which knows no scheduler's variables."""
         self.plan = RunPlan.from_args(scenes, seed, cfg, workers=workers, part=part)
         self.cfg = cfg
+        check_split_folders(Path(out), cfg)
         self.folder = RunFolder(out, self.plan, overwrite=overwrite)
         self.worker_factory = worker_factory
         self.cpus = cpus

@@ -29,6 +29,7 @@ import numpy as np
 
 from ..errors import UsageError
 from ..language.programs import anchor_of
+from ..read.checks import check_shard
 from ..read.reader import shard_errors
 from ..store.files import writable_folder
 from ..store.refexps import refexp_records
@@ -176,6 +177,7 @@ def build_site(root: Path, out: Path, scenes_spec: str | None = None, echo=None)
                 f = h5py.File(path, "r")
             with f:
                 with shard_errors(path, reader.root, "read its expressions"):
+                    check_shard(f, path, reader.root)
                     exprs = refexp_records(f)
                 for row in rows_in:
                     index = entry["scene_range"][0] + row

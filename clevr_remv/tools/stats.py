@@ -31,6 +31,7 @@ import numpy as np
 from ..errors import UsageError
 from ..language.programs import anchor_of
 from ..language.templates import word_count
+from ..read.checks import check_shard
 from ..read.reader import shard_errors
 from ..scene import visibility
 from ..store.refexps import refexp_records
@@ -106,6 +107,7 @@ def collect(root: Path) -> dict:
             except OSError as exc:
                 raise UsageError(f"cannot read shard '{path}' ({exc}); run 'clevr-remv validate {root}'") from None
             with f, shard_errors(path, root):
+                check_shard(f, path, root)
                 scenes = [json.loads(s) for s in f["scenes"].asstr()[()]]
                 visible = f["visible_pixels"][()]
                 exprs = refexp_records(f)
