@@ -17,6 +17,9 @@ from .checks import check_shard, parse_record, shard_problem
 
 # What to do about a shard that fails: the same command that made it re-renders it.
 _REPAIR = "check with 'clevr-remv info --verify {root}'; re-running the same 'clevr-remv generate' re-renders it"
+# A shard that reads but is not the one its manifest entry names: the manifest is wrong.
+MISMATCH_REPAIR = ("remove '{root}/manifest.json' and re-run the same 'clevr-remv generate' command: it "
+                   "rebuilds the manifest from the shards' own attributes and re-renders what is not this run's")
 
 
 @contextlib.contextmanager
@@ -217,7 +220,7 @@ class Reader:
 
         def bad(what: str):
             return CorruptShardError(f"shard '{path}' does not match its manifest entry ({what}); "
-                                     + _REPAIR.format(root=self.root))
+                                     + MISMATCH_REPAIR.format(root=self.root))
 
         digest = f.attrs.get("config_digest")
         if digest is not None and _text(digest) != self.manifest["config_digest"]:
