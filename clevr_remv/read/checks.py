@@ -6,7 +6,8 @@ Bounds, each far above what ``generate`` writes:
 
 * a scene record is a JSON object of at most :data:`MAX_RECORD_BYTES`, whose ``objects`` is a
   list of at most as many objects as the shard has slots (``visible_pixels``' last axis, the
-  run's ``scene.max_objects``), each an object with string attributes;
+  run's ``scene.max_objects``, at most :data:`MAX_OBJECTS`), each an object with string
+  attributes;
 * an expression's ``scene`` is a row of the shard and its ``object`` an object of that scene;
 * a program is a JSON list of at most :data:`MAX_PROGRAM_NODES` objects, each with a string
   ``op`` (JSON nested deeper than Python's parser allows is refused, not a RecursionError);
@@ -28,6 +29,7 @@ MAX_RECORD_BYTES = 1 << 20   # a 10-object record is about 4 KB
 MAX_TEXT_CHARS = 10_000      # the longest template wording is under 200 characters
 MAX_PROGRAM_NODES = 64       # a one-relation program has under 10 nodes
 MAX_EXPRESSIONS_PER_SCENE = 1000  # expressions.per_scene is 8
+MAX_OBJECTS = 254            # scene.max_objects' bound: instance ids are uint8
 ATTRIBUTES = ("size", "color", "material", "shape")
 
 _REPAIR = "check with 'clevr-remv info --verify {root}'; re-running the same 'clevr-remv generate' re-renders it"
@@ -77,7 +79,7 @@ def shard_problem(f: h5py.File) -> str | None:
     try:
         scenes = f["scenes"]
         n = scenes.shape[0]
-        slots = f["visible_pixels"].shape[-1] if "visible_pixels" in f else None
+        slots = min(f["visible_pixels"].shape[-1], MAX_OBJECTS) if "visible_pixels" in f else MAX_OBJECTS
         counts = [len(parse_record(raw, row, slots)["objects"]) for row, raw in enumerate(scenes[()])]
         if "refexps" not in f:
             return None

@@ -13,7 +13,7 @@ import numpy as np
 from ..errors import CorruptShardError, UsageError
 from ..render import outputs as outputs_mod
 from ..store.manifest import load_manifest
-from .checks import check_shard, parse_record, shard_problem
+from .checks import MAX_OBJECTS, check_shard, parse_record, shard_problem
 
 # What to do about a shard that fails: the same command that made it re-renders it.
 _REPAIR = "check with 'clevr-remv info --verify {root}'; re-running the same 'clevr-remv generate' re-renders it"
@@ -238,7 +238,7 @@ class Reader:
     def _record(self, f: h5py.File, row: int, path: Path) -> dict:
         """Scene record ``row`` parsed and checked (see :mod:`.checks`)."""
         try:
-            return parse_record(f["scenes"][row], row, f["visible_pixels"].shape[-1])
+            return parse_record(f["scenes"][row], row, min(f["visible_pixels"].shape[-1], MAX_OBJECTS))
         except ValueError as exc:
             raise CorruptShardError(f"shard '{path}' is damaged ({exc}); " + _REPAIR.format(root=self.root)) from None
 
