@@ -80,7 +80,9 @@ def shard_problem(f: h5py.File) -> str | None:
         scenes = f["scenes"]
         n = scenes.shape[0]
         slots = min(f["visible_pixels"].shape[-1], MAX_OBJECTS) if "visible_pixels" in f else MAX_OBJECTS
-        counts = [len(parse_record(raw, row, slots)["objects"]) for row, raw in enumerate(scenes[()])]
+        # One record, text or program at a time: a hostile one is refused without the others
+        # in memory (HDF5 reads a variable-length string whole).
+        counts = [len(parse_record(scenes[row], row, slots)["objects"]) for row in range(n)]
         if "refexps" not in f:
             return None
         g = f["refexps"]
@@ -98,7 +100,9 @@ def shard_problem(f: h5py.File) -> str | None:
         for name, limit, unit in (("text", MAX_TEXT_CHARS * 4, "text"), ("program", MAX_RECORD_BYTES, "program")):
             if name not in g:
                 continue
-            for i, raw in enumerate(g[name][()]):
+            ds = g[name]
+            for i in range(ds.shape[0]):
+                raw = ds[i]
                 if len(raw) > limit:
                     return f"expression {i}'s {unit} is {len(raw):,} bytes, over the {limit:,} it may take"
                 if name == "program":
