@@ -18,7 +18,7 @@ from ..config import GPU_BACKENDS
 from ..errors import UsageError, WorkerError
 from ..resources import resource_dir
 from .exr import read_view
-from .protocol import PROTOCOL_MARKER, ViewEvent
+from .protocol import PROTOCOL_MARKER, Denoise, ViewEvent
 
 log = logging.getLogger("clevr_remv")
 
@@ -107,9 +107,12 @@ class BlenderWorker:
     """One Blender child process speaking the JSON-lines protocol of ``worker.py``."""
 
     def __init__(self, blender: str | None = None, log_path: Path | None = None, name: str = "worker",
-                 timeouts: ReplyTimeouts | None = None):
+                 timeouts: ReplyTimeouts | None = None, denoiser: Denoise | None = None):
+        """``timeouts``: shared by the workers of a run (None: wait for ever); ``denoiser``:
+        the driver's denoiser for this worker's views (see :class:`protocol.Worker`)."""
         self.name = name
         self.timeouts = timeouts or ReplyTimeouts(startup=None)
+        self.denoiser = denoiser
         self.timed_out: float | None = None
         self._rendered = False
         self.cmd = worker_command(blender)
@@ -217,6 +220,10 @@ class BlenderWorker:
                                  f"or use a Blender (or bpy) that includes it")
             raise WorkerError(f"{self.name}: configure failed: {reply.get('message')}")
         return reply
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid
 
     @property
     def rendered(self) -> bool:

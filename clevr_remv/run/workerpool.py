@@ -8,8 +8,8 @@
   Ctrl-C stops waiting;
 * the first error of any slot stops the others and is raised by :meth:`run`.
 
-Workers are created by a factory, so the pool runs with any object speaking the worker
-interface (``clevr_remv.render.BlenderWorker``, or a fake in the tests).
+Workers are created by a factory, so the pool runs with any :class:`render.protocol.Worker`
+(``render.blender.BlenderWorker``, or a fake in the tests).
 """
 
 from __future__ import annotations
@@ -20,15 +20,17 @@ import threading
 from typing import Callable
 
 from ..errors import WorkerError
+from ..render.protocol import Worker
 
 log = logging.getLogger("clevr_remv")
 
 
 class WorkerPool:
-    def __init__(self, start: Callable[[int], object], setup: Callable[[object, int], None],
-                 restart_every: int, retire: Callable[[object], None] | None = None, tries: int = 2):
+    def __init__(self, start: Callable[[int], Worker], setup: Callable[[Worker, int], None],
+                 restart_every: int, tries: int, retire: Callable[[Worker], None] | None = None):
         """``start(slot)`` returns a new worker; ``setup(worker, slot)`` configures it (it may
-        be killed in between when the pool stops); ``retire(worker)`` runs before it closes."""
+        be killed in between when the pool stops); ``retire(worker)`` runs before it closes;
+        ``tries`` per item (``workers.tries``; its default is in scene_configs/default.json)."""
         self.start = start
         self.setup = setup
         self.restart_every = restart_every
