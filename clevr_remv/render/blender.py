@@ -76,30 +76,35 @@ def clean_stale_scratch() -> None:
 class ReplyTimeouts:
     """How long the driver waits for a worker's next reply before it kills the worker.
 
-    * ``startup``: a worker's start (hello, configure) and its first render reply, which may
-      include building the scene and compiling GPU kernels;
+    * ``startup``: the process is up and answers ``hello`` and ``configure`` (short: a Blender
+      that never starts ends the run within minutes, not half an hour);
+    * ``first_view``: a worker's first render reply, which may include building the scene and
+      compiling GPU kernels (long; the run's heartbeat reports the compile meanwhile);
     * afterwards: ``factor`` x the slowest view measured so far in this run, at least
       ``minimum`` seconds (generous: a hung or stopped worker is what it is for).
-    Shared by every worker of a run, so a restarted worker inherits the measurements."""
+    Shared by every worker of a run, so a restarted worker inherits the measurements.  None:
+    wait for ever.  The run's values come from ``workers.*`` (scene_configs/default.json)."""
 
-    def __init__(self, startup: float | None = 1800.0, minimum: float = 60.0, factor: float = 20.0):
-        self.startup, self.minimum, self.factor = startup, minimum, factor
+    def __init__(self, startup: float | None = None, first_view: float | None = None,
+                 minimum: float = 60.0, factor: float = 20.0):
+        self.startup, self.first_view, self.minimum, self.factor = startup, first_view, minimum, factor
         self.slowest: float | None = None
         self._lock = threading.Lock()
 
     @classmethod
-    def from_config(cls, cfg: dict) -> "ReplyTimeouts":
+    def from_config(cls, cfg: dict) -> ReplyTimeouts:
         w = cfg["workers"]
-        return cls(w.get("startup_timeout", 1800.0), w.get("view_timeout_min", 60.0), w.get("view_timeout_factor", 20.0))
+        return cls(w["startup_timeout"], w["first_view_timeout"], w["view_timeout_min"], w["view_timeout_factor"])
 
     def observe(self, seconds: float) -> None:
         with self._lock:
             self.slowest = seconds if self.slowest is None else max(self.slowest, seconds)
 
     def view(self) -> float | None:
+        """The timeout of a view reply after the worker's first."""
         with self._lock:
             if self.slowest is None:
-                return self.startup
+                return self.first_view
             return max(self.minimum, self.factor * self.slowest)
 
 
@@ -111,9 +116,11 @@ class BlenderWorker:
         """``timeouts``: shared by the workers of a run (None: wait for ever); ``denoiser``:
         the driver's denoiser for this worker's views (see :class:`protocol.Worker`)."""
         self.name = name
-        self.timeouts = timeouts or ReplyTimeouts(startup=None)
+        self.timeouts = timeouts or ReplyTimeouts()
+        self._phase = "start-up"
         self.denoiser = denoiser
         self.timed_out: float | None = None
+        self.timed_out_in = ""  # the phase a timeout hit: start-up, first view, view
         self._rendered = False
         self.cmd = worker_command(blender)
         self.scratch = Path(tempfile.mkdtemp(prefix=f"clevr-remv-{os.getpid()}-", dir=scratch_root()))
@@ -145,6 +152,7 @@ class BlenderWorker:
 
     def _on_timeout(self, seconds: float) -> None:
         self.timed_out = seconds
+        self.timed_out_in = self._phase
         try:
             self.proc.kill()  # SIGKILL also ends a stopped (SIGSTOP) process
         except OSError:
@@ -180,13 +188,28 @@ class BlenderWorker:
         except subprocess.TimeoutExpired:
             code = None
         last = self._last_log_line()
-        where = "" if self.log_path.parent == self.scratch else f"; see {self.log_path}"
+        where = f"; see {self._kept_log()}"
         if self.timed_out is not None:
-            return WorkerError(f"{self.name}: no reply from Blender in {self.timed_out:.0f} s (hung or stopped), "
-                               f"killed it; raise workers.startup_timeout / workers.view_timeout_min if "
-                               f"it is only slow{where}")
+            phase = self.timed_out_in
+            key = {"start-up": "workers.startup_timeout", "first view": "workers.first_view_timeout"}.get(
+                phase, "workers.view_timeout_min")
+            return WorkerError(f"{self.name}: no reply from Blender in {self.timed_out:.0f} s at its {phase} "
+                               f"(hung or stopped), killed it; raise {key} if it is only slow{where}")
         return WorkerError(f"{self.name}: Blender process ended unexpectedly (exit code {code})"
                            + (f": {last}" if last else "") + where)
+
+    def _kept_log(self) -> Path:
+        """The worker's log, where it outlives the worker: a log in the scratch folder (no
+        run folder yet, e.g. the probe) is copied next to it first."""
+        if self.log_path.parent != self.scratch:
+            return self.log_path
+        kept = Path(tempfile.gettempdir()) / f"clevr-remv-{self.name}-{os.getpid()}-{self.proc.pid}.log"
+        try:
+            self._log_file.flush()
+            shutil.copyfile(self.log_path, kept)
+        except (OSError, ValueError, AttributeError):
+            return self.log_path
+        return kept
 
     def _last_log_line(self) -> str:
         try:
@@ -237,7 +260,8 @@ class BlenderWorker:
                     "out_dir": str(self.scratch), "tag": tag, "settings": settings or {}})
         while True:
             # A worker's first reply may include building the scene and compiling kernels.
-            reply = self._recv(self.timeouts.view() if self._rendered else self.timeouts.startup)
+            self._phase = "view" if self._rendered else "first view"
+            reply = self._recv(self.timeouts.view() if self._rendered else self.timeouts.first_view)
             self._rendered = True
             event = reply.get("event")
             if event == "view":

@@ -195,6 +195,7 @@ import signal  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 from clevr_remv.store import files, shards
 
@@ -501,29 +502,46 @@ for line in sys.stdin:
 """
 
 
-def test_a_worker_that_never_starts_times_out(tmp_path):
+def test_a_worker_that_never_starts_times_out_at_start_up_not_at_the_first_view(tmp_path):
+    """The start-up (hello) has its own short deadline: the long first-view one does not apply
+    to a Blender that never answers.  One line, naming the worker's log, which says why."""
     fake = tmp_path / "blender"
-    fake.write_text("#!/bin/sh\nexec sleep 3600\n")
+    fake.write_text("#!/bin/sh\necho 'stand-in Blender: sleeping' >&2\nexec sleep 3600\n")
     fake.chmod(0o755)
-    cfg = _cfg_with(tmp_path, workers={"startup_timeout": 3})
+    cfg = _cfg_with(tmp_path, workers={"startup_timeout": 3, "first_view_timeout": 1800})
     t0 = time.time()
     r = run_cli(*_cmd(tmp_path / "out", cfg, "--blender", fake)[3:], timeout=120)
     assert time.time() - t0 < 3 + 30
     line = _one_line(r, 2)
-    assert "no reply from Blender in 3 s" in line
+    assert "no reply from Blender in 3 s at its start-up" in line and "workers.startup_timeout" in line
+    log = Path(line.rsplit("see ", 1)[1].split(";")[0].strip())
+    assert "stand-in Blender: sleeping" in log.read_text()
+    log.unlink()
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_start_up_deadline_is_short_by_default_and_the_first_view_long():
+    from clevr_remv import config
+    from clevr_remv.render.blender import ReplyTimeouts
+
+    t = ReplyTimeouts.from_config(config.load_config())
+    assert t.startup <= 120 < 1800 <= t.first_view
+    assert t.view() == t.first_view, "no view measured yet"
+    t.observe(0.5)
+    assert t.view() == t.minimum
 
 
 def test_a_worker_that_hangs_on_render_is_retried_then_given_up(tmp_path):
     fake = tmp_path / "blender"
     fake.write_text(FAKE_BLENDER.format(python=sys.executable))
     fake.chmod(0o755)
-    cfg = _cfg_with(tmp_path, workers={"startup_timeout": 3, "tries": 2})
+    cfg = _cfg_with(tmp_path, workers={"startup_timeout": 3, "first_view_timeout": 3, "tries": 2})
     out = tmp_path / "out"
     t0 = time.time()
     r = run_cli(*_cmd(out, cfg, "--blender", fake)[3:], timeout=120)
     assert time.time() - t0 < 2 * 3 + 30
     line = _last_line(r, 1)
-    assert "gave up after 2 tries" in line and "no reply from Blender in 3 s" in line
+    assert "gave up after 2 tries" in line and "no reply from Blender in 3 s at its first view" in line
     assert str(out / "logs" / "worker-0.log") in line
 
 
