@@ -15,7 +15,7 @@ import click
 
 from .. import __version__
 from ..config import load_config, shipped_config_names
-from ..errors import CorruptShardError, DiskFullError, UsageError, WorkerError
+from ..errors import CorruptShardError, DiskFullError, Terminated, UsageError, WorkerError
 from ..run.plan import MAX_SCENES
 from .options import overrides, run_options
 
@@ -259,7 +259,7 @@ cli.add_command(submit)
 
 
 def _terminate(signum, frame):  # noqa: ARG001
-    raise KeyboardInterrupt  # SIGTERM (scancel, preemption) ends like Ctrl-C: exit 130, resumable
+    raise Terminated  # SIGTERM (scancel, preemption) ends like Ctrl-C, resumable, but exit 143
 
 
 def main(argv=None, pending_signals=None) -> int:
@@ -282,7 +282,7 @@ def main(argv=None, pending_signals=None) -> int:
 def _main(argv=None, interrupted: bool = False) -> int:
     try:
         if interrupted:
-            raise KeyboardInterrupt
+            raise Terminated
         cli.main(args=argv, prog_name="clevr-remv", standalone_mode=False)
         return 0
     except click.exceptions.NoArgsIsHelpError as exc:
@@ -292,7 +292,15 @@ def _main(argv=None, interrupted: bool = False) -> int:
         hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
         click.echo(f"clevr-remv: error: {exc.format_message()}{hint}", err=True)
         return 2
-    except (click.exceptions.Abort, KeyboardInterrupt):  # click turns Ctrl-C into Abort
+    except Terminated:
+        click.echo("clevr-remv: interrupted (SIGTERM); finished scenes and shards are kept, "
+                   "re-run the same command to resume", err=True)
+        return 143
+    except (click.exceptions.Abort, KeyboardInterrupt) as exc:  # click turns Ctrl-C into Abort
+        if isinstance(exc.__cause__ or exc.__context__, Terminated):  # click's Abort from a SIGTERM
+            click.echo("clevr-remv: interrupted (SIGTERM); finished scenes and shards are kept, "
+                       "re-run the same command to resume", err=True)
+            return 143
         click.echo("clevr-remv: interrupted; finished scenes and shards are kept, "
                    "re-run the same command to resume", err=True)
         return 130

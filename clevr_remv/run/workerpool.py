@@ -19,7 +19,7 @@ import signal
 import threading
 from typing import Callable
 
-from ..errors import WorkerError
+from ..errors import Terminated, WorkerError
 from ..render.protocol import Worker
 
 log = logging.getLogger("clevr_remv")
@@ -38,6 +38,7 @@ class WorkerPool:
         self.tries = max(1, int(tries))  # per item, each try on a fresh worker
         self.stopping = threading.Event()   # set: slots take no new item
         self.interrupted = threading.Event()
+        self.terminated = False  # the interrupt was a SIGTERM (exit 143, not 130)
         self.lock = threading.Lock()
         self.workers: list = []
         self.errors: list[BaseException] = []
@@ -52,8 +53,10 @@ class WorkerPool:
         restore = {}
         if threading.current_thread() is threading.main_thread():
             def on_signal(signum, frame):  # noqa: ARG001
+                if signum == signal.SIGTERM:
+                    self.terminated = True
                 if self.interrupted.is_set():  # a second Ctrl-C: stop waiting for clean-up
-                    raise KeyboardInterrupt
+                    raise Terminated if self.terminated else KeyboardInterrupt
                 self.interrupted.set()
                 self.stopping.set()
             for sig in (signal.SIGINT, signal.SIGTERM):
@@ -77,7 +80,7 @@ class WorkerPool:
             for sig, handler in restore.items():
                 signal.signal(sig, handler)
         if self.interrupted.is_set():
-            raise KeyboardInterrupt
+            raise Terminated if self.terminated else KeyboardInterrupt
         if self.errors:
             raise self.errors[0]
 

@@ -394,7 +394,7 @@ def test_scheduler_kill_of_a_part_is_finished_by_rerunning(small_run, small_cfg,
     time.sleep(0.3)
     p.kill()
     p.communicate()
-    assert p.returncode in (130, -9)
+    assert p.returncode in (143, -9)
     for k in (1, 2):
         r = _gen(out, small_cfg, "--part", f"{k}/2")
         assert r.returncode == 0, r.stderr
@@ -472,13 +472,13 @@ def test_scene_files_of_a_finished_shard_are_cleaned_on_the_next_run(small_run, 
     assert _digests(out) == _digests(small_run)
 
 
-def test_sigterm_in_the_first_second_exits_130(small_cfg, tmp_path):
+def test_sigterm_in_the_first_second_exits_143(small_cfg, tmp_path):
     out = tmp_path / "out"
     p = _start(out, small_cfg)
     time.sleep(1.0)
     p.send_signal(signal.SIGTERM)
     _, err = p.communicate(timeout=120)
-    assert p.returncode == 130, (p.returncode, err)
+    assert p.returncode == 143, (p.returncode, err)
     assert "interrupted" in err and "Traceback" not in err
     r = _gen(out, small_cfg)
     assert r.returncode == 0, r.stderr
@@ -585,3 +585,27 @@ def test_a_full_disk_stops_with_one_line_and_resumes(small_run, small_cfg, small
     assert f"{6 - len(kept)} scenes to render" in r.stderr
     assert _digests(out) == _digests(small_run)
     assert not (out / ".work").exists() and not list(out.rglob("*.tmp"))
+
+
+def test_sigint_exits_130_and_sigterm_143(small_cfg, tmp_path):
+    """Ctrl-C keeps 130; SIGTERM (scancel, kill) is 128 + 15, as schedulers and shells expect."""
+    for sig, code in ((signal.SIGINT, 130), (signal.SIGTERM, 143)):
+        out = tmp_path / f"out-{code}"
+        p = _start(out, small_cfg)
+        assert _wait_for(lambda: (out / "logs").exists())
+        p.send_signal(sig)
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == code, (sig, p.returncode, err)
+        assert "interrupted" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("argv", [["info", "."], ["stats", "."], ["validate", "."], ["merge", "."],
+                                  ["doctor"], ["generate", "--scenes", "1", "--out", "o"]])
+def test_every_subcommand_ends_143_on_a_sigterm(tmp_path, argv):
+    """A SIGTERM that arrives while the command line starts is handled as one a moment later,
+    whatever the subcommand: one line, exit 143."""
+    code = ("import sys; from clevr_remv.cli import main; "
+            f"sys.exit(main({argv!r}, pending_signals=[15]))")
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 143, r.stderr
+    assert "interrupted (SIGTERM)" in r.stderr and r.stderr.count("\n") == 1
