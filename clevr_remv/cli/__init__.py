@@ -111,6 +111,9 @@ def generate(scenes, out, seed, config_spec, blender, part, overwrite, progress,
     if manifest.get("device") == "cpu" and cfg["render"]["device"] == "auto":
         from ..farm.parts import warn_unused_gpus
         warn_unused_gpus()
+    if job.plan.part and not job.plan.plans_mine:
+        click.echo(f"{out}: {job.plan.nothing_to_do()}; wrote the empty {job.manifest_name}", err=True)
+        return
     state = "complete" if manifest["complete"] else "incomplete"
     click.echo(f"{out}: {len(manifest['shards'])} shards, {state}; manifest at "
                f"{out / job.manifest_name}", err=True)

@@ -132,6 +132,8 @@ class GenerateJob:
 
     # -- the run ------------------------------------------------------------------------------
     def run(self) -> dict:
+        if self.plan.part and not self.plan.plans_mine:
+            log.warning(self.plan.nothing_to_do())
         self.prepare()
         warning = empty_split_warning(self.plan.scenes, self.cfg["output"]["splits"])
         if warning:  # after the checks of bad input, so an error stays one line
