@@ -34,6 +34,9 @@ COMPRESSIONS = ("gzip", "lzf", "zstd", "blosc2-zstd", "blosc2-lz4", "none")
 # Config files are read by extension.  YAML is not read: TOML (stdlib tomllib) and JSON
 # cover the same nested settings without another dependency.
 CONFIG_FORMATS = {".json": "JSON", ".toml": "TOML"}
+# The largest light-field grid (MAX_GRID x MAX_GRID views per scene); the disk and memory a
+# rig needs are checked against the machine before a run starts (run/budget.py).
+MAX_GRID = 101
 
 # key path -> (type, check, hint).  ``check`` returns True when the value is acceptable.
 _SCHEMA: dict[str, tuple[type | tuple, object, str]] = {
@@ -54,7 +57,8 @@ _SCHEMA: dict[str, tuple[type | tuple, object, str]] = {
     "scene.lens_mm": (float, lambda v: v > 0, "a positive number"),
     "scene.sensor_width_mm": (float, lambda v: v > 0, "a positive number"),
     "scene.lights": (list, lambda v: len(v) >= 1, "a list of lights"),
-    "rig.grid": (int, lambda v: v >= 1 and v % 2 == 1, "an odd integer >= 1 (the grid is grid x grid)"),
+    "rig.grid": (int, lambda v: 1 <= v <= MAX_GRID and v % 2 == 1,
+                 f"an odd integer from 1 to {MAX_GRID} (the grid is grid x grid)"),
     "rig.baseline": (float, lambda v: v >= 0, "a number >= 0 (scene units between neighbouring cameras)"),
     "rig.focus_distance": ((float, type(None)), lambda v: v is None or v > 0,
                            "a positive number, or null for the central camera's distance to the origin"),

@@ -20,6 +20,7 @@ from ..render.protocol import Denoise, Worker
 from ..render.devices import choose_device, render_settings, worker_count
 from ..scene import layout
 from ..store.files import disk_full_message, is_disk_full
+from . import budget
 from .folder import RunFolder
 from .plan import RunPlan, ShardPlan, empty_split_warning
 from .scene_task import SceneResult, render_scene
@@ -101,6 +102,9 @@ class GenerateJob:
                              "pip install pyoidn, or set render.denoiser to auto or cycles")
         self.folder.check()
         layout.check_feasible(self.cfg, self.plan.seed)  # an impossible layout fails here
+        # A rig whose scene cannot fit the disk or whose views cannot fit the memory: refused
+        # with the figures, before the lock file, the folder or Blender exist.
+        budget.check(self.cfg, self.folder.out, self.plan.requested_workers or 1)
         self.folder.take_lock()  # one writer per part: a second one is refused before Blender starts
         try:
             probe = self.worker_factory(self.cfg, 0, None, timeouts=self.timeouts, denoiser=None)  # which devices exist

@@ -17,12 +17,15 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from typing import Callable
 
 from ..errors import Terminated, WorkerError
 from ..render.protocol import Worker
 
 log = logging.getLogger("clevr_remv")
+
+CLEANUP_WAIT = 10.0  # seconds an interrupted run waits for its slots to clean up
 
 
 class WorkerPool:
@@ -73,8 +76,15 @@ class WorkerPool:
                     t.join(timeout=0.2)
                 if self.interrupted.is_set():
                     self.kill_all()
+                    # Each slot removes its own half-written file; a slot stuck in a long
+                    # computation is not waited for beyond CLEANUP_WAIT (a scheduler's SIGKILL
+                    # follows SIGTERM within seconds): its temporary file is removed by the next run.
+                    deadline = time.monotonic() + CLEANUP_WAIT
                     for t in threads:
-                        t.join()
+                        t.join(timeout=max(0.0, deadline - time.monotonic()))
+                    if any(t.is_alive() for t in threads):
+                        log.warning("stopping without waiting longer for a worker slot's clean-up; "
+                                    "the next run removes what it left")
                     break
         finally:
             for sig, handler in restore.items():

@@ -609,3 +609,55 @@ def test_every_subcommand_ends_143_on_a_sigterm(tmp_path, argv):
     r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert r.returncode == 143, r.stderr
     assert "interrupted (SIGTERM)" in r.stderr and r.stderr.count("\n") == 1
+
+
+# -- a rig far too large: refused up front; SIGTERM ends a large rig within seconds ---------------
+def test_a_grid_above_the_bound_is_refused_before_anything_is_written(tmp_path):
+    out = tmp_path / "out"
+    r = run_cli("generate", "--config", "preview", "--scenes", 8, "--grid", 1001, "--out", out, timeout=120)
+    line = _one_line(r, 2)
+    assert "rig.grid" in line and "from 1 to 101" in line
+    assert not out.exists()
+
+
+def test_a_rig_too_large_for_the_disk_is_refused_with_the_figures(tmp_path):
+    out = tmp_path / "out"
+    t0 = time.time()
+    r = run_cli("generate", "--scenes", 8, "--grid", 101, "--width", 8192, "--height", 8192, "--out", out,
+                timeout=120)
+    line = _one_line(r, 2)
+    assert "too large for the disk" in line and "10201 views" in line and "MB are free at" in line, line
+    assert time.time() - t0 < 60, "refused before Blender starts"
+    assert not out.exists()
+
+
+def test_the_budget_of_a_rig_against_given_disk_and_memory():
+    from clevr_remv import config
+    from clevr_remv.errors import UsageError
+    from clevr_remv.run import budget
+
+    cfg = config.load_config(None, {"rig.grid": 9, "render.width": 480, "render.height": 320})
+    b = budget.estimate(cfg)
+    assert b.views == 81 and b.scene_disk == 81 * 480 * 320 * 16 + (64 << 10)
+    assert b.view_memory == 480 * 320 * budget.VIEW_BYTES_PER_PIXEL
+    budget.check(cfg, Path("/nonexistent/out"), free=b.scene_disk, memory=b.run_memory)  # just fits
+    with pytest.raises(UsageError, match=r"disk: one scene takes up to 190 MB .* 189 MB are free"):
+        budget.check(cfg, Path("/nonexistent/out"), free=189 << 20, memory=1 << 40)
+    with pytest.raises(UsageError, match="memory: about .* 4 worker"):
+        budget.check(cfg, Path("/nonexistent/out"), 4, free=1 << 40, memory=b.run_memory)
+
+
+def test_sigterm_ends_a_large_rig_within_seconds(tmp_path):
+    cfg = _cfg_with(tmp_path, rig={"grid": 101}, render={"width": 8, "height": 8})
+    out = tmp_path / "out"
+    p = subprocess.Popen([sys.executable, "-m", "clevr_remv", "generate", "--out", str(out), "--config", str(cfg),
+                          "--scenes", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert _wait_for(lambda: list((out / ".work").glob("*.tmp")) if (out / ".work").exists() else False,
+                     timeout=300), "the first scene's views started"
+    time.sleep(2)
+    t0 = time.time()
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 143, err
+    assert time.time() - t0 < 15, f"took {time.time() - t0:.1f} s"
+    assert not list(out.rglob("*.tmp")), "nothing torn left"
