@@ -8,6 +8,7 @@ import logging
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -57,20 +58,96 @@ def scratch_root() -> str:
     return tempfile.gettempdir()
 
 
-def clean_stale_scratch() -> None:
-    """Remove scratch folders left by drivers that were killed (their pid is gone)."""
-    root = Path(scratch_root())
-    for d in root.glob("clevr-remv-*"):
-        try:
-            pid = int(d.name.split("-")[2])
-        except (IndexError, ValueError):
-            continue
+SCRATCH_MARKER = ".clevr-remv-scratch.json"  # in every scratch folder this tool makes
+
+
+def _boot_id() -> str | None:
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as fh:
+            return fh.read().strip()
+    except OSError:
+        return None
+
+
+def _start_ticks(pid: int) -> int | None:
+    """When process ``pid`` started (clock ticks since boot, /proc); None if it is gone or unknown."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            fields = fh.read().rsplit(b")", 1)[1].split()
+        return int(fields[19])  # field 22 of stat(5), counted after the command name
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def make_scratch() -> Path:
+    """A new scratch folder with a marker naming its maker (pid, its start time, host, boot),
+    so that a later run removes it only when that process is provably gone."""
+    d = Path(tempfile.mkdtemp(prefix=f"clevr-remv-{os.getpid()}-", dir=scratch_root()))
+    marker = {"pid": os.getpid(), "start": _start_ticks(os.getpid()), "host": os.uname().nodename,
+              "boot": _boot_id()}
+    fd = os.open(d / SCRATCH_MARKER, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(marker, fh)
+    return d
+
+
+def _scratch_owner(folder: Path) -> dict | None:
+    """The marker of a scratch folder this tool made, or None (no marker, a link, damaged)."""
+    try:
+        fd = os.open(folder / SCRATCH_MARKER, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        text = os.read(fd, 4096)
+    finally:
+        os.close(fd)
+    try:
+        owner = json.loads(text)
+        return owner if isinstance(owner, dict) and isinstance(owner.get("pid"), int) else None
+    except ValueError:
+        return None
+
+
+def _owner_gone(owner: dict) -> bool:
+    if owner.get("host") != os.uname().nodename:
+        return False  # another machine's (a shared TMPDIR): its process cannot be seen from here
+    boot = _boot_id()
+    if owner.get("boot") and boot and owner["boot"] != boot:
+        return True  # made before this machine restarted
+    pid = owner["pid"]
+    if pid == os.getpid():
+        return False
+    start = _start_ticks(pid)
+    if start is None:
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
-            shutil.rmtree(d, ignore_errors=True)
+            return True
         except PermissionError:
-            pass
+            return False
+        return False  # alive, its start time unreadable: kept
+    return owner.get("start") is not None and start != owner["start"]  # the pid now names another process
+
+
+def clean_stale_scratch(root: Path | None = None) -> list[Path]:
+    """Remove scratch folders of killed drivers: only folders (never links) that carry this
+    tool's marker, whose process is provably gone (the pid's start time differs, or no such
+    process).  Anything else named clevr-remv-* is left alone.  Returns what was removed."""
+    root = Path(root or scratch_root())
+    removed = []
+    for d in root.glob("clevr-remv-*"):
+        try:
+            st = os.lstat(d)
+        except OSError:
+            continue
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+            continue
+        owner = _scratch_owner(d)
+        if owner is None or not _owner_gone(owner):
+            continue
+        shutil.rmtree(d, ignore_errors=True)  # does not follow links inside the tree
+        removed.append(d)
+    return removed
 
 
 class ReplyTimeouts:
@@ -123,10 +200,16 @@ class BlenderWorker:
         self.timed_out_in = ""  # the phase a timeout hit: start-up, first view, view
         self._rendered = False
         self.cmd = worker_command(blender)
-        self.scratch = Path(tempfile.mkdtemp(prefix=f"clevr-remv-{os.getpid()}-", dir=scratch_root()))
+        self.scratch = make_scratch()
         # stderr always goes to a file, so a worker that dies early can say why.
         self.log_path = Path(log_path) if log_path else self.scratch / "worker.log"
-        self._log_file = open(self.log_path, "ab")
+        try:  # never through a link: a log named by the run folder stays in it
+            self._log_file = os.fdopen(os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
+                                               | os.O_CLOEXEC, 0o644), "ab")
+        except OSError as exc:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+            raise UsageError(f"cannot write the worker log '{self.log_path}' ({exc.strerror}); "
+                             f"it must be a plain file, not a link") from None
         env = dict(os.environ)
         env.setdefault("PYTHONUNBUFFERED", "1")
         try:

@@ -16,8 +16,8 @@ from ..gpu.prepare import FirstRenderWatch, GpuRunPrep, prepare_gpu_run
 from ..progress import Progress
 from ..render import denoise, outputs, system_libs
 from ..render.blender import BlenderWorker, ReplyTimeouts
-from ..render.protocol import Denoise, Worker
 from ..render.devices import choose_device, render_settings, worker_count
+from ..render.protocol import Denoise, Worker
 from ..scene import layout
 from ..store.files import disk_full_message, is_disk_full
 from . import budget
@@ -272,7 +272,7 @@ class GenerateJob:
                 "worker": worker.name, "worker_pid": worker.pid, "worker_rss": worker.rss_bytes(),
                 "worker_peak_rss": worker.peak_rss_bytes()}
         with self.folder.lock:
-            with open(self.folder.log_dir / "scenes.jsonl", "a", encoding="utf-8") as fh:
+            with self.folder.guard.open_append(self.folder.log_dir / "scenes.jsonl") as fh:
                 fh.write(json.dumps(line) + "\n")
 
     def _assemble(self, p: ShardPlan) -> None:

@@ -3,6 +3,7 @@ interface renders synthetic arrays; everything else (plan, folder, shards, manif
 expressions) is the real code."""
 
 import json
+import os
 
 import h5py
 import numpy as np
@@ -295,3 +296,84 @@ def test_workers_get_the_runs_timeouts_and_denoiser_when_made_and_speak_the_prot
     assert len(made) >= 2 and all(w.timeouts is j.timeouts for w in made), "one shared ReplyTimeouts"
     assert all(w.denoiser is None for w in made), "Cycles denoises here: no driver denoiser"
     assert all(isinstance(w, Worker) for w in made)
+
+
+# -- links planted in a run folder: nothing outside it is written, truncated or removed ----------
+
+@pytest.mark.parametrize("lock, part, overwrite", [
+    (".clevr-remv.lock", None, False),
+    (".clevr-remv.lock", None, True),
+    (".clevr-remv.part-001-of-002.lock", "1/2", False),
+])
+def test_a_link_at_a_lock_files_name_is_refused_and_its_target_untouched(tmp_path, cfg, lock, part, overwrite):
+    out = tmp_path / "o"
+    out.mkdir()
+    victim = tmp_path / "bashrc"
+    victim.write_text("alias ll='ls -l'\n")
+    (out / lock).symlink_to(victim)
+    dangling = tmp_path / "made-by-a-dangling-link"
+    with pytest.raises(UsageError, match="symbolic link"):
+        job(out, cfg, part=part, overwrite=overwrite).run()
+    assert victim.read_text() == "alias ll='ls -l'\n", "not truncated, not written"
+    (out / lock).unlink()
+    (out / lock).symlink_to(dangling)
+    with pytest.raises(UsageError, match="symbolic link"):
+        job(out, cfg, part=part).run()
+    assert not dangling.exists(), "a dangling link creates nothing"
+    assert FakeWorker.renders == [], "refused before any render"
+
+
+def test_a_foreign_file_at_the_lock_name_is_never_truncated(tmp_path, cfg):
+    out = tmp_path / "o"
+    job(out, cfg).run()
+    lock = out / ".clevr-remv.lock"
+    lock.unlink()
+    victim = tmp_path / "thesis.tex"
+    victim.write_text("chapter 1\n")
+    os.link(victim, lock)  # a second name of a file of the user's
+    job(out, cfg).run()
+    assert victim.read_text() == "chapter 1\n"
+    lock.unlink()
+    lock.write_text("notes of mine\n")
+    job(out, cfg).run()
+    assert lock.read_text() == "notes of mine\n"
+
+
+@pytest.mark.parametrize("name", [".work", "logs", "train"])
+def test_resume_refuses_a_linked_folder_and_leaves_its_target_alone(tmp_path, cfg, name):
+    out = tmp_path / "o"
+    job(out, cfg).run()
+    outside = tmp_path / "proj"
+    outside.mkdir()
+    keep = {"notes.tmp": b"draft", "scene-0000001.h5": b"not hdf5", "train-00000.h5": b"mine",
+            "scenes.jsonl": b"{}\n"}
+    for f, data in keep.items():
+        (outside / f).write_bytes(data)
+    target = out / name
+    if target.exists():
+        import shutil
+        shutil.rmtree(target)
+    target.symlink_to(outside, target_is_directory=True)
+    with pytest.raises(UsageError, match="symbolic link"):
+        job(out, cfg).run()
+    assert {f: (outside / f).read_bytes() for f in keep} == keep, "nothing outside removed or written"
+
+
+def test_resume_removes_a_linked_shard_or_log_as_a_link_only(tmp_path, cfg):
+    out = tmp_path / "o"
+    job(out, cfg).run()
+    outside = tmp_path / "elsewhere.h5"
+    outside.write_bytes(b"someone's file")
+    shard = out / "train" / "train-00000.h5"
+    shard.unlink()
+    shard.symlink_to(outside)
+    FakeWorker.renders = []
+    m = job(out, cfg).run()
+    assert m["complete"] and not shard.is_symlink() and outside.read_bytes() == b"someone's file"
+    assert rendered_scenes() == [0, 1], "the shard was rendered again"
+    log = out / "logs" / "scenes.jsonl"
+    log.unlink()
+    log.symlink_to(outside)
+    with pytest.raises(UsageError, match="symbolic link"):
+        job(out, cfg).run()
+    assert outside.read_bytes() == b"someone's file", "no log appended outside"
