@@ -23,7 +23,6 @@ from ..store.files import (
     disk_full_message,
     free_bytes,
     nearest_existing,
-    remove_inside,
 )
 from ..store.manifest import dataset_stats, manifest_problem
 from ..store.refexps import expression_stats, read_refexps
@@ -196,25 +195,25 @@ class RunFolder:
                 log.warning("--overwrite: %s is unreadable; removing only it, not the names in it", path.name)
             else:
                 for e in m["shards"]:
-                    removed += remove_inside(self.out, e["path"])
+                    removed += self.guard.remove(e["path"])
                 if not self.plan.part:  # the whole run: also shards the manifest did not list yet
                     for split in m["splits"]:
                         folder = self.out / split
                         if folder.is_symlink() or not folder.is_dir():
                             continue
                         for f in list(folder.glob(f"{split}-[0-9]*.h5")) + list(folder.glob(f".{split}-*.tmp")):
-                            removed += remove_inside(self.out, f.relative_to(self.out))
+                            removed += self.guard.remove(f.relative_to(self.out))
                         try:
                             folder.rmdir()  # only when empty: files of the user's stay
                         except OSError:
                             pass
-            remove_inside(self.out, path.name)
+            self.guard.remove(path.name)
         if self.plan.part:
-            remove_inside(self.out, self.work_dir.relative_to(self.out))
-            remove_inside(self.out, self.log_dir.relative_to(self.out))
+            self.guard.remove(self.work_dir.relative_to(self.out))
+            self.guard.remove(self.log_dir.relative_to(self.out))
         else:
-            remove_inside(self.out, ".work")
-            remove_inside(self.out, "logs")
+            self.guard.remove(".work")
+            self.guard.remove("logs")
         log.info("--overwrite: removed %d shards", removed)
 
     def recover(self) -> None:

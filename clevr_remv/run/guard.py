@@ -71,11 +71,19 @@ class FolderGuard:
         self.check_dir(Path(path).parent)
         Path(path).unlink(missing_ok=True)
 
-    def remove_tree(self, path: Path) -> bool:
-        """Remove a folder tree inside OUT (a link as a link); True if something was removed."""
-        self._relative(path)
-        self.check_dir(Path(path).parent)
-        p = Path(path)
+    def remove(self, relative: str | Path) -> bool:
+        """Remove ``OUT/relative`` (a file, a link as a link, or a folder tree) when it lies
+        plainly inside OUT below real folders only; anything else (an absolute path, '..', a
+        linked folder on the way: names from an untrusted manifest) is left alone.  True when
+        something was removed."""
+        rel = Path(relative)
+        if rel.is_absolute() or not rel.parts or any(part in ("", ".", "..") for part in rel.parts):
+            return False
+        p = self.root / rel
+        try:
+            self.check_dir(p.parent)
+        except UsageError:
+            return False
         if p.is_symlink() or p.is_file():
             p.unlink(missing_ok=True)
             return True
