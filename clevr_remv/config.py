@@ -63,6 +63,8 @@ _SCHEMA: dict[str, tuple[type | tuple, object, str]] = {
     "rig.grid": (int, lambda v: 1 <= v <= MAX_GRID and v % 2 == 1,
                  f"an odd integer from 1 to {MAX_GRID} (the grid is grid x grid)"),
     "rig.baseline": (float, lambda v: v >= 0, "a number >= 0 (scene units between neighbouring cameras)"),
+    "rig.warn_unseen_share": (float, lambda v: 0 <= v <= 1,
+                              "a share from 0 to 1 (warn when more objects than this show 0 pixels in some view)"),
     "rig.focus_distance": ((float, type(None)), lambda v: v is None or v > 0,
                            "a positive number, or null for the central camera's distance to the origin"),
     "render.width": (int, lambda v: 8 <= v <= 8192, "an integer from 8 to 8192"),
@@ -149,7 +151,7 @@ def _check_blender(path: str) -> str | None:
 
 # Settings that do not change a single byte of the dataset: excluded from the digest so that
 # a run can be resumed on another machine, device or worker count.
-_NOT_IN_DIGEST = ("workers", "render.device", "name", "description")
+_NOT_IN_DIGEST = ("workers", "render.device", "name", "description", "rig.warn_unseen_share")
 
 
 def shipped_config_names() -> list[str]:

@@ -39,7 +39,7 @@ class RefexpDataset:
             self.reader.verify(split)
         self.outputs = tuple(outputs_mod.get(name).name for name in outputs)
         if self.outputs and self.reader.shards:
-            f = self.reader._files.get(self.reader.root / self.reader.shards[0]["path"])
+            f = self.reader._shard(0)
             missing = [name for name in self.outputs if name not in f]
             if missing:
                 raise ValueError(f"{', '.join(missing)} not stored in {root} (format "
@@ -66,7 +66,7 @@ class RefexpDataset:
     def __getitem__(self, i: int) -> dict:
         k, u, v = (int(x) for x in self._items[i])
         e = self._exprs[k]
-        f = self.reader._files.get(self.reader.root / self.reader.shards[e["shard"]]["path"])
+        f = self.reader._shard(e["shard"])
         row = e["scene_row"]
         with shard_errors(self.reader._path(e["shard"]), self.reader.root,
                           f"read scene {e['scene']} view ({u}, {v})"):

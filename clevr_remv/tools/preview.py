@@ -15,6 +15,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from ..read.checks import check_shard
 from ..read.reader import shard_errors
 from ..store.refexps import refexp_records
 from .common import open_dataset, palette, scene_location, shard_path
@@ -80,6 +81,7 @@ def load_scene(root: Path, index: int) -> dict:
         entry, row = scene_location(reader, index)
         path = shard_path(reader, entry)
         with shard_errors(path, reader.root), h5py.File(path, "r") as f:
+            check_shard(f, path, reader.root)
             data = {
                 "index": index, "split": entry["split"], "shard": entry["path"], "grid": tuple(reader.grid),
                 "scene": json.loads(f["scenes"].asstr()[row]),

@@ -33,6 +33,7 @@ import numpy as np
 
 from ..language import programs, validity
 from ..language.programs import anchor_of
+from ..read.checks import shard_problem
 from ..scene import lightfield
 from ..store.refexps import read_refexp_columns as read_refexps
 from .common import min_visible_pixels, open_dataset
@@ -206,6 +207,10 @@ class Validator:
                      "cameras/world_to_camera", "scenes"}
         if broken & view_keys:
             return  # shapes are off: per-scene checks would only repeat it
+        problem = shard_problem(f) if not broken else None
+        if problem:  # records or expressions out of bounds: the checks below would trip on them
+            self._v("structure", name, problem)
+            return
         refs = read_refexps(f) if not broken else {}
         by_scene: dict[int, list[int]] = {}
         for i, row in enumerate(refs.get("scene", [])):
