@@ -24,6 +24,7 @@ class SceneWriter:
         self.tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
         self.grid = tuple(grid)
         self.outputs = outputs.stored(cfg)
+        self.codecs = {o.name: o.codec_for(cfg) for o in self.outputs}
         self.f = h5py.File(self.tmp, "w", track_order=False)
         try:
             create_datasets(self.f, 1, cfg, grid)
@@ -35,13 +36,13 @@ class SceneWriter:
     def write_view(self, u: int, v: int, arrays: dict, chunks: dict | None = None) -> None:
         """Store every stored output of one view (``arrays``: output name -> array).  An
         output in ``chunks`` is written as those already-compressed bytes (see
-        :meth:`chunk_codecs`), the rest through h5py's filters."""
+        :meth:`chunk_codecs`), the rest encoded by its codec and written through h5py's filters."""
         for out in self.outputs:
             if chunks and out.name in chunks:
                 offset = (0, u, v) + (0,) * (self.f[out.name].ndim - 3)
                 self.f[out.name].id.write_direct_chunk(offset, chunks[out.name], 0)
             else:
-                self.f[out.name][0, u, v] = arrays[out.name]
+                self.f[out.name][0, u, v] = self.codecs[out.name].encode(arrays[out.name])
 
     def chunk_codecs(self) -> dict:
         """{output name: (deflate level, shuffle, dtype, chunk shape)} for the stored outputs

@@ -40,11 +40,11 @@ def shard_path(reader: Reader, entry: dict) -> Path:
 
 def scene_location(reader: Reader, index: int) -> tuple[dict, int]:
     """(manifest shard entry, row) of a global scene index, or a one-line UsageError."""
-    if index not in reader._where:
+    if not reader.has_scene(index):
         have = reader.scene_indices
         span = f"{have[0]}-{have[-1]}" if have else "none"
         raise UsageError(f"scene {index} is not in a finished shard of '{reader.root}' (scenes: {span})")
-    si, row = reader._where[index]
+    si, row = reader.location(index)
     return reader.shards[si], row
 
 
