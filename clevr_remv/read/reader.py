@@ -154,6 +154,7 @@ class Reader:
             for row, index in enumerate(range(a, b)):
                 self._where[index] = (si, row)
         self._files = _LazyFiles(self.root)
+        self._codecs: dict[str, dict] = {}
         if verify:
             self.verify()
 
@@ -195,6 +196,13 @@ class Reader:
         si, row = self.location(index)
         return self._files.get(self._path(si)), row
 
+    def _read(self, f: h5py.File, name: str, index) -> np.ndarray:
+        """A per-view output of an open shard, decoded by the shard's codec for it."""
+        codecs = self._codecs.get(f.filename)
+        if codecs is None:
+            codecs = self._codecs[f.filename] = schema.file_codecs(f)
+        return schema.read_output(f, name, index, codecs[name])
+
     def _errors(self, index: int, what: str):
         return shard_errors(self._path(self._where[index][0]), self.root, what)
 
@@ -218,7 +226,7 @@ class Reader:
                 raise KeyError(f"{name!r} is not stored in this dataset (format "
                                f"{self.manifest.get('format_version')})")
         with self._errors(index, f"read scene {index} view ({u}, {v})"):
-            return {name: schema.read_output(f, name, (row, u, v)) for name in names}
+            return {name: self._read(f, name, (row, u, v)) for name in names}
 
     def view(self, index: int, u: int, v: int) -> dict:
         """Every stored per-view output the shard holds (``image``, ``instances``, ``depth``,
@@ -226,7 +234,7 @@ class Reader:
         visible pixel counts."""
         f, row = self._locate(index)
         with self._errors(index, f"read scene {index} view ({u}, {v})"):
-            out = {o.key: schema.read_output(f, o.name, (row, u, v)) for o in outputs_mod.stored() if o.name in f}
+            out = {o.key: self._read(f, o.name, (row, u, v)) for o in outputs_mod.stored() if o.name in f}
             out.update({
                 "intrinsics": f["cameras/intrinsics"][row, u, v],
                 "world_to_camera": f["cameras/world_to_camera"][row, u, v],
@@ -239,7 +247,7 @@ class Reader:
         outputs ``names``, plus ``scene`` (the record) and ``visible_pixels`` [U, V, K]."""
         f, row = self._locate(index)
         with self._errors(index, f"read scene {index}"):
-            out = {name: schema.read_output(f, name, row) for name in names}
+            out = {name: self._read(f, name, row) for name in names}
             out["scene"] = json.loads(f["scenes"][row])
             out["visible_pixels"] = f["visible_pixels"][row]
         return out

@@ -23,6 +23,7 @@ driver sends (``render_passes``).  The format is described in docs/format.md.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Callable
 
@@ -131,9 +132,20 @@ class Output:
             return np.dtype(cfg["output"][self.dtype_setting])
         return np.dtype(self.dtype)
 
-    def codec_for(self, cfg: dict) -> codecs.ArrayCodec:
-        """The storage codec a run with ``cfg`` writes this output with."""
-        return codecs.ArrayCodec(str(self.dtype_for(cfg)))
+    def codec_for(self, cfg: dict):
+        """The storage codec a run with ``cfg`` writes this output with: ``output.codecs``
+        names it, else ``output.profile`` (:data:`clevr_remv.render.codecs.PROFILES`), else
+        ``array``.  A codec that cannot store this output is a :class:`UsageError`."""
+        oc = cfg.get("output", {})
+        name = (oc.get("codecs") or {}).get(self.name) or codecs.PROFILES[oc.get("profile") or "standard"].get(
+            self.name, "array")
+        codec = codecs.make(name, self.dtype_for(cfg))
+        problem = codec.fits(self.dtype_for(cfg), (0, 0, *self.tail))
+        if problem:
+            from ..errors import UsageError
+            raise UsageError(f"config output.codecs: {self.name} cannot use {name}: {problem}; "
+                             f"choose one of {', '.join(codecs.CODECS)} that fits")
+        return codec
 
     def dataset_spec(self, cfg: dict, n: int, grid, height: int, width: int) -> dict:
         """h5py ``create_dataset`` arguments for ``n`` scenes (compression from ``cfg["output"]``,
@@ -201,6 +213,28 @@ def rendered(cfg: dict) -> tuple[Output, ...]:
 def stored(cfg: dict | None = None) -> tuple[Output, ...]:
     """The outputs written to the shards (all stored ones when ``cfg`` is None)."""
     return tuple(o for o in REGISTRY if o.stored and (cfg is None or o.wanted(cfg)))
+
+
+def check_codecs(cfg: dict) -> None:
+    """Every output ``output.codecs`` names is a stored output and its codec fits it
+    (:class:`UsageError` otherwise)."""
+    from ..errors import UsageError
+
+    oc = cfg.get("output", {})
+    if (oc.get("profile") or "standard") not in codecs.PROFILES:
+        raise UsageError(f"config output.profile = {json.dumps(oc.get('profile'))} is invalid: expected one of "
+                         f"{', '.join(codecs.PROFILES)}")
+    for name, codec in (oc.get("codecs") or {}).items():
+        if codec not in codecs.CODECS:
+            raise UsageError(f"config output.codecs: unknown codec {json.dumps(codec)} for {name}; "
+                             f"known: {', '.join(codecs.CODECS)}")
+    names = {o.name for o in REGISTRY if o.stored}
+    for name in (oc.get("codecs") or {}):
+        if name not in names:
+            raise UsageError(f"config output.codecs names {name!r}, which is not a stored output "
+                             f"(stored: {', '.join(sorted(names))})")
+    for o in stored(cfg):
+        o.codec_for(cfg)
 
 
 def render_passes(outputs) -> list[str]:

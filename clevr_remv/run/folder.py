@@ -15,7 +15,7 @@ import threading
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .. import FORMAT_VERSION, __version__
+from .. import __version__
 from ..errors import DiskFullError, UsageError
 from ..render import blender
 from ..store import files, schema, shards
@@ -43,7 +43,7 @@ class RunFolder:
         self.work_dir = self.out / ".work" / plan.part_tag if plan.part else self.out / ".work"
         self.log_dir = self.out / "logs" / plan.part_tag
         self.manifest_path = self.out / plan.manifest_name
-        self.attrs = schema.file_attrs(self.cfg, plan.digest, plan.grid)
+        self.attrs = schema.file_attrs(self.cfg, plan.digest, plan.grid, plan.format_version)
         self.lock = threading.Lock()
         self.done_shards: dict[str, dict] = {}
         self.done_scenes: set[int] = set()
@@ -379,7 +379,7 @@ class RunFolder:
             if isinstance(old, dict):
                 created = old.get("created", now)
         manifest = {
-            "format_version": FORMAT_VERSION,
+            "format_version": plan.format_version,
             "generator": {"name": "clevr-remv", "version": __version__},
             "created": created,
             "updated": now,

@@ -30,7 +30,7 @@ class DatasetSpec:
     dtype: np.dtype
     chunks: tuple[int, ...] | None = None
     options: dict = field(default_factory=dict)   # compression, shuffle, fillvalue
-    codec: codecs.ArrayCodec | None = None        # per-view outputs: how a view is stored
+    codec: object = None                          # per-view outputs: how a view is stored (render/codecs.py)
 
     @property
     def is_string(self) -> bool:
@@ -52,6 +52,9 @@ class DatasetSpec:
         if self.is_string:
             if h5py.check_string_dtype(ds.dtype) is None:
                 return f"{self.name} has dtype {ds.dtype}, expected UTF-8 strings"
+        elif h5py.check_vlen_dtype(self.dtype) is not None:
+            if h5py.check_vlen_dtype(ds.dtype) != h5py.check_vlen_dtype(self.dtype):
+                return f"{self.name} has dtype {ds.dtype}, expected variable-length {h5py.check_vlen_dtype(self.dtype)}"
         elif ds.dtype != self.dtype:
             return f"{self.name} has dtype {ds.dtype}, expected {self.dtype}"
         return None
@@ -109,10 +112,10 @@ def shard_layout(cfg: dict, n: int, grid, refexps: int | None = None,
     return layout(n, grid, rc["height"], rc["width"], cfg["scene"]["max_objects"], cfg, refexps, version)
 
 
-def create_datasets(f: h5py.File, n: int, cfg: dict, grid) -> None:
+def create_datasets(f: h5py.File, n: int, cfg: dict, grid, version: str = FORMAT_VERSION) -> None:
     """Create every dataset of the shard format for ``n`` scenes (the ``refexps/*`` columns are
     written with their data by :func:`clevr_remv.store.refexps.write_refexps`)."""
-    for spec in shard_layout(cfg, n, grid).values():
+    for spec in shard_layout(cfg, n, grid, version=version).values():
         spec.create(f)
 
 
@@ -121,10 +124,19 @@ def set_file_attrs(f: h5py.File, attrs: dict) -> None:
         f.attrs[key] = json.dumps(value) if isinstance(value, (dict, list)) else value
 
 
-def file_attrs(cfg: dict, digest: str, grid) -> dict:
+def codec_descriptions(cfg: dict, version: str = FORMAT_VERSION) -> dict:
+    """{output name: {"codec": ..., "dtype": ...}} of the stored outputs: the shard attribute
+    ``codecs`` (format 1.2 on) and the manifest's."""
+    return {o.name: o.codec_for(cfg).describe() for o in stored_outputs(cfg, version)}
+
+
+def file_attrs(cfg: dict, digest: str, grid, version: str = FORMAT_VERSION) -> dict:
+    """The attributes of every shard of a run (``version``: the run's format version; a run
+    resumed from an older version keeps writing that version's attributes)."""
     rc = cfg["render"]
-    return {
-        "format_version": FORMAT_VERSION,
+    outputs.check_codecs(cfg)
+    attrs = {
+        "format_version": version,
         "generator": "clevr-remv",
         "generator_version": __version__,
         "grid": list(grid),
@@ -138,18 +150,33 @@ def file_attrs(cfg: dict, digest: str, grid) -> dict:
         "normals": outputs.get("normals").doc,
         "visible_pixels_absent": -1,
     }
+    if _version(version) >= (1, 2):
+        attrs["codecs"] = codec_descriptions(cfg, version)
+    return attrs
 
 
 # -- reading --------------------------------------------------------------------------------
-def codec_of(f: h5py.File, name: str) -> codecs.ArrayCodec:
-    """The codec a shard stores the per-view output ``name`` with."""
-    return codecs.ArrayCodec(str(f[name].dtype))
+def file_codecs(f: h5py.File) -> dict:
+    """{output name: codec} of an open shard: its ``codecs`` attribute (format 1.2 on); the
+    ``array`` codec in the dataset's dtype for outputs it does not name (formats 1.0, 1.1).
+    An unknown codec name raises ValueError (a newer format: update clevr-remv)."""
+    raw = f.attrs.get("codecs")
+    named = json.loads(raw) if raw is not None else {}
+    out = {}
+    for name in stored_names(f):
+        if name in named:
+            out[name] = codecs.from_description(named[name])
+        else:
+            out[name] = codecs.ArrayCodec(str(f[name].dtype))
+    return out
 
 
-def read_output(f: h5py.File, name: str, index) -> np.ndarray:
+def read_output(f: h5py.File, name: str, index, codec=None) -> np.ndarray:
     """The decoded per-view output ``name`` at ``index`` (e.g. ``(row, u, v)`` for one view,
-    ``row`` for every view of a scene) of an open shard."""
-    return codec_of(f, name).decode(f[name][index])
+    ``row`` for every view of a scene) of an open shard (``codec``: from :func:`file_codecs`,
+    read from the file when not given)."""
+    codec = codec or file_codecs(f)[name]
+    return codec.decode(f[name][index])
 
 
 def stored_names(f: h5py.File) -> list[str]:

@@ -76,7 +76,10 @@ def test_scene_files_assemble_into_a_shard_exactly(tmp_path, compression):
         for i, (rec, views, ks) in enumerate(truth):
             for (u, v), arrays in views.items():
                 for name, arr in arrays.items():
-                    assert np.array_equal(f[name][i, u, v], arr), name
+                    assert np.array_equal(f[name][i, u, v], arr.astype(f[name].dtype)), name
+                stored = f["depth"][i, u, v].astype(np.float64)  # float16 by default: bounded error
+                assert f["depth"].dtype == np.float16
+                assert np.abs(stored / arrays["depth"] - 1).max() <= 2.0 ** -11
                 ids = arrays["instances"]
                 n = len(rec["objects"])
                 assert np.array_equal(f["visible_pixels"][i, u, v, :n], np.bincount(ids.ravel(), minlength=n + 1)[1:])
