@@ -92,7 +92,7 @@ class ArrayCodec:
 
 @dataclass(frozen=True)
 class ImageCodec:
-    """A uint8 view (HxW or HxWx3) as one lossless image file (WebP lossless or PNG, through
+    """A uint8 view (HxWx3; PNG also HxW) as one lossless image file (WebP lossless or PNG, through
     Pillow) in a variable-length uint8 dataset [N, U, V], one view per chunk.  Reading needs
     h5py and Pillow."""
 
@@ -144,8 +144,8 @@ class ImageCodec:
         return {"codec": self.name, "dtype": self.dtype}
 
     def fits(self, dtype: np.dtype, view_shape: tuple[int, ...]) -> str | None:
-        if np.dtype(dtype) != np.uint8 or view_shape[2:] not in ((), (3,)):
-            return f"{self.name} stores uint8 grey or RGB views only"
+        if np.dtype(dtype) != np.uint8 or view_shape[2:] not in (((3,),) if self.name == "webp" else ((), (3,))):
+            return f"{self.name} stores uint8 {'RGB' if self.name == 'webp' else 'grey or RGB'} views only"
         return None
 
 
