@@ -62,3 +62,12 @@ def check_output_file(path: Path, suffixes: tuple[str, ...]) -> Path:
         raise UsageError(f"'{path}' must end in {' or '.join(suffixes)}")
     writable_folder(path.parent, f"folder of '{path}'")
     return path
+
+
+def progress_bar(total: int, desc: str, unit: str = "it"):
+    """A tqdm bar with rate and ETA on a terminal; silent off one (logs, pipes, tests)."""
+    from tqdm import tqdm
+
+    from ..progress import bar_usable
+
+    return tqdm(total=total, desc=desc, unit=unit, disable=not bar_usable(), dynamic_ncols=True)
