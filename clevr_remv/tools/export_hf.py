@@ -265,6 +265,12 @@ def _croissant(reader: Reader, files: dict[str, list[str]], folder: Path) -> dic
 
 def export_hf(root, out, views="all", splits=None) -> dict:
     """Write the folder; returns {split: rows}."""
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        from ..errors import UsageError
+        raise UsageError("export hf writes Parquet with pyarrow, which is missing; "
+                         "pip install 'clevr-remv[hf]'") from None
     reader = open_dataset(Path(root))
     try:
         sel = resolve_views(views, reader.grid)
