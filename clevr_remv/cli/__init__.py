@@ -211,6 +211,38 @@ def export_coco_cmd(root, out, views, splits):
     click.echo(f"{out}: {counts['images']} images, {counts['annotations']} annotations", err=True)
 
 
+@export.command("hf")
+@click.argument("root", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="New (or empty) folder to write; written under a temporary name and renamed when complete.")
+@click.option("--views", default="all", show_default=True, help="center, corners, all, or 'u,v;u,v'.")
+@click.option("--split", "splits", multiple=True, help="Only these splits (repeatable) [default: all].")
+def export_hf_cmd(root, out, views, splits):
+    """Hugging Face layout: OUT/data/<split>-*.parquet (one row per expression and valid view),
+    OUT/README.md (dataset card) and OUT/croissant.json.  Load with
+    datasets.load_dataset(OUT) or mlcroissant.Dataset(OUT/croissant.json)."""
+    from ..tools.export_hf import export_hf
+
+    rows = export_hf(root, out, _views_checked(root, views), list(splits) or None)
+    click.echo(f"{out}: " + ", ".join(f"{split} {n} rows" for split, n in rows.items()), err=True)
+
+
+@export.command("lightfield")
+@click.argument("root", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="New (or empty) folder to write; written under a temporary name and renamed when complete.")
+@click.option("--split", "splits", multiple=True, help="Only these splits (repeatable) [default: all].")
+@click.option("--all-disparities", is_flag=True,
+              help="Also every view's disparity as gt_disp_lowres_CamNNN.pfm.")
+def export_lightfield_cmd(root, out, splits, all_disparities):
+    """4D Light Field Benchmark layout (Honauer et al. 2016): OUT/<split>/<scene, 7 digits>/ with
+    input_CamNNN.png, parameters.cfg, gt_depth_lowres.pfm and gt_disp_lowres.pfm (docs/format.md)."""
+    from ..tools.export_lightfield import export_lightfield
+
+    n = export_lightfield(root, out, list(splits) or None, all_disparities)
+    click.echo(f"{out}: {n} scenes", err=True)
+
+
 @cli.command()
 @click.argument("root", type=click.Path(path_type=Path, exists=True, file_okay=False))
 @click.option("--predictions", "pred", type=click.Path(path_type=Path), required=True,

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from .. import FORMAT_VERSION
 from ..errors import DiskFullError, UsageError, WorkerError
 from ..gpu.prepare import FirstRenderWatch, GpuRunPrep, prepare_gpu_run
 from ..progress import Progress
@@ -21,6 +22,7 @@ from ..render.protocol import Denoise, Worker
 from ..scene import layout
 from ..store.files import disk_full_message, is_disk_full
 from . import budget
+from ..store.manifest import follow_existing_run
 from .folder import RunFolder
 from .plan import RunPlan, ShardPlan, empty_split_warning
 from .scene_task import SceneResult, render_scene
@@ -88,7 +90,12 @@ class GenerateJob:
                  cpus: int | None = None):
         """``cpus``: the CPU cores this task may use (``farm.schedulers.usable_cpus``); None:
         the device policy's count, which knows no scheduler's variables."""
-        self.plan = RunPlan.from_args(scenes, seed, cfg, workers=workers, part=part)
+        version = FORMAT_VERSION
+        if not overwrite:  # a folder of an older format keeps its storage settings
+            cfg, version = follow_existing_run(Path(out), cfg, seed, scenes)
+            if version != FORMAT_VERSION:
+                log.info("resuming a format %s run in %s: its storage settings are kept", version, out)
+        self.plan = RunPlan.from_args(scenes, seed, cfg, workers=workers, part=part, format_version=version)
         self.cfg = cfg
         check_split_folders(Path(out), cfg)
         self.folder = RunFolder(out, self.plan, overwrite=overwrite)

@@ -29,12 +29,12 @@ import h5py
 import numpy as np
 
 from ..errors import UsageError
-from ..language.programs import anchor_of
 from ..language.templates import word_count
 from ..read.checks import check_shard
 from ..read.reader import shard_errors
 from ..scene import visibility
-from ..store.refexps import refexp_records
+from ..store import refexps
+from ..store.refexps import read_refexps
 from .common import min_visible_pixels, open_dataset, shard_path
 
 # Thesis section 6.4.  (Section 6.3.3 gives 11,992 val and 11,989 test pairs instead: the
@@ -110,7 +110,7 @@ def collect(root: Path) -> dict:
                 check_shard(f, path, root)
                 scenes = [json.loads(s) for s in f["scenes"].asstr()[()]]
                 visible = f["visible_pixels"][()]
-                exprs = refexp_records(f)
+                exprs = read_refexps(f)
             acc["shards"] += 1
             acc["scenes"] += len(scenes)
             for px in visible:
@@ -137,7 +137,7 @@ def collect(root: Path) -> dict:
                 acc["valid_in_no_view"] += int(not valid.any())
                 vis = visible[e["scene"]]
                 hidden_t = vis[:, :, e["object"]] < min_px
-                a = anchor_of(e["program"], scene)
+                a = refexps.anchor(e, scene)
                 hidden_a = (vis[:, :, a] < min_px) & ~hidden_t if a is not None else np.zeros_like(bad)
                 acc["not_valid_target_hidden"] += int((bad & hidden_t).sum())
                 acc["not_valid_anchor_hidden"] += int((bad & hidden_a).sum())
