@@ -104,7 +104,7 @@ def _view_for(valid: np.ndarray, grid) -> tuple[int, int]:
 def render_png(d: dict):
     from PIL import Image, ImageDraw
 
-    from ..language.programs import anchor_of
+    from ..language.programs import anchors_of
 
     rows, cols = d["grid"]
     h, w = d["images"].shape[2:4]
@@ -141,7 +141,7 @@ def render_png(d: dict):
         valid = e["valid_views"]
         u, v = _view_for(valid, d["grid"])
         target = d["instances"][u, v] == e["object"] + 1
-        a = anchor_of(e["program"], sc)
+        a = next(iter(anchors_of(e["program"], sc)), None)
         anchor = d["instances"][u, v] == a + 1 if a is not None else None
         pic = _resize(highlight(d["images"][u, v], target, anchor), big)
         img.paste(Image.fromarray(pic), (10, y))

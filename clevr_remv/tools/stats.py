@@ -29,7 +29,7 @@ import h5py
 import numpy as np
 
 from ..errors import UsageError
-from ..language.programs import anchor_of
+from ..language.programs import anchors_of
 from ..language.templates import word_count
 from ..read.reader import shard_errors
 from ..store.refexps import refexp_records
@@ -129,7 +129,7 @@ def collect(root: Path) -> dict:
                 acc["valid_in_no_view"] += int(not valid.any())
                 vis = visible[e["scene"]]
                 hidden_t = vis[:, :, e["object"]] < min_px
-                a = anchor_of(e["program"], scene)
+                a = next(iter(anchors_of(e["program"], scene)), None)
                 hidden_a = (vis[:, :, a] < min_px) & ~hidden_t if a is not None else np.zeros_like(bad)
                 acc["not_valid_target_hidden"] += int((bad & hidden_t).sum())
                 acc["not_valid_anchor_hidden"] += int((bad & hidden_a).sum())

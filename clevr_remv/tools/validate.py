@@ -32,7 +32,7 @@ import h5py
 import numpy as np
 
 from ..language import programs, validity
-from ..language.programs import anchor_of
+from ..language.programs import anchors_of
 from ..scene import lightfield
 from ..store.refexps import read_refexp_columns as read_refexps
 from .common import min_visible_pixels, open_dataset
@@ -322,7 +322,7 @@ class Validator:
             return
         if counts is None:
             return
-        expr = {"object": target, "program": program, "anchor": anchor_of(program, scene)}
+        expr = {"object": target, "program": program, "anchor": next(iter(anchors_of(program, scene)), None)}
         want = validity.valid_views(expr, scene, counts, self.min_px)
         stored = np.asarray(refs["valid_views"][i], bool)
         for u, v in zip(*np.nonzero(stored != want)):

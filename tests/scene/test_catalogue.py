@@ -87,7 +87,7 @@ def test_baseline_reads_every_generated_sentence_as_its_program_does():
     checked = 0
     for index in range(40):
         scene = layout.sample_scene(cfg, 5, index)
-        for e in selection.generate(scene, 5, 8):
+        for e in selection.select(scene, 5, 8).kept:
             filters = [n["attrs"] for n in e["program"] if n["op"] == "filter"]
             assert baseline.sentence_attributes(e["text"]) == filters[-1], e["text"]
             checked += 1
