@@ -47,6 +47,11 @@ class SceneIndex:
                 self.relate[(a, rel)] = sum(1 << j for j in range(n) if j != a and proj[j] > RELATION_THRESHOLD)
         self.same = {(a, attr): sum(1 << j for j in range(n) if j != a and objs[j][attr] == objs[a][attr])
                      for a in range(n) for attr in ATTRIBUTES}
+        self.has = {}  # (attribute, value) -> objects with that value
+        for j, o in enumerate(objs):
+            for a in ATTRIBUTES:
+                self.has[(a, o[a])] = self.has.get((a, o[a]), 0) | 1 << j
+        self.memo = {}
 
     def desc(self, k: int, pattern) -> dict:
         obj = self.scene["objects"][k]
@@ -55,9 +60,12 @@ class SceneIndex:
     def group(self, kind: str, a: int, slot: str) -> int:
         return self.relate[(a, slot)] if kind == "relate" else self.same[(a, slot)]
 
-    def count(self, attrs: dict) -> int:
-        """How many objects have every attribute value of ``attrs``."""
-        return sum(all(o[a] == v for a, v in attrs.items()) for o in self.scene["objects"])
+    def fits(self, attrs: dict) -> int:
+        """The objects that have every attribute value of ``attrs`` (a mask)."""
+        m = self.all
+        for a, v in attrs.items():
+            m &= self.has.get((a, v), 0)
+        return m
 
 
 def _bits(mask: int) -> tuple[int, ...]:
@@ -128,12 +136,16 @@ def _group_targets(idx: SceneIndex, group: int, kind: str, slot, several: bool, 
     something elsewhere in the scene).  ``exclude``: the chain's anchors, which are never
     targets, and which a no-target description must not be the only fit of ("the sphere
     behind the sphere")."""
+    key = ("group", group, kind, slot, several, exclude)
+    if key in idx.memo:
+        return idx.memo[key]
     found = {}
+    objs = idx.scene["objects"]
     for k in range(idx.n):
         inside = bool(group >> k & 1)
         if inside != several:
             continue
-        for p in PATTERNS:
+        for pi, p in enumerate(PATTERNS):
             if not p and (not several or group == idx.all) or (kind == "same" and slot in p):
                 continue
             m = idx.match[k][p]
@@ -144,13 +156,15 @@ def _group_targets(idx: SceneIndex, group: int, kind: str, slot, several: bool, 
                 continue
             if not several and got:
                 continue
-            desc = idx.desc(k, p)
-            found.setdefault((p, tuple(desc.values())), (got, desc, p))
+            values = tuple(objs[k][a] for a in ATTRIBUTES if a in p)
+            if (pi, values) not in found:
+                found[(pi, values)] = (got, k, p)
     best: dict[int, int] = {}
     for got, _, p in found.values():
         best[got] = min(best.get(got, len(p)), len(p))
-    return sorted(((got, desc, p, len(p) - best[got]) for got, desc, p in found.values()),
-                  key=lambda t: (PATTERNS.index(t[2]), tuple(t[1].values())))
+    out = [(got, idx.desc(k, p), p, len(p) - best[got]) for _, (got, k, p) in sorted(found.items())]
+    idx.memo[key] = out
+    return out
 
 
 def _missing(idx: SceneIndex):
@@ -164,8 +178,8 @@ def _missing(idx: SceneIndex):
         names = [a for a in ATTRIBUTES if a in p]
         for combo in itertools.product(*(values[a] for a in names)):
             desc = dict(zip(names, combo))
-            if idx.count(desc) == 0 and all(idx.count({a: v for a, v in desc.items() if a != drop})
-                                            for drop in names):
+            if not idx.fits(desc) and all(idx.fits({a: v for a, v in desc.items() if a != drop})
+                                          for drop in names):
                 out.append((0, desc, p, len(p) - 1))
     return out
 

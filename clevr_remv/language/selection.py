@@ -50,6 +50,14 @@ class SceneExpressions:
     shortfall: str | None
 
 
+def settings(cfg: dict) -> dict:
+    """The keyword arguments of :func:`select` that the config's ``expressions`` section sets
+    beside ``per_scene`` and the visibility rule (which families, their mix)."""
+    ec = cfg["expressions"]
+    return {"targets": ec["targets"], "max_relations": ec["max_relations"],
+            "multi_share": ec["multi_target_share"], "none_share": ec["no_target_share"]}
+
+
 def family_quotas(weights, per_scene: int, gen) -> list[int]:
     """Expressions per family for one scene: ``per_scene`` split by weight with systematic
     rounding (a random offset), so each family gets floor or ceil of its share and exactly its

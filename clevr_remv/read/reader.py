@@ -13,6 +13,7 @@ import numpy as np
 from ..errors import CorruptShardError, UsageError
 from ..render import outputs as outputs_mod
 from ..store.manifest import load_manifest
+from ..store.refexps import id_lists
 
 # What to do about a shard that fails: the same command that made it re-renders it.
 _REPAIR = "check with 'clevr-remv info --verify {root}'; re-running the same 'clevr-remv generate' re-renders it"
@@ -231,6 +232,18 @@ class Reader:
         """bool HxW: the pixels of object ``obj`` (0-based) in view (u, v)."""
         return self.instances(index, u, v) == obj + 1
 
+    def targets_mask(self, index: int, targets, u: int, v: int) -> np.ndarray:
+        """bool HxW: the union of the pixels of ``targets`` (0-based ids; none: all False)."""
+        inst = self.instances(index, u, v)
+        return np.isin(inst, np.asarray(list(targets), np.int64) + 1)
+
+    def max_objects(self) -> int:
+        """Object slots per scene (the last axis of ``visible_pixels``); 0 without shards."""
+        if not self.shards:
+            return 0
+        f = self._files.get(self.root / self.shards[0]["path"])
+        return int(f["visible_pixels"].shape[-1])
+
     # -- expressions ------------------------------------------------------------------------
     def expressions(self, split: str | None = None) -> list[dict]:
         """Every expression (of a split), with the global scene index and shard location.
@@ -248,6 +261,7 @@ class Reader:
                 families = g["family"].asstr()[()]
                 nrel = g["num_relations"][()]
                 valid = g["valid_views"][()]
+                targets, anchors = id_lists(g, "targets"), id_lists(g, "anchors")
             within: dict[int, int] = {}
             for r in range(len(scene_rows)):
                 scene = e["scene_range"][0] + int(scene_rows[r])
@@ -255,7 +269,8 @@ class Reader:
                 out.append({"id": f"{scene}-{k}", "shard": si, "row": r,
                             "scene": e["scene_range"][0] + int(scene_rows[r]), "scene_row": int(scene_rows[r]),
                             "object": int(objects[r]), "text": texts[r], "family": families[r],
-                            "num_relations": int(nrel[r]), "valid_views": valid[r], "split": e["split"]})
+                            "num_relations": int(nrel[r]), "valid_views": valid[r], "split": e["split"],
+                            "targets": targets[r], "anchors": anchors[r]})
         return out
 
     def close(self) -> None:

@@ -25,13 +25,43 @@ def write_refexps(f: h5py.File, refexps: list[dict], grid) -> None:
                                               dtype=object).reshape(r), dtype=STR, **common)
     valid = np.array([e["valid_views"] for e in refexps], dtype=bool).reshape(r, rows, cols)
     g.create_dataset("valid_views", data=valid, **common)
-    # Extension: the anchor object of a one-relation expression (-1 for none).
+    # Extension: the anchor object of a one-relation expression (-1 for none); since 1.3 the
+    # target's own anchor (the first of ``anchors``).
     anchors = [(-1 if e.get("anchor") is None else e["anchor"]) for e in refexps]
     g.create_dataset("anchor", data=np.array(anchors, np.int32).reshape(r), **common)
+    # 1.3: every referent (empty for a no-target expression) and every anchor (one per hop,
+    # from the target outward), variable-length int32.
+    for name in ("targets", "anchors"):
+        col = np.empty(r, dtype=object)
+        for i, e in enumerate(refexps):
+            col[i] = np.asarray(e.get(name, _legacy(e, name)), dtype=np.int32)
+        g.create_dataset(name, data=col, dtype=VLEN_INT32, **common)
+
+
+VLEN_INT32 = h5py.vlen_dtype(np.int32)
+
+
+def _legacy(e: dict, name: str) -> list[int]:
+    """``targets``/``anchors`` of a record from before 1.3 (``object``, ``anchor``; -1 / None
+    for none)."""
+    one = e.get("object" if name == "targets" else "anchor")
+    return [] if one is None or int(one) < 0 else [int(one)]
+
+
+def id_lists(g, name: str) -> list[list[int]]:
+    """``refexps/targets`` or ``refexps/anchors`` of a refexps group as lists of ints; a shard
+    from before 1.3 derives them from ``object`` and ``anchor``."""
+    if name in g:
+        return [[int(x) for x in row] for row in g[name][()]]
+    legacy = "object" if name == "targets" else "anchor"
+    if legacy not in g:
+        return [[] for _ in range(g["scene"].shape[0])]
+    return [[] if int(x) < 0 else [int(x)] for x in g[legacy][()]]
 
 
 def read_refexps(f: h5py.File) -> list[dict]:
     g = f["refexps"]
+    targets, anchors = id_lists(g, "targets"), id_lists(g, "anchors")
     out = []
     for i in range(g["scene"].shape[0]):
         out.append({
@@ -43,6 +73,8 @@ def read_refexps(f: h5py.File) -> list[dict]:
             "program": json.loads(g["program"][i]),
             "valid_views": g["valid_views"][i],
             "anchor": (None if "anchor" not in g or int(g["anchor"][i]) < 0 else int(g["anchor"][i])),
+            "targets": targets[i],
+            "anchors": anchors[i],
         })
     return out
 
@@ -88,6 +120,8 @@ def refexp_records(f: h5py.File) -> list[dict]:
         except (TypeError, json.JSONDecodeError):
             rec["program"] = None
         rec["valid_views"] = np.asarray(rec["valid_views"], bool)
+        for name in ("targets", "anchors"):
+            rec[name] = [int(x) for x in rec[name]] if name in cols else _legacy(rec, name)
         rec["row"] = i
         out.append(rec)
     return out
