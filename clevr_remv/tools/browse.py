@@ -26,7 +26,6 @@ import h5py
 import numpy as np
 
 from ..errors import UsageError
-from ..language.programs import anchors_of
 from ..read.reader import shard_errors
 from ..store.files import writable_folder
 from ..store.refexps import refexp_records
@@ -124,7 +123,8 @@ def _scene_files(d: dict, entry: dict, row: int, exprs: list[dict], grid, img_di
         "colors": [palette(np.array([k + 1]))[0].tolist() for k in range(nobj)],
         "visible_pixels": d["visible_pixels"][:, :, :nobj].tolist(),
         "expressions": [{"id": f"{index}-{k}", "text": str(e["text"]), "family": str(e["family"]),
-                         "object": e["object"], "anchor": next(iter(anchors_of(e["program"], scene)), None),
+                         "object": e["object"], "targets": list(e["targets"]), "anchors": list(e["anchors"]),
+                         "anchor": e["anchors"][0] if e["anchors"] else None,
                          "num_relations": e["num_relations"],
                          "valid_views": e["valid_views"].astype(int).tolist()} for k, e in enumerate(mine)],
     }

@@ -32,7 +32,6 @@ import h5py
 import numpy as np
 
 from ..language import programs, validity
-from ..language.programs import anchors_of
 from ..scene import lightfield
 from ..store.refexps import read_refexp_columns as read_refexps
 from .common import min_visible_pixels, open_dataset
@@ -81,6 +80,19 @@ def _expected_layout(n, grid, height, width, max_objects, r) -> dict:
 
 
 OPTIONAL = {"normals": lambda n, rows, cols, h, w: ((n, rows, cols, h, w, 3), "f2")}
+
+
+def _ids(refs: dict, name: str, i: int, legacy: int) -> tuple[int, ...]:
+    """Row ``i`` of ``refexps/targets`` or ``refexps/anchors``; before format 1.3, the one
+    ``object`` / ``anchor`` (-1: none)."""
+    if name in refs:
+        return tuple(int(x) for x in refs[name][i])
+    return () if legacy < 0 else (legacy,)
+
+
+def _names(ids) -> str:
+    ids = list(ids)
+    return "no object" if not ids else (f"object {ids[0]}" if len(ids) == 1 else f"objects {ids}")
 
 
 def _dtype_ok(ds: h5py.Dataset, want: str) -> bool:
@@ -307,22 +319,34 @@ class Validator:
         where = {"scene": index, "expression": eid}
         nobj = len(scene["objects"])
         target = int(refs["object"][i])
-        if not 0 <= target < nobj:
-            self._v("program", name, f"target object {target} is not among the scene's {nobj} objects", **where)
+        targets = _ids(refs, "targets", i, target)
+        anchors = _ids(refs, "anchors", i, int(refs["anchor"][i]) if "anchor" in refs else -1)
+        bad = [t for t in (target,) + targets + anchors if not 0 <= t < nobj and (t, targets) != (-1, ())]
+        if bad or (target < 0 and "targets" not in refs):
+            self._v("program", name, f"target object {bad[0] if bad else target} is not among the scene's "
+                    f"{nobj} objects", **where)
+            return
+        if target != (targets[0] if targets else -1):
+            self._v("program", name, f"refexps/object is {target}, the first target is "
+                    f"{targets[0] if targets else -1}", **where)
             return
         try:
             program = json.loads(refs["program"][i])
-            got = programs.execute(program, scene)
-        except (json.JSONDecodeError, programs.ProgramError, KeyError, TypeError, IndexError) as exc:
+            got = programs.targets_of(program, scene)
+        except (json.JSONDecodeError, programs.ProgramError, KeyError, TypeError, IndexError, AttributeError) as exc:
             self._v("program", name, f"program does not execute ({type(exc).__name__}: {exc})", **where)
             return
-        if got != target:
-            self._v("program", name, f"program picks {got}, the stored target is object {target} "
+        if got != targets:
+            self._v("program", name, f"program picks {_names(got)}, the stored targets are {_names(targets)} "
                     f"(text: {refs['text'][i]!r})", **where)
+            return
+        if "anchors" in refs and programs.anchors_of(program, scene) != anchors:
+            self._v("program", name, f"the program's anchors are {list(programs.anchors_of(program, scene))}, "
+                    f"the stored anchors {list(anchors)}", **where)
             return
         if counts is None:
             return
-        expr = {"object": target, "program": program, "anchor": next(iter(anchors_of(program, scene)), None)}
+        expr = {"object": target, "targets": targets, "anchors": anchors, "program": program}
         want = validity.valid_views(expr, scene, counts, self.min_px)
         stored = np.asarray(refs["valid_views"][i], bool)
         for u, v in zip(*np.nonzero(stored != want)):
@@ -331,14 +355,12 @@ class Validator:
                     view=(int(u), int(v)), **where)
 
     def _why(self, expr, scene, counts, u, v) -> str:
-        t = int(counts[expr["object"]])
-        parts = [f"target shows {t} px"]
-        if expr["anchor"] is not None:
-            parts.append(f"anchor shows {int(counts[expr['anchor']])} px")
+        parts = [f"target {t} shows {int(counts[t])} px" for t in expr["targets"]] or ["no target"]
+        parts += [f"anchor {a} shows {int(counts[a])} px" for a in expr["anchors"]]
         if any(node.get("op") == "relate" for node in expr["program"]):
             dirs = programs.view_directions(scene["rig"], u, v)
             try:
-                picked = programs.execute(expr["program"], scene, dirs)
+                picked = _names(programs.targets_of(expr["program"], scene, dirs))
             except programs.ProgramError:
                 picked = "no single object"
             parts.append(f"with this view's directions the program picks {picked}")

@@ -80,10 +80,12 @@ const CLEVR_REMV = (() => {
     data.expressions.forEach((e, k) => {
       const n = e.valid_views.flat().reduce((a, b) => a + b, 0);
       const li = el("li", { id: `expr-${k}` }, el("span", { className: "swatch" }), e.text, " ",
-        el("span", { className: "info" }, `${e.id} ${e.family}, target ${e.object}` +
-          (e.anchor !== null ? `, anchor ${e.anchor}` : "") + `, valid in ${n}/${rows * cols} views `),
+        el("span", { className: "info" }, `${e.id} ${e.family}, ` +
+          (e.targets.length === 1 ? `target ${e.targets[0]}` : e.targets.length ? `targets ${e.targets.join(", ")}` : "no target") +
+          (e.anchors.length ? `, anchor${e.anchors.length > 1 ? "s" : ""} ${e.anchors.join(", ")}` : "") +
+          `, valid in ${n}/${rows * cols} views `),
         el("span", { className: "here" }));
-      li.querySelector(".swatch").style.background = `rgb(${data.colors[e.object].join(",")})`;
+      li.querySelector(".swatch").style.background = e.targets.length ? `rgb(${data.colors[e.targets[0]].join(",")})` : "transparent";
       li.addEventListener("click", () => select(state.selected === k ? null : k));
       list.append(li);
     });
@@ -158,9 +160,10 @@ const CLEVR_REMV = (() => {
     const h = s.height;
     if (state.masks) { ctx.drawImage(img, 0, 0, s.width, h, 0, 0, s.width, h); layers.push("masks"); }
     if (state.selected !== null) {
-      const obj = s.expressions[state.selected].object;
-      ctx.drawImage(img, 0, (1 + obj) * h, s.width, h, 0, 0, s.width, h);
-      layers.push(`target-${obj}`);
+      for (const obj of s.expressions[state.selected].targets) {
+        ctx.drawImage(img, 0, (1 + obj) * h, s.width, h, 0, 0, s.width, h);
+        layers.push(`target-${obj}`);
+      }
     }
     canvas.dataset.layers = layers.join(" ");
     canvas.dataset.view = `${state.u},${state.v}`;
