@@ -326,10 +326,6 @@ class Validator:
             self._v("program", name, f"target object {bad[0] if bad else target} is not among the scene's "
                     f"{nobj} objects", **where)
             return
-        if target != (targets[0] if targets else -1):
-            self._v("program", name, f"refexps/object is {target}, the first target is "
-                    f"{targets[0] if targets else -1}", **where)
-            return
         try:
             program = json.loads(refs["program"][i])
             got = programs.targets_of(program, scene)
@@ -339,6 +335,10 @@ class Validator:
         if got != targets:
             self._v("program", name, f"program picks {_names(got)}, the stored targets are {_names(targets)} "
                     f"(text: {refs['text'][i]!r})", **where)
+            return
+        if target != (targets[0] if targets else -1):
+            self._v("program", name, f"program picks {_names(got)}, but refexps/object is {target} (it must be "
+                    f"the first target, or -1 for none)", **where)
             return
         if "anchors" in refs and programs.anchors_of(program, scene) != anchors:
             self._v("program", name, f"the program's anchors are {list(programs.anchors_of(program, scene))}, "

@@ -4,6 +4,7 @@ Each sentence is read back by a small parser written here, independent of the te
 programs: it finds the noun phrases and the relation words in the text, evaluates them on the
 scene's positions and attributes, and must land on exactly the stored targets."""
 
+import itertools
 import re
 
 import numpy as np
@@ -76,7 +77,7 @@ def parse(text):
         else:
             i = j + 1 if j == i else j
     rels = []
-    for (_, end), (start, _) in zip(spans, spans[1:]):
+    for (_, end), (start, _) in itertools.pairwise(spans):
         between = " ".join(words[end + 1:start])
         rel = next((r for w, r in RELATION_WORDS.items() if w in between), None)
         rels.append(rel if rel else "same")
