@@ -5,8 +5,7 @@ import h5py
 import numpy as np
 import pytest
 
-import clevr_remv
-from clevr_remv import config
+from clevr_remv import FORMAT_VERSION, config
 from clevr_remv.run import plan
 from clevr_remv.scene import layout, lightfield, visibility
 from clevr_remv.store import files, schema, shards
@@ -62,8 +61,10 @@ def test_scene_files_assemble_into_a_shard_exactly(tmp_path, compression):
                  "targets": [0, 2], "anchors": [1, 3], "anchor": 1}]
         wr, ks = _write_scene(path, cfg, grid, attrs, rec, views, refs)
         assert not path.exists(), "no final name before commit"
+        assert wr.tmp.exists() and wr.tmp.name.endswith(".tmp"), "written under its temporary name"
         wr.commit()
-        assert path.exists() and not path.with_name(path.name + ".tmp").exists()
+        assert path.exists() and not wr.tmp.exists()
+        assert not list(tmp_path.glob("*.tmp")), "no temporary file left"
         paths.append(path)
         truth.append((rec, views, ks))
     final = tmp_path / "train" / "train-00000.h5"
@@ -77,7 +78,7 @@ def test_scene_files_assemble_into_a_shard_exactly(tmp_path, compression):
     with h5py.File(final, "r") as f:
         assert f["images"].shape == (2, 3, 3, 24, 40, 3) and f["images"].chunks == (1, 1, 1, 24, 40, 3)
         assert f["instances"].dtype == np.uint8 and f["depth"].chunks == (1, 1, 1, 24, 40)
-        assert f.attrs["config_digest"] == "abc" and f.attrs["format_version"] == clevr_remv.FORMAT_VERSION
+        assert f.attrs["config_digest"] == "abc" and f.attrs["format_version"] == FORMAT_VERSION
         back = read_refexps(f)
         assert [(e["targets"], e["anchors"], e["object"], e["anchor"]) for e in back[:3]] == \
             [([1], [], 1, None), ([], [], -1, None), ([0, 2], [1, 3], 0, 1)]
@@ -86,7 +87,10 @@ def test_scene_files_assemble_into_a_shard_exactly(tmp_path, compression):
         for i, (rec, views, ks) in enumerate(truth):
             for (u, v), arrays in views.items():
                 for name, arr in arrays.items():
-                    assert np.array_equal(f[name][i, u, v], arr), name
+                    assert np.array_equal(f[name][i, u, v], arr.astype(f[name].dtype)), name
+                stored = f["depth"][i, u, v].astype(np.float64)  # float16 by default: bounded error
+                assert f["depth"].dtype == np.float16
+                assert np.abs(stored / arrays["depth"] - 1).max() <= 2.0 ** -11
                 ids = arrays["instances"]
                 n = len(rec["objects"])
                 assert np.array_equal(f["visible_pixels"][i, u, v, :n], np.bincount(ids.ravel(), minlength=n + 1)[1:])
@@ -163,6 +167,7 @@ def test_manifest_written_atomically(tmp_path, monkeypatch):
         files.write_json_atomic(p, {"a": 3, "long": "x" * 1000})
     monkeypatch.setattr(files.json, "dump", real_dump)
     assert files.read_json(p) == {"a": 2}
+    assert [x.name for x in tmp_path.iterdir()] == ["manifest.json"], "the temporary file is removed"
 
 
 def test_scene_file_appears_only_on_commit(tmp_path):
@@ -205,7 +210,7 @@ def test_parts_cover_all_shards_once():
 def test_expressions_of_a_shard_from_before_targets_read_as_one_target(tmp_path):
     # A 1.1 shard has refexps/object and refexps/anchor only: targets = [object], anchors =
     # [anchor] (none where -1).
-    from clevr_remv.store.refexps import id_lists, refexp_records, write_refexps
+    from clevr_remv.store.refexps import anchors, write_refexps
     refs = [{"scene": 0, "object": 2, "text": "a.", "family": "zero_hop", "num_relations": 0, "program": [],
              "valid_views": np.ones((3, 3), bool)},
             {"scene": 0, "object": 0, "text": "b.", "family": "spatial_relation", "num_relations": 1,
@@ -214,7 +219,14 @@ def test_expressions_of_a_shard_from_before_targets_read_as_one_target(tmp_path)
         write_refexps(f, refs, (3, 3))
         del f["refexps/targets"], f["refexps/anchors"]
     with h5py.File(tmp_path / "old.h5", "r") as f:
-        assert id_lists(f["refexps"], "targets") == [[2], [0]]
-        assert id_lists(f["refexps"], "anchors") == [[], [1]]
-        assert [(e["targets"], e["anchors"]) for e in read_refexps(f)] == [([2], []), ([0], [1])]
-        assert [(e["targets"], e["anchors"]) for e in refexp_records(f)] == [([2], []), ([0], [1])]
+        back = read_refexps(f)
+    assert [(e["targets"], e["anchors"]) for e in back] == [([2], []), ([0], [1])]
+    # Without the anchor column either (format 1.0), the anchors come from the program.
+    s = {"objects": [{"shape": "cube", "color": "red", "material": "rubber", "size": "large",
+                      "position": [0, 0, 0]},
+                     {"shape": "sphere", "color": "blue", "material": "metal", "size": "small",
+                      "position": [-2, 0, 0]}],
+         "directions": {"left": [-1, 0, 0], "right": [1, 0, 0], "front": [0, -1, 0], "behind": [0, 1, 0]}}
+    prog = [{"op": "scene"}, {"op": "filter", "attrs": {"color": "red"}}, {"op": "unique"},
+            {"op": "relate", "relation": "left"}, {"op": "filter", "attrs": {}}, {"op": "unique"}]
+    assert anchors({"object": 1, "program": prog}, s) == [0]

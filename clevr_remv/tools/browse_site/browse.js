@@ -79,27 +79,38 @@ const CLEVR_REMV = (() => {
     list.replaceChildren();
     data.expressions.forEach((e, k) => {
       const n = e.valid_views.flat().reduce((a, b) => a + b, 0);
-      const li = el("li", { id: `expr-${k}` }, el("span", { className: "swatch" }), e.text, " ",
-        el("span", { className: "info" }, `${e.id} ${e.family}, ` +
-          (e.targets.length === 1 ? `target ${e.targets[0]}` : e.targets.length ? `targets ${e.targets.join(", ")}` : "no target") +
-          (e.anchors.length ? `, anchor${e.anchors.length > 1 ? "s" : ""} ${e.anchors.join(", ")}` : "") +
-          `, valid in ${n}/${rows * cols} views `),
+      const targets = e.targets || [e.object];
+      const anchors = e.anchors || (e.anchor !== null ? [e.anchor] : []);
+      const named = targets.length === 1 ? `target ${targets[0]}` :
+        targets.length ? `targets ${targets.join(", ")}` : "no target";
+      const li = el("li", { id: `expr-${k}` }, ...targets.slice(0, 1).map((t) => swatches(data, t)), e.text, " ",
+        el("span", { className: "info" }, `${e.id} ${e.family}, ${named}` +
+          (anchors.length ? `, anchor ${anchors.join(", ")}` : "") + `, valid in ${n}/${rows * cols} views `),
         el("span", { className: "here" }));
-      li.querySelector(".swatch").style.background = e.targets.length ? `rgb(${data.colors[e.targets[0]].join(",")})` : "transparent";
       li.addEventListener("click", () => select(state.selected === k ? null : k));
       list.append(li);
     });
     const objs = $("objects");
     objs.replaceChildren();
     data.objects.forEach((o, k) => {
-      const li = el("li", { id: `object-${k}` }, el("span", { className: "swatch" }),
+      const li = el("li", { id: `object-${k}` }, swatches(data, k),
         `${o.size} ${o.color} ${o.material} ${o.shape}`, el("span", { className: "info" }));
-      li.querySelector(".swatch").style.background = `rgb(${data.colors[k].join(",")})`;
       objs.append(li);
     });
     $("viewer").hidden = false;
     $("expressions-box").hidden = false;
     setView(state.u, state.v);
+  }
+
+  // Two squares per object, labelled: its own colour (from the scene record), then its colour
+  // in the masks overlay (a blue cylinder may be red there).
+  function swatches(data, k) {
+    const own = (data.object_colors || [])[k];
+    const a = el("span", { className: "swatch object-colour", title: "object colour" });
+    if (own) a.style.background = `rgb(${own.join(",")})`; else a.classList.add("unknown");
+    const b = el("span", { className: "swatch mask-colour", title: "mask colour (overlay)" });
+    b.style.background = `rgb(${data.colors[k].join(",")})`;
+    return el("span", { className: "swatches" }, a, b);
   }
 
   function select(k) {
@@ -160,9 +171,16 @@ const CLEVR_REMV = (() => {
     const h = s.height;
     if (state.masks) { ctx.drawImage(img, 0, 0, s.width, h, 0, 0, s.width, h); layers.push("masks"); }
     if (state.selected !== null) {
-      for (const obj of s.expressions[state.selected].targets) {
-        ctx.drawImage(img, 0, (1 + obj) * h, s.width, h, 0, 0, s.width, h);
-        layers.push(`target-${obj}`);
+      const e = s.expressions[state.selected];
+      for (const t of e.targets || [e.object]) {
+        if (t < 0 || t >= s.objects.length) continue;
+        ctx.drawImage(img, 0, (1 + t) * h, s.width, h, 0, 0, s.width, h);
+        layers.push(`target-${t}`);
+      }
+      for (const a of e.anchors || (e.anchor !== null ? [e.anchor] : [])) {
+        if (a < 0 || a >= s.objects.length) continue;
+        ctx.drawImage(img, 0, (1 + s.objects.length + a) * h, s.width, h, 0, 0, s.width, h);
+        layers.push(`anchor-${a}`);
       }
     }
     canvas.dataset.layers = layers.join(" ");
