@@ -18,7 +18,7 @@ import click
 
 from .. import __version__
 from ..config import load_config, shipped_config_names
-from ..errors import CorruptShardError, DiskFullError, UsageError, WorkerError
+from ..errors import CorruptShardError, DiskFullError, Terminated, UsageError, WorkerError
 from ..run.plan import MAX_SCENES
 from .options import overrides, run_options
 
@@ -124,6 +124,9 @@ def generate(scenes, out, seed, config_spec, blender, part, overwrite, progress,
     if manifest.get("device") == "cpu" and cfg["render"]["device"] == "auto":
         from ..farm.parts import warn_unused_gpus
         warn_unused_gpus()
+    if job.plan.part and not job.plan.plans_mine:
+        click.echo(f"{out}: {job.plan.nothing_to_do()}; wrote the empty {job.manifest_name}", err=True)
+        return
     state = "complete" if manifest["complete"] else "incomplete"
     click.echo(f"{out}: {len(manifest['shards'])} shards, {state}; manifest at "
                f"{out / job.manifest_name}", err=True)
@@ -193,6 +196,26 @@ def export_refcoco_cmd(root, out, views, splits):
 
     counts = export_refcoco(root, out, _views_checked(root, views), list(splits) or None)
     click.echo(f"{out}: {counts['images']} images, {counts['refs']} refs, {counts['sentences']} sentences", err=True)
+    if counts["skipped"]:
+        click.echo(f"left out {counts['skipped']} expressions with several targets or none (RefCOCO names one "
+                   f"object); 'clevr-remv export grefcoco' exports them", err=True)
+
+
+@export.command("grefcoco")
+@click.argument("root", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--views", default="center", show_default=True,
+              help="center, corners, all, or views as 'u,v;u,v' (row, column from the top left).")
+@click.option("--split", "splits", multiple=True, help="Only these splits (repeatable) [default: all].")
+def export_grefcoco_cmd(root, out, views, splits):
+    """gRefCOCO layout (GRES: several targets or none) for the G_REFER API:
+    OUT/grefcoco/grefs(unc).json, OUT/grefcoco/instances.json and OUT/images/train2014/.
+    Load with G_REFER(OUT, 'grefcoco', 'unc'); a no-target ref has ann_id [-1]."""
+    from ..tools.export_grefcoco import export_grefcoco
+
+    counts = export_grefcoco(root, out, _views_checked(root, views), list(splits) or None)
+    click.echo(f"{out}: {counts['images']} images, {counts['refs']} refs ({counts['no_target_refs']} without "
+               f"target), {counts['sentences']} sentences", err=True)
 
 
 @export.command("coco")
@@ -206,6 +229,38 @@ def export_coco_cmd(root, out, views, splits):
 
     counts = export_coco(root, out, _views_checked(root, views), list(splits) or None)
     click.echo(f"{out}: {counts['images']} images, {counts['annotations']} annotations", err=True)
+
+
+@export.command("hf")
+@click.argument("root", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="New (or empty) folder to write; written under a temporary name and renamed when complete.")
+@click.option("--views", default="all", show_default=True, help="center, corners, all, or 'u,v;u,v'.")
+@click.option("--split", "splits", multiple=True, help="Only these splits (repeatable) [default: all].")
+def export_hf_cmd(root, out, views, splits):
+    """Hugging Face layout: OUT/data/<split>-*.parquet (one row per expression and valid view),
+    OUT/README.md (dataset card) and OUT/croissant.json.  Load with
+    datasets.load_dataset(OUT) or mlcroissant.Dataset(OUT/croissant.json)."""
+    from ..tools.export_hf import export_hf
+
+    rows = export_hf(root, out, _views_checked(root, views), list(splits) or None)
+    click.echo(f"{out}: " + ", ".join(f"{split} {n} rows" for split, n in rows.items()), err=True)
+
+
+@export.command("lightfield")
+@click.argument("root", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="New (or empty) folder to write; written under a temporary name and renamed when complete.")
+@click.option("--split", "splits", multiple=True, help="Only these splits (repeatable) [default: all].")
+@click.option("--all-disparities", is_flag=True,
+              help="Also every view's disparity as gt_disp_lowres_CamNNN.pfm.")
+def export_lightfield_cmd(root, out, splits, all_disparities):
+    """4D Light Field Benchmark layout (Honauer et al. 2016): OUT/<split>/<scene, 7 digits>/ with
+    input_CamNNN.png, parameters.cfg, gt_depth_lowres.pfm and gt_disp_lowres.pfm (docs/format.md)."""
+    from ..tools.export_lightfield import export_lightfield
+
+    n = export_lightfield(root, out, list(splits) or None, all_disparities)
+    click.echo(f"{out}: {n} scenes", err=True)
 
 
 @cli.command()
@@ -272,7 +327,7 @@ cli.add_command(submit)
 
 
 def _terminate(signum, frame):  # noqa: ARG001
-    raise KeyboardInterrupt  # SIGTERM (scancel, preemption) ends like Ctrl-C: exit 130, resumable
+    raise Terminated  # SIGTERM (scancel, preemption) ends like Ctrl-C, resumable, but exit 143
 
 
 def main(argv=None, pending_signals=None) -> int:
@@ -295,7 +350,7 @@ def main(argv=None, pending_signals=None) -> int:
 def _main(argv=None, interrupted: bool = False) -> int:
     try:
         if interrupted:
-            raise KeyboardInterrupt
+            raise Terminated
         cli.main(args=argv, prog_name="clevr-remv", standalone_mode=False)
         sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's last flush
         return 0
@@ -308,7 +363,15 @@ def _main(argv=None, interrupted: bool = False) -> int:
         hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
         click.echo(f"clevr-remv: error: {exc.format_message()}{hint}", err=True)
         return 2
-    except (click.exceptions.Abort, KeyboardInterrupt):  # click turns Ctrl-C into Abort
+    except Terminated:
+        click.echo("clevr-remv: interrupted (SIGTERM); finished scenes and shards are kept, "
+                   "re-run the same command to resume", err=True)
+        return 143
+    except (click.exceptions.Abort, KeyboardInterrupt) as exc:  # click turns Ctrl-C into Abort
+        if isinstance(exc.__cause__ or exc.__context__, Terminated):  # click's Abort from a SIGTERM
+            click.echo("clevr-remv: interrupted (SIGTERM); finished scenes and shards are kept, "
+                       "re-run the same command to resume", err=True)
+            return 143
         click.echo("clevr-remv: interrupted; finished scenes and shards are kept, "
                    "re-run the same command to resume", err=True)
         return 130

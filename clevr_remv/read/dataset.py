@@ -8,7 +8,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from ..render import outputs as outputs_mod
-from .reader import Reader, shard_errors
+from .reader import Reader
 from .views import resolve_views
 
 
@@ -22,8 +22,11 @@ class RefexpDataset:
     --views), or a list of (u, v).  A folder without a manifest raises FileNotFoundError; a
     damaged manifest, unknown views or split raise ValueError.
 
-    Items are dicts: ``image`` (uint8 HxWx3), ``mask`` (bool HxW: the target's instance
-    pixels), ``text``, ``scene`` (global scene index), ``object`` (0-based), ``view`` (int64
+    Items are dicts: ``image`` (uint8 HxWx3), ``mask`` (bool HxW: the union of the targets'
+    instance pixels; all False for a no-target expression), ``text``, ``scene`` (global scene
+    index), ``object`` (0-based; the first target, -1 for none), ``targets`` (int64 array of
+    the targets' ids padded with -1 to a fixed length, the scene's object slots, so a
+    DataLoader's default collate stacks it), ``view`` (int64
     array [u, v]: a DataLoader's default collate makes it a tensor of shape [batch, 2]),
     ``expression`` (id "scene-row"), ``family``; plus, on request, further stored per-view
     outputs by dataset name (``outputs=("normals", "depth")``: the items get ``normals``
@@ -39,8 +42,8 @@ class RefexpDataset:
             self.reader.verify(split)
         self.outputs = tuple(outputs_mod.get(name).name for name in outputs)
         if self.outputs and self.reader.shards:
-            f = self.reader._shard(0)
-            missing = [name for name in self.outputs if name not in f]
+            have = self.reader.stored_outputs()
+            missing = [name for name in self.outputs if name not in have]
             if missing:
                 raise ValueError(f"{', '.join(missing)} not stored in {root} (format "
                                  f"{self.reader.manifest.get('format_version')}); regenerate it to have them")
@@ -56,8 +59,9 @@ class RefexpDataset:
             for (u, v) in self.views:
                 if e["valid_views"][u, v]:
                     items.append((k, u, v))
-        self._exprs = [{key: e[key] for key in ("id", "shard", "scene", "scene_row", "object", "text", "family")}
-                       for e in exprs]
+        self._exprs = [{key: e[key] for key in ("id", "shard", "scene", "scene_row", "object", "text", "family",
+                                                "targets")} for e in exprs]
+        self._slots = max([len(e["targets"]) for e in exprs] + [self.reader.max_objects()])
         self._items = np.asarray(items, dtype=np.int64).reshape(-1, 3)
 
     def __len__(self) -> int:
@@ -66,24 +70,19 @@ class RefexpDataset:
     def __getitem__(self, i: int) -> dict:
         k, u, v = (int(x) for x in self._items[i])
         e = self._exprs[k]
-        f = self.reader._shard(e["shard"])
-        row = e["scene_row"]
-        with shard_errors(self.reader._path(e["shard"]), self.reader.root,
-                          f"read scene {e['scene']} view ({u}, {v})"):
-            image = f["images"][row, u, v]
-            mask = f["instances"][row, u, v] == e["object"] + 1
-            extra = {name: f[name][row, u, v] for name in self.outputs}
+        arrays = self.reader.outputs(e["scene"], u, v, dict.fromkeys(("images", "instances", *self.outputs)))
         sample = {
-            "image": image,
-            "mask": mask,
+            "image": arrays["images"],
+            "mask": np.isin(arrays["instances"], np.asarray(e["targets"], np.int64) + 1),
             "text": e["text"],
             "scene": e["scene"],
             "object": e["object"],
+            "targets": np.asarray(e["targets"] + [-1] * (self._slots - len(e["targets"])), np.int64),
             "view": np.array((u, v), np.int64),
             "expression": e["id"],
             "family": e["family"],
         }
-        sample.update(extra)
+        sample.update({name: arrays[name] for name in self.outputs})
         return self.transform(sample) if self.transform is not None else sample
 
     def pairs(self) -> list[tuple[str, int, int]]:

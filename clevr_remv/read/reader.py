@@ -12,8 +12,10 @@ import numpy as np
 
 from ..errors import CorruptShardError, UsageError
 from ..render import outputs as outputs_mod
+from ..store import schema
 from ..store.manifest import load_manifest
 from .checks import MAX_OBJECTS, check_shard, parse_record, shard_problem
+from ..store.refexps import read_refexps
 
 # What to do about a shard that fails: the same command that made it re-renders it.
 _REPAIR = "check with 'clevr-remv info --verify {root}'; re-running the same 'clevr-remv generate' re-renders it"
@@ -189,6 +191,7 @@ class Reader:
             for row, index in enumerate(range(a, b)):
                 self._where[index] = (si, row)
         self._files = _LazyFiles(self.root)
+        self._codecs: dict[str, dict] = {}
         if verify:
             self.verify()
 
@@ -253,12 +256,26 @@ class Reader:
     def scenes_in(self, split: str) -> list[int]:
         return [i for i in self.scene_indices if self.split_of(i) == split]
 
-    def _locate(self, index: int) -> tuple[h5py.File, int]:
+    def has_scene(self, index: int) -> bool:
+        return index in self._where
+
+    def location(self, index: int) -> tuple[int, int]:
+        """(shard number in :attr:`shards`, row within that shard) of a global scene index."""
         try:
-            si, row = self._where[index]
+            return self._where[index]
         except KeyError:
             raise KeyError(f"scene {index} is not in a finished shard of {self.root}") from None
+
+    def _locate(self, index: int) -> tuple[h5py.File, int]:
+        si, row = self.location(index)
         return self._shard(si), row
+
+    def _read(self, f: h5py.File, name: str, index) -> np.ndarray:
+        """A per-view output of an open shard, decoded by the shard's codec for it."""
+        codecs = self._codecs.get(f.filename)
+        if codecs is None:
+            codecs = self._codecs[f.filename] = schema.file_codecs(f)
+        return schema.read_output(f, name, index, codecs[name])
 
     def _errors(self, index: int, what: str):
         return shard_errors(self._path(self._where[index][0]), self.root, what)
@@ -268,13 +285,30 @@ class Reader:
         with self._errors(index, f"read the record of scene {index}"):
             return self._record(f, row, self._path(self._where[index][0]))
 
+    def stored_outputs(self) -> list[str]:
+        """The per-view outputs (dataset names) this dataset's shards store."""
+        if not self.shards:
+            return []
+        with shard_errors(self._path(0), self.root, "list its datasets"):
+            return schema.stored_names(self._shard(0))
+
+    def outputs(self, index: int, u: int, v: int, names) -> dict:
+        """{name: decoded array} of the per-view outputs ``names`` of one view."""
+        f, row = self._locate(index)
+        for name in names:
+            if name not in f:
+                raise KeyError(f"{name!r} is not stored in this dataset (format "
+                               f"{self.manifest.get('format_version')})")
+        with self._errors(index, f"read scene {index} view ({u}, {v})"):
+            return {name: self._read(f, name, (row, u, v)) for name in names}
+
     def view(self, index: int, u: int, v: int) -> dict:
         """Every stored per-view output the shard holds (``image``, ``instances``, ``depth``,
-        ``normals`` from format 1.1; see clevr_remv/outputs.py), the cameras and the
+        ``normals`` from format 1.1; see clevr_remv/render/outputs.py), the cameras and the
         visible pixel counts."""
         f, row = self._locate(index)
         with self._errors(index, f"read scene {index} view ({u}, {v})"):
-            out = {o.key: f[o.name][row, u, v] for o in outputs_mod.stored() if o.name in f}
+            out = {o.key: self._read(f, o.name, (row, u, v)) for o in outputs_mod.stored() if o.name in f}
             out.update({
                 "intrinsics": f["cameras/intrinsics"][row, u, v],
                 "world_to_camera": f["cameras/world_to_camera"][row, u, v],
@@ -282,54 +316,69 @@ class Reader:
             })
         return out
 
+    def scene_views(self, index: int, names=("images", "instances")) -> dict:
+        """Every view of one scene at once: {name: decoded array [U, V, ...]} for the per-view
+        outputs ``names``, plus ``scene`` (the record) and ``visible_pixels`` [U, V, K]."""
+        f, row = self._locate(index)
+        with self._errors(index, f"read scene {index}"):
+            out = {name: self._read(f, name, row) for name in names}
+            out["scene"] = self._record(f, row, self._path(self._where[index][0]))
+            out["visible_pixels"] = f["visible_pixels"][row]
+        return out
+
     def output(self, name: str, index: int, u: int, v: int) -> np.ndarray:
         """One stored per-view output (by dataset name, e.g. ``normals``) of a view."""
-        f, row = self._locate(index)
-        if name not in f:
-            raise KeyError(f"{name!r} is not stored in this dataset (format "
-                           f"{self.manifest.get('format_version')})")
-        with self._errors(index, f"read scene {index} view ({u}, {v}) {name}"):
-            return f[outputs_mod.get(name).name][row, u, v]
+        return self.outputs(index, u, v, [outputs_mod.get(name).name])[name]
 
     def image(self, index: int, u: int, v: int) -> np.ndarray:
-        f, row = self._locate(index)
-        with self._errors(index, f"read scene {index} view ({u}, {v}) image"):
-            return f["images"][row, u, v]
+        return self.output("images", index, u, v)
 
     def instances(self, index: int, u: int, v: int) -> np.ndarray:
-        f, row = self._locate(index)
-        with self._errors(index, f"read scene {index} view ({u}, {v}) instances"):
-            return f["instances"][row, u, v]
+        return self.output("instances", index, u, v)
 
     def object_mask(self, index: int, obj: int, u: int, v: int) -> np.ndarray:
         """bool HxW: the pixels of object ``obj`` (0-based) in view (u, v)."""
         return self.instances(index, u, v) == obj + 1
 
+    def targets_mask(self, index: int, targets, u: int, v: int) -> np.ndarray:
+        """bool HxW: the union of the pixels of ``targets`` (0-based ids; none: all False)."""
+        return np.isin(self.instances(index, u, v), np.asarray(list(targets), np.int64) + 1)
+
+    def max_objects(self) -> int:
+        """Object slots per scene (the last axis of ``visible_pixels``); 0 without shards."""
+        if not self.shards:
+            return 0
+        return int(self._shard(0)["visible_pixels"].shape[-1])
+
     # -- expressions ------------------------------------------------------------------------
-    def expressions(self, split: str | None = None) -> list[dict]:
-        """Every expression (of a split), with the global scene index and shard location.
-        ``id`` is "<scene>-<k>": the k-th expression (0-based) of that scene."""
+    def expressions(self, split: str | None = None, scene: int | None = None,
+                    shard: int | None = None) -> list[dict]:
+        """Every expression (of a split, of one scene or of one shard), with the global scene index and shard
+        location.  ``id`` is "<scene>-<k>": the k-th expression (0-based) of that scene.  Each
+        carries the fields of :func:`clevr_remv.store.refexps.read_refexps` (``program``,
+        ``targets``, ``anchor``, ...); ``scene`` is the global index, ``scene_row`` its row in
+        the shard."""
         out = []
-        for si, e in enumerate(self.shards):
+        shards = range(len(self.shards))
+        if scene is not None:
+            shards = [self.location(scene)[0]]
+        elif shard is not None:
+            shards = [shard]
+        for si in shards:
+            e = self.shards[si]
             if split is not None and e["split"] != split:
                 continue
-            f = self._shard(si)
-            with shard_errors(self.root / e["path"], self.root, "read its expressions"):
-                g = f["refexps"]
-                scene_rows = g["scene"][()]
-                objects = g["object"][()]
-                texts = g["text"].asstr()[()]
-                families = g["family"].asstr()[()]
-                nrel = g["num_relations"][()]
-                valid = g["valid_views"][()]
+            path = self._path(si)
+            with shard_errors(path, self.root, "read its expressions"):
+                records = read_refexps(self._shard(si))
             within: dict[int, int] = {}
-            for r in range(len(scene_rows)):
-                scene = e["scene_range"][0] + int(scene_rows[r])
-                k = within[scene] = within.get(scene, -1) + 1
-                out.append({"id": f"{scene}-{k}", "shard": si, "row": r,
-                            "scene": e["scene_range"][0] + int(scene_rows[r]), "scene_row": int(scene_rows[r]),
-                            "object": int(objects[r]), "text": texts[r], "family": families[r],
-                            "num_relations": int(nrel[r]), "valid_views": valid[r], "split": e["split"]})
+            for rec in records:
+                index = e["scene_range"][0] + rec["scene"]
+                k = within[index] = within.get(index, -1) + 1
+                if scene is not None and index != scene:
+                    continue
+                out.append({**rec, "id": f"{index}-{k}", "shard": si, "row": rec["row"], "scene": index,
+                            "scene_row": rec["scene"], "split": e["split"]})
         return out
 
     def close(self) -> None:

@@ -37,6 +37,46 @@ def dataset_stats(entries: list[dict]) -> dict:
     return out
 
 
+# Storage settings whose defaults changed with format 1.2, with their value before it (for a
+# manifest whose config lacks them).
+STORAGE_BEFORE_1_2 = {"depth_dtype": "float32", "profile": "standard", "codecs": {}}
+
+
+def follow_existing_run(out: Path, cfg: dict, seed: int, scenes: int) -> tuple[dict, str]:
+    """(configuration, format version) for a run into ``out``.  A folder holding a run of an
+    older format keeps that run's storage: where this command leaves a storage setting at its
+    default (``output.depth_dtype``, ``profile``, ``codecs``), the folder's value is taken, and
+    when that (with the folder's format version) gives the folder's settings digest, the run
+    resumes writing that format.  Otherwise ``cfg`` and this version (the folder's own checks
+    then refuse other settings)."""
+    import copy
+
+    from .. import FORMAT_VERSION, config
+
+    def key(v: str) -> tuple[int, ...]:
+        return tuple(int(x) for x in v.split(".")) if re.fullmatch(r"\d+(\.\d+)*", v) else (999,)
+
+    defaults = config.default_config()["output"]
+    for path in sorted(Path(out).glob("manifest*.json")) if Path(out).is_dir() else []:
+        try:
+            m = files.read_json(path)
+        except (OSError, ValueError):
+            continue
+        if not isinstance(m, dict) or not isinstance(m.get("config_digest"), str):
+            continue
+        version = str(m.get("format_version") or "")
+        if m["config_digest"] == config.digest(cfg, seed, scenes) or key(version) >= key(FORMAT_VERSION):
+            continue
+        old = (m.get("config") or {}).get("output") or {}
+        trial = copy.deepcopy(cfg)
+        for name, before in STORAGE_BEFORE_1_2.items():
+            if trial["output"].get(name) == defaults.get(name):
+                trial["output"][name] = copy.deepcopy(old.get(name, before))
+        if config.digest(trial, seed, scenes, version) == m["config_digest"]:
+            return config.validate(trial), version
+    return cfg, FORMAT_VERSION
+
+
 # What to run when a manifest is damaged: generate finds the shards by their own attributes.
 REBUILD_HINT = ("re-run the same 'clevr-remv generate' command into this folder: it rebuilds the "
                 "manifest from the shards (each carries its settings digest) and renders only what is missing")

@@ -24,16 +24,12 @@ import shutil
 import time
 from pathlib import Path
 
-import h5py
 import numpy as np
 
 from ..errors import UsageError
-from ..language.programs import anchor_of
-from ..read.checks import check_shard
-from ..read.reader import shard_errors
+from ..store import refexps
 from ..store.files import writable_folder
-from ..store.refexps import refexp_records
-from .common import open_dataset, palette, shard_path
+from .common import open_dataset, palette
 
 ASSETS = Path(__file__).resolve().parent / "browse_site"
 MARKER = ".clevr-remv-browse"
@@ -105,12 +101,6 @@ def overlay_strips(ids: np.ndarray, nobj: int) -> np.ndarray:
     return out
 
 
-def _read_scene(f: h5py.File, row: int) -> dict:
-    """What the site shows of one scene, read from its open shard."""
-    return {"scene": json.loads(f["scenes"].asstr()[row]), "images": f["images"][row],
-            "instances": f["instances"][row], "visible_pixels": f["visible_pixels"][row]}
-
-
 def _scene_files(d: dict, entry: dict, row: int, exprs: list[dict], grid, img_dir: Path) -> dict:
     from PIL import Image
 
@@ -125,7 +115,7 @@ def _scene_files(d: dict, entry: dict, row: int, exprs: list[dict], grid, img_di
         for v in range(cols):
             Image.fromarray(images[u, v]).save(img_dir / f"{u}-{v}.webp", quality=90, method=4)
             Image.fromarray(overlay_strips(ids[u, v], nobj), "RGBA").save(img_dir / f"{u}-{v}.png", optimize=False)
-    mine = [e for e in exprs if e["scene"] == row]
+    mine = [e for e in exprs if e["scene"] == index]
     return {
         "index": index, "split": entry["split"], "shard": entry["path"], "grid": [rows, cols],
         "width": int(images.shape[3]), "height": int(images.shape[2]),
@@ -133,10 +123,11 @@ def _scene_files(d: dict, entry: dict, row: int, exprs: list[dict], grid, img_di
         "colors": [palette(np.array([k + 1]))[0].tolist() for k in range(nobj)],  # in the masks overlay
         "object_colors": [_rgb(o.get("rgb")) for o in scene["objects"]],  # the object's own colour
         "visible_pixels": d["visible_pixels"][:, :, :nobj].tolist(),
-        "expressions": [{"id": f"{index}-{k}", "text": str(e["text"]), "family": str(e["family"]),
-                         "object": e["object"], "anchor": anchor_of(e["program"], scene),
+        "expressions": [{"id": e["id"], "text": str(e["text"]), "family": str(e["family"]),
+                         "object": e["object"], "anchor": refexps.anchor(e, scene),
+                         "targets": list(e["targets"]), "anchors": refexps.anchors(e, scene),
                          "num_relations": e["num_relations"],
-                         "valid_views": e["valid_views"].astype(int).tolist()} for k, e in enumerate(mine)],
+                         "valid_views": e["valid_views"].astype(int).tolist()} for e in mine],
     }
 
 
@@ -168,25 +159,18 @@ def build_site(root: Path, out: Path, scenes_spec: str | None = None, echo=None)
     try:
         by_shard: dict[int, list[int]] = {}
         for i in wanted:
-            si, row = reader._where[i]
+            si, row = reader.location(i)
             by_shard.setdefault(si, []).append(row)
         for si, rows_in in sorted(by_shard.items()):
             entry = reader.shards[si]
-            path = shard_path(reader, entry)
-            with shard_errors(path, reader.root, "open it"):
-                f = h5py.File(path, "r")
-            with f:
-                with shard_errors(path, reader.root, "read its expressions"):
-                    check_shard(f, path, reader.root)
-                    exprs = refexp_records(f)
-                for row in rows_in:
-                    index = entry["scene_range"][0] + row
-                    with shard_errors(path, reader.root, f"read row {row}"):
-                        d = _read_scene(f, row)
-                    data = _scene_files(d, entry, row, exprs, reader.grid, part / "img" / str(index))
-                    (part / "data" / f"scene-{index}.js").write_text(_js("CLEVR_REMV.scene", data), encoding="utf-8")
-                    listing.append({"index": index, "split": entry["split"], "objects": len(data["objects"]),
-                                    "expressions": len(data["expressions"])})
+            exprs = reader.expressions(shard=si)
+            for row in rows_in:
+                index = entry["scene_range"][0] + row
+                d = reader.scene_views(index, ("images", "instances"))
+                data = _scene_files(d, entry, row, exprs, reader.grid, part / "img" / str(index))
+                (part / "data" / f"scene-{index}.js").write_text(_js("CLEVR_REMV.scene", data), encoding="utf-8")
+                listing.append({"index": index, "split": entry["split"], "objects": len(data["objects"]),
+                                "expressions": len(data["expressions"])})
             if echo:
                 echo(f"browse: {len(listing)}/{len(wanted)} scenes written ({time.perf_counter() - t0:.1f} s)")
         meta = {"root": str(root), "grid": list(reader.grid), "resolution": [reader.width, reader.height],

@@ -9,16 +9,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import h5py
 import numpy as np
 
-from ..read.checks import check_shard
-from ..read.reader import shard_errors
-from ..store.refexps import refexp_records
-from .common import open_dataset, palette, scene_location, shard_path
+from ..store import refexps
+from .common import open_dataset, palette, scene_location
 
 BG = (255, 255, 255)
 INK = (20, 20, 20)
@@ -78,17 +74,10 @@ def load_scene(root: Path, index: int) -> dict:
     """Everything the pictures need about one scene, read once."""
     reader = open_dataset(root)
     try:
-        entry, row = scene_location(reader, index)
-        path = shard_path(reader, entry)
-        with shard_errors(path, reader.root), h5py.File(path, "r") as f:
-            check_shard(f, path, reader.root)
-            data = {
-                "index": index, "split": entry["split"], "shard": entry["path"], "grid": tuple(reader.grid),
-                "scene": json.loads(f["scenes"].asstr()[row]),
-                "images": f["images"][row], "instances": f["instances"][row],
-                "visible_pixels": f["visible_pixels"][row],
-                "expressions": [e for e in refexp_records(f) if e["scene"] == row],
-            }
+        entry, _ = scene_location(reader, index)
+        data = {"index": index, "split": entry["split"], "shard": entry["path"], "grid": tuple(reader.grid),
+                **reader.scene_views(index, ("images", "instances")),
+                "expressions": reader.expressions(scene=index)}
     finally:
         reader.close()
     return data
@@ -105,8 +94,6 @@ def _view_for(valid: np.ndarray, grid) -> tuple[int, int]:
 
 def render_png(d: dict):
     from PIL import Image, ImageDraw
-
-    from ..language.programs import anchor_of
 
     rows, cols = d["grid"]
     h, w = d["images"].shape[2:4]
@@ -142,9 +129,9 @@ def render_png(d: dict):
     for k, e in enumerate(exprs):
         valid = e["valid_views"]
         u, v = _view_for(valid, d["grid"])
-        target = d["instances"][u, v] == e["object"] + 1
-        a = anchor_of(e["program"], sc)
-        anchor = d["instances"][u, v] == a + 1 if a is not None else None
+        target = np.isin(d["instances"][u, v], np.asarray(e["targets"], np.int64) + 1)
+        anchors = refexps.anchors(e, sc)
+        anchor = np.isin(d["instances"][u, v], np.asarray(anchors, np.int64) + 1) if anchors else None
         pic = _resize(highlight(d["images"][u, v], target, anchor), big)
         img.paste(Image.fromarray(pic), (10, y))
         gx = 10 + big + 12
@@ -154,10 +141,10 @@ def render_png(d: dict):
                 draw.rectangle([x0, y0, x0 + cell - 2, y0 + cell - 2], fill=VALID if valid[uu, vv] else NOT_VALID,
                                outline=INK if (uu, vv) == (u, v) else None)
         tx = gx + cols * cell + 14
-        obj = sc["objects"][e["object"]]
+        named = "; ".join(f"object {t} ({_describe(sc['objects'][t])})" for t in e["targets"]) or "no target"
         draw.text((tx, y + 2), f"{d['index']}-{k}  {e['text']}", fill=INK, font=font)
-        draw.text((tx, y + 22), f"{e['family']}; target object {e['object']} ({_describe(obj)})"
-                  + (f"; anchor object {a}" if a is not None else ""), fill=(90, 90, 90), font=small)
+        draw.text((tx, y + 22), f"{e['family']}; target {named}"
+                  + (f"; anchor object {', '.join(map(str, anchors))}" if anchors else ""), fill=(90, 90, 90), font=small)
         draw.text((tx, y + 38), f"valid in {int(valid.sum())} of {valid.size} views; shown: view ({u},{v})"
                   + ("" if valid[u, v] else " (valid in none)"), fill=(90, 90, 90), font=small)
         y += row_h
