@@ -8,7 +8,8 @@ Bounds, each far above what ``generate`` writes:
   list of at most as many objects as the shard has slots (``visible_pixels``' last axis, the
   run's ``scene.max_objects``, at most :data:`MAX_OBJECTS`), each an object with string
   attributes;
-* an expression's ``scene`` is a row of the shard and its ``object`` an object of that scene;
+* an expression's ``scene`` is a row of the shard, its ``object`` and ``anchor`` an object of
+  that scene or -1 (none), its ``targets`` and ``anchors`` (format 1.3) objects of that scene;
 * a program is a JSON list of at most :data:`MAX_PROGRAM_NODES` objects, each with a string
   ``op`` (JSON nested deeper than Python's parser allows is refused, not a RecursionError);
 * an expression's text has at most :data:`MAX_TEXT_CHARS` characters, and a scene at most
@@ -90,13 +91,28 @@ def shard_problem(f: h5py.File) -> str | None:
             return f"{g['scene'].shape[0]:,} expressions for {n} scenes"
         rows = np.asarray(g["scene"][()]).astype(np.int64, copy=False).ravel()
         objects = np.asarray(g["object"][()]).astype(np.int64, copy=False).ravel()
-        if len(objects) != len(rows):
-            return f"refexps/object has {len(objects)} entries, refexps/scene {len(rows)}"
-        for i, (row, obj) in enumerate(zip(rows.tolist(), objects.tolist())):
+        anchor = (np.asarray(g["anchor"][()]).astype(np.int64, copy=False).ravel() if "anchor" in g
+                  else np.full(len(rows), -1, np.int64))
+        if len(objects) != len(rows) or len(anchor) != len(rows):
+            return f"refexps/object or refexps/anchor has not the {len(rows)} entries of refexps/scene"
+        for i, (row, obj, a) in enumerate(zip(rows.tolist(), objects.tolist(), anchor.tolist())):
             if not 0 <= row < n:
                 return f"expression {i} is of scene row {row}; the shard has rows 0-{n - 1}"
-            if not 0 <= obj < counts[row]:
-                return f"expression {i} refers to object {obj}; its scene has objects 0-{counts[row] - 1}"
+            for what, k in (("object", obj), ("anchor", a)):  # -1: no target / no anchor
+                if not -1 <= k < counts[row]:
+                    return f"expression {i} refers to {what} {k}; its scene has objects 0-{counts[row] - 1}"
+        for name in ("targets", "anchors"):  # format 1.3: variable-length lists of objects
+            if name not in g:
+                continue
+            ds = g[name]
+            if ds.shape[0] != len(rows):
+                return f"refexps/{name} has {ds.shape[0]} entries, refexps/scene {len(rows)}"
+            for i in range(ds.shape[0]):
+                got = np.asarray(ds[i]).ravel()
+                row = rows[i]
+                if len(got) > counts[row] or ((got < 0) | (got >= counts[row])).any():
+                    return (f"expression {i}'s {name} {got[:8].tolist()} are not objects of its scene "
+                            f"(0-{counts[row] - 1})")
         for name, limit, unit in (("text", MAX_TEXT_CHARS * 4, "text"), ("program", MAX_RECORD_BYTES, "program")):
             if name not in g:
                 continue
