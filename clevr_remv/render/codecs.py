@@ -116,7 +116,9 @@ class ImageCodec:
         buf = io.BytesIO()
         img = Image.fromarray(np.ascontiguousarray(arr, np.uint8))
         if self.name == "webp":
-            img.save(buf, format="WEBP", lossless=True, quality=100, method=4, exact=True)
+            # effort 50, method 2: within 2% of the smallest file (effort 100, method 4) at a
+            # tenth of its time (docs/benchmarks.md, "Storage profiles")
+            img.save(buf, format="WEBP", lossless=True, quality=50, method=2, exact=True)
         else:
             img.save(buf, format="PNG", compress_level=6)
         out = np.empty((), object)  # one element of the variable-length dataset
@@ -182,17 +184,20 @@ def gzip_chunk(arr: np.ndarray, level: int, shuffle: bool) -> bytes:
 
 
 def encode_view_chunks(arrays: dict, codecs: dict) -> dict:
-    """{name: compressed chunk} of one view's arrays (``codecs`` from
-    ``SceneWriter.chunk_codecs``: (level, shuffle, dtype, chunk shape, codec)), each encoded by
-    its codec first; an array whose encoding does not have the dataset's dtype and chunk shape
-    is left to h5py."""
+    """{name: compressed chunk (bytes) or encoded value} of one view's arrays, the work a pool
+    thread does before the writer stores them (``codecs`` from ``SceneWriter.chunk_codecs``:
+    (level, shuffle, dtype, chunk shape, codec); level None for a codec whose value h5py stores,
+    e.g. an image file).  An array whose encoding does not have the dataset's dtype and chunk
+    shape is left to the writer."""
     out = {}
     for name, (level, shuffle, dtype, shape, codec) in codecs.items():
         arr = arrays.get(name)
         if arr is None:
             continue
         arr = codec.encode(arr)
-        if arr.dtype == dtype and tuple(arr.shape) == tuple(shape):
+        if level is None:
+            out[name] = arr
+        elif arr.dtype == dtype and tuple(arr.shape) == tuple(shape):
             out[name] = gzip_chunk(arr, level, shuffle)
     return out
 
