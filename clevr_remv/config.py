@@ -37,6 +37,9 @@ COMPRESSIONS = ("gzip", "lzf", "zstd", "blosc2-zstd", "blosc2-lz4", "none")
 # Config files are read by extension.  YAML is not read: TOML (stdlib tomllib) and JSON
 # cover the same nested settings without another dependency.
 CONFIG_FORMATS = {".json": "JSON", ".toml": "TOML"}
+# The largest light-field grid (MAX_GRID x MAX_GRID views per scene); the disk and memory a
+# rig needs are checked against the machine before a run starts (run/budget.py).
+MAX_GRID = 101
 
 # key path -> (type, check, hint).  ``check`` returns True when the value is acceptable.
 _SCHEMA: dict[str, tuple[type | tuple, object, str]] = {
@@ -57,8 +60,11 @@ _SCHEMA: dict[str, tuple[type | tuple, object, str]] = {
     "scene.lens_mm": (float, lambda v: v > 0, "a positive number"),
     "scene.sensor_width_mm": (float, lambda v: v > 0, "a positive number"),
     "scene.lights": (list, lambda v: len(v) >= 1, "a list of lights"),
-    "rig.grid": (int, lambda v: v >= 1 and v % 2 == 1, "an odd integer >= 1 (the grid is grid x grid)"),
+    "rig.grid": (int, lambda v: 1 <= v <= MAX_GRID and v % 2 == 1,
+                 f"an odd integer from 1 to {MAX_GRID} (the grid is grid x grid)"),
     "rig.baseline": (float, lambda v: v >= 0, "a number >= 0 (scene units between neighbouring cameras)"),
+    "rig.warn_unseen_share": (float, lambda v: 0 <= v <= 1,
+                              "a share from 0 to 1 (warn when more objects than this show 0 pixels in some view)"),
     "rig.focus_distance": ((float, type(None)), lambda v: v is None or v > 0,
                            "a positive number, or null for the central camera's distance to the origin"),
     "render.width": (int, lambda v: 8 <= v <= 8192, "an integer from 8 to 8192"),
@@ -103,7 +109,8 @@ _SCHEMA: dict[str, tuple[type | tuple, object, str]] = {
     "workers.restart_every": (int, lambda v: v >= 1, "an integer >= 1 (scenes per Blender process)"),
     "workers.blender": ((str, type(None)), None,
                         "null for the bpy module, or the path of a blender executable"),
-    "workers.startup_timeout": (float, lambda v: v > 0, "seconds > 0 a worker may take to start and give its first view"),
+    "workers.startup_timeout": (float, lambda v: v > 0, "seconds > 0 a worker may take to start (process up, hello and configure answered)"),
+    "workers.first_view_timeout": (float, lambda v: v > 0, "seconds > 0 a worker may take for its first view (scene build, GPU kernel compiles)"),
     "workers.view_timeout_min": (float, lambda v: v > 0, "seconds > 0: the least time allowed for one view"),
     "workers.view_timeout_factor": (float, lambda v: v >= 1, "a number >= 1: a view may take this many times the slowest view so far"),
     "workers.tries": (int, lambda v: 1 <= v <= 100, "an integer from 1 to 100 (tries per scene, each on a fresh Blender process)"),
@@ -151,7 +158,7 @@ def _check_blender(path: str) -> str | None:
 
 # Settings that do not change a single byte of the dataset: excluded from the digest so that
 # a run can be resumed on another machine, device or worker count.
-_NOT_IN_DIGEST = ("workers", "render.device", "name", "description")
+_NOT_IN_DIGEST = ("workers", "render.device", "name", "description", "rig.warn_unseen_share")
 
 
 def shipped_config_names() -> list[str]:

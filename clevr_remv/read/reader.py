@@ -14,10 +14,14 @@ from ..errors import CorruptShardError, UsageError
 from ..render import outputs as outputs_mod
 from ..store import schema
 from ..store.manifest import load_manifest
+from .checks import MAX_OBJECTS, check_shard, parse_record, shard_problem
 from ..store.refexps import read_refexps
 
 # What to do about a shard that fails: the same command that made it re-renders it.
 _REPAIR = "check with 'clevr-remv info --verify {root}'; re-running the same 'clevr-remv generate' re-renders it"
+# A shard that reads but is not the one its manifest entry names: the manifest is wrong.
+MISMATCH_REPAIR = ("remove '{root}/manifest.json' and re-run the same 'clevr-remv generate' command: it "
+                   "rebuilds the manifest from the shards' own attributes and re-renders what is not this run's")
 
 
 @contextlib.contextmanager
@@ -28,7 +32,7 @@ def shard_errors(path: Path, root: Path, what: str = "read"):
         yield
     except CorruptShardError:
         raise
-    except (OSError, UnicodeDecodeError, ValueError, KeyError) as exc:
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, RecursionError) as exc:
         raise CorruptShardError(f"shard '{path}' is damaged (cannot {what}: {type(exc).__name__}: "
                                 f"{str(exc).splitlines()[0] if str(exc) else ''}); "
                                 + _REPAIR.format(root=root)) from exc
@@ -79,17 +83,24 @@ def check_shard_readable(path: Path) -> str | None:
                     else:
                         data = obj[()]
                         if name in ("scenes", "refexps/program"):
-                            for x in np.atleast_1d(data):
-                                json.loads(x)
+                            pass  # parsed, with bounds, by shard_problem below
                         elif obj.dtype.kind == "O":
                             for x in np.atleast_1d(data):
                                 x.decode("utf-8") if isinstance(x, bytes) else x
                 except (OSError, UnicodeDecodeError, ValueError) as exc:
                     problems.append(f"{name}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
             f.visititems(visit)
+            if not problems:
+                problem = shard_problem(f)
+                if problem:
+                    problems.append(problem)
     except OSError as exc:
         return f"cannot open: {str(exc).splitlines()[0]}"
     return problems[0] if problems else None
+
+
+def _text(x) -> str:
+    return x.decode("utf-8", "replace") if isinstance(x, bytes) else str(x)
 
 
 def _maybe_plugins(compression: str) -> None:
@@ -99,22 +110,48 @@ def _maybe_plugins(compression: str) -> None:
         import hdf5plugin  # noqa: F401  (registers Blosc2/Zstd with HDF5)
 
 
-class _LazyFiles:
-    """Per-process cache of open read-only HDF5 files; dropped when pickled."""
+def _identity(path: Path) -> tuple[int, int, int, int]:
+    st = os.stat(path)
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
-    def __init__(self, root: Path | None = None):
+
+class _LazyFiles:
+    """Per-process cache of open read-only HDF5 files; dropped when pickled.
+
+    The identity (device, inode, size, mtime) of each file at its first opening is kept, also
+    across pickling and forks: a DataLoader worker that opens a shard later gets
+    :class:`CorruptShardError` if another file now has its name (a run written over the
+    folder), instead of pixels that do not belong to the text read earlier."""
+
+    def __init__(self, root: Path | None = None, identities: dict | None = None):
         self._files: dict[str, h5py.File] = {}
         self._pid = os.getpid()
         self._root = root
+        self._ident: dict[str, tuple] = dict(identities or {})
 
-    def get(self, path: Path) -> h5py.File:
+    def get(self, path: Path, check=None) -> h5py.File:
+        """The open file; ``check(f)`` runs when it is first opened in this process."""
         if self._pid != os.getpid():  # forked into a DataLoader worker: never share handles
             self._files, self._pid = {}, os.getpid()
         key = str(path)
         f = self._files.get(key)
         if f is None:
-            with shard_errors(path, self._root or Path(path).parent.parent, "open it"):
-                f = self._files[key] = h5py.File(path, "r")
+            root = self._root or Path(path).parent.parent
+            with shard_errors(path, root, "open it"):
+                ident = _identity(path)
+                known = self._ident.setdefault(key, ident)
+                if known != ident:
+                    raise CorruptShardError(
+                        f"shard '{path}' was replaced after this dataset or reader was made (another "
+                        f"run wrote into '{root}'?); make the dataset again to read the new files")
+                f = h5py.File(path, "r")
+                if check is not None:
+                    try:
+                        check(f)
+                    except BaseException:
+                        f.close()
+                        raise
+                self._files[key] = f
         return f
 
     def close(self) -> None:
@@ -126,10 +163,10 @@ class _LazyFiles:
         self._files = {}
 
     def __getstate__(self):
-        return {"root": self._root}
+        return {"root": self._root, "identities": self._ident}
 
     def __setstate__(self, state):
-        self.__init__(state.get("root"))
+        self.__init__(state.get("root"), state.get("identities"))
 
 
 class Reader:
@@ -171,6 +208,43 @@ class Reader:
     def _path(self, si: int) -> Path:
         return self.root / self.shards[si]["path"]
 
+    def _shard(self, si: int) -> h5py.File:
+        """Shard ``si`` open, checked against its manifest entry when first opened."""
+        return self._files.get(self._path(si), check=lambda f: self._check_shard(si, f))
+
+    def _check_shard(self, si: int, f: h5py.File) -> None:
+        """The shard is the one its manifest entry names: its own settings digest, grid and
+        number of scenes, and the global indices its first and last scene records carry (a
+        swapped scene_range would otherwise hand out another scene under an index)."""
+        e = self.shards[si]
+        path = self._path(si)
+        a, b = e["scene_range"]
+        check_shard(f, path, self.root)
+
+        def bad(what: str):
+            return CorruptShardError(f"shard '{path}' does not match its manifest entry ({what}); "
+                                     + MISMATCH_REPAIR.format(root=self.root))
+
+        digest = f.attrs.get("config_digest")
+        if digest is not None and _text(digest) != self.manifest["config_digest"]:
+            raise bad(f"settings digest {_text(digest)}, the manifest's {self.manifest['config_digest']}")
+        if "grid" in f.attrs and json.loads(_text(f.attrs["grid"])) != list(self.grid):
+            raise bad(f"grid {_text(f.attrs['grid'])}, the manifest's {list(self.grid)}")
+        n = f["scenes"].shape[0]
+        if n != b - a:
+            raise bad(f"{n} scenes, the manifest's scene range {a}-{b - 1} holds {b - a}")
+        for row in (0, n - 1):
+            index = self._record(f, row, path).get("index")
+            if index is not None and index != a + row:
+                raise bad(f"row {row} holds scene {index}, the manifest's range says {a + row}")
+
+    def _record(self, f: h5py.File, row: int, path: Path) -> dict:
+        """Scene record ``row`` parsed and checked (see :mod:`.checks`)."""
+        try:
+            return parse_record(f["scenes"][row], row, min(f["visible_pixels"].shape[-1], MAX_OBJECTS))
+        except ValueError as exc:
+            raise CorruptShardError(f"shard '{path}' is damaged ({exc}); " + _REPAIR.format(root=self.root)) from None
+
     # -- scenes and views -----------------------------------------------------------------
     @property
     def scene_indices(self) -> list[int]:
@@ -194,7 +268,7 @@ class Reader:
 
     def _locate(self, index: int) -> tuple[h5py.File, int]:
         si, row = self.location(index)
-        return self._files.get(self._path(si)), row
+        return self._shard(si), row
 
     def _read(self, f: h5py.File, name: str, index) -> np.ndarray:
         """A per-view output of an open shard, decoded by the shard's codec for it."""
@@ -209,14 +283,14 @@ class Reader:
     def scene(self, index: int) -> dict:
         f, row = self._locate(index)
         with self._errors(index, f"read the record of scene {index}"):
-            return json.loads(f["scenes"][row])
+            return self._record(f, row, self._path(self._where[index][0]))
 
     def stored_outputs(self) -> list[str]:
         """The per-view outputs (dataset names) this dataset's shards store."""
         if not self.shards:
             return []
         with shard_errors(self._path(0), self.root, "list its datasets"):
-            return schema.stored_names(self._files.get(self._path(0)))
+            return schema.stored_names(self._shard(0))
 
     def outputs(self, index: int, u: int, v: int, names) -> dict:
         """{name: decoded array} of the per-view outputs ``names`` of one view."""
@@ -248,7 +322,7 @@ class Reader:
         f, row = self._locate(index)
         with self._errors(index, f"read scene {index}"):
             out = {name: self._read(f, name, row) for name in names}
-            out["scene"] = json.loads(f["scenes"][row])
+            out["scene"] = self._record(f, row, self._path(self._where[index][0]))
             out["visible_pixels"] = f["visible_pixels"][row]
         return out
 
@@ -285,7 +359,7 @@ class Reader:
                 continue
             path = self._path(si)
             with shard_errors(path, self.root, "read its expressions"):
-                records = read_refexps(self._files.get(path))
+                records = read_refexps(self._shard(si))
             within: dict[int, int] = {}
             for rec in records:
                 index = e["scene_range"][0] + rec["scene"]

@@ -136,6 +136,12 @@ class RunPlan:
     def manifest_name(self) -> str:
         return manifest_name(self.part)
 
+    def nothing_to_do(self) -> str:
+        """The line for a part that gets no shard (more parts than shards)."""
+        k, m = self.part
+        return (f"part {k}/{m} has nothing to do: this run has {len(self.plans)} shard"
+                f"{'s' if len(self.plans) != 1 else ''}, so only parts 1 to {len(self.plans)} of {m} render any")
+
     @property
     def views_per_scene(self) -> int:
         return self.grid[0] * self.grid[1]

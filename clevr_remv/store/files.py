@@ -43,7 +43,7 @@ def write_json_atomic(path: Path, data: dict) -> None:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
-        tmp.unlink(missing_ok=True)  # a failed write (a full disk) leaves no temporary file
+        tmp.unlink(missing_ok=True)  # a full disk or a kill leaves no temporary file behind
         raise
     _fsync_dir(path.parent)
 

@@ -69,8 +69,12 @@ def anchor(expression: dict, scene: dict):
     return anchor_of(expression.get("program"), scene)
 
 
-def expression_stats(refexps: list[dict], scenes: list[dict] = ()) -> dict:
+def expression_stats(refexps: list[dict], scenes: list[dict] = (), visible_pixels=None) -> dict:
     """Counts a manifest entry carries, so dataset statistics survive resumed runs.
+
+    With ``visible_pixels`` (the shard's [scenes, U, V, max_objects]): ``objects`` and
+    ``objects_unseen``, the objects with 0 visible pixels in some view
+    (:func:`clevr_remv.scene.visibility.unseen`).
 
     ``view_pairs_not_valid``: (expression, view) pairs that are kept but not valid in that view.
     From the scene records (``record["expressions"]``): ``expressions_dropped_hidden``, the
@@ -88,10 +92,17 @@ def expression_stats(refexps: list[dict], scenes: list[dict] = ()) -> dict:
         reason = rec.get("expressions", {}).get("shortfall")
         if reason:
             short[reason] = short.get(reason, 0) + 1
-    return {"expressions": len(refexps), "words": sum(word_count(e["text"]) for e in refexps),
-            "families": families, "view_pairs": pairs, "view_pairs_not_valid": pairs - valid,
-            "expressions_dropped_hidden": sum(rec.get("expressions", {}).get("dropped_hidden", 0) for rec in scenes),
-            "scenes_short": short}
+    out = {"expressions": len(refexps), "words": sum(word_count(e["text"]) for e in refexps),
+           "families": families, "view_pairs": pairs, "view_pairs_not_valid": pairs - valid,
+           "expressions_dropped_hidden": sum(rec.get("expressions", {}).get("dropped_hidden", 0) for rec in scenes),
+           "scenes_short": short}
+    if visible_pixels is not None:
+        from ..scene.visibility import unseen
+
+        counts = [unseen(px) for px in visible_pixels]
+        out["objects"] = sum(n for n, _ in counts)
+        out["objects_unseen"] = sum(k for _, k in counts)
+    return out
 
 
 def _columns(f: h5py.File) -> dict[str, np.ndarray]:

@@ -102,8 +102,10 @@ def assemble_shard(scene_paths: list[Path], final: Path, cfg: dict, grid, attrs:
         tmp.unlink(missing_ok=True)  # a failed write (a full disk) leaves no temporary file
         raise
     _fsync(tmp)
+    with h5py.File(tmp, "r") as f:
+        visible = f["visible_pixels"][()]
     entry = {"sha256": sha256_file(tmp), "bytes": tmp.stat().st_size, "refexps": len(refexps),
-             "expression_stats": expression_stats(refexps, records)}
+             "expression_stats": expression_stats(refexps, records, visible)}
     os.replace(tmp, final)
     _fsync_dir(final.parent)
     return entry

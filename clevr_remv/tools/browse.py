@@ -9,7 +9,9 @@ Layout of SITE:
   function call, because a page opened from ``file://`` may not fetch JSON files;
 * ``img/K/U-V.webp``: view (u, v) of scene K; ``img/K/U-V.png``: its overlays stacked
   vertically, one H-pixel strip each: strip 0 the instance masks, strip 1 + k object k
-  highlighted (the rest dimmed).  The page draws strips onto a canvas over the photo.
+  highlighted (the rest dimmed, outlined in yellow), strip 1 + N + k object k outlined in cyan
+  (an anchor, as ``preview`` draws it; N objects).  The page draws strips onto a canvas over
+  the photo.
 
 The site is built in ``SITE/.partial`` and moved into place at the end: an interrupted run
 leaves the previous site (or none) intact.
@@ -74,12 +76,16 @@ def _check_site(out: Path) -> None:
     writable_folder(out, "--out")  # the folder, or the one it is made in, can be written
 
 
+ANCHOR_RGB = (0, 220, 255)  # as preview.highlight outlines an anchor
+
+
 def overlay_strips(ids: np.ndarray, nobj: int) -> np.ndarray:
-    """RGBA [(1 + nobj) * H, W, 4]: strip 0 all masks, strip 1 + k object k highlighted."""
+    """RGBA [(1 + 2 nobj) * H, W, 4]: strip 0 all masks, strip 1 + k object k highlighted,
+    strip 1 + nobj + k object k outlined as an anchor (transparent elsewhere)."""
     from .preview import outline
 
     h, w = ids.shape
-    out = np.zeros(((1 + nobj) * h, w, 4), np.uint8)
+    out = np.zeros(((1 + 2 * nobj) * h, w, 4), np.uint8)
     masks = out[:h]
     on = ids > 0
     masks[on, :3] = palette(ids[on])
@@ -90,6 +96,8 @@ def overlay_strips(ids: np.ndarray, nobj: int) -> np.ndarray:
         s[~m] = (0, 0, 0, 150)          # dim everything else
         s[m] = (255, 230, 0, 70)        # tint the target
         s[outline(m)] = (255, 230, 0, 255)
+        a = out[(1 + nobj + k) * h:(2 + nobj + k) * h]
+        a[outline(m)] = ANCHOR_RGB + (255,)
     return out
 
 
@@ -112,13 +120,22 @@ def _scene_files(d: dict, entry: dict, row: int, exprs: list[dict], grid, img_di
         "index": index, "split": entry["split"], "shard": entry["path"], "grid": [rows, cols],
         "width": int(images.shape[3]), "height": int(images.shape[2]),
         "objects": [{k: o.get(k) for k in ("size", "color", "material", "shape")} for o in scene["objects"]],
-        "colors": [palette(np.array([k + 1]))[0].tolist() for k in range(nobj)],
+        "colors": [palette(np.array([k + 1]))[0].tolist() for k in range(nobj)],  # in the masks overlay
+        "object_colors": [_rgb(o.get("rgb")) for o in scene["objects"]],  # the object's own colour
         "visible_pixels": d["visible_pixels"][:, :, :nobj].tolist(),
         "expressions": [{"id": e["id"], "text": str(e["text"]), "family": str(e["family"]),
                          "object": e["object"], "anchor": refexps.anchor(e, scene),
                          "num_relations": e["num_relations"],
                          "valid_views": e["valid_views"].astype(int).tolist()} for e in mine],
     }
+
+
+def _rgb(value) -> list[int] | None:
+    """An object's [r, g, b] from its record, or None when the record has no usable one."""
+    if (isinstance(value, list) and len(value) == 3
+            and all(isinstance(x, (int, float)) and not isinstance(x, bool) and 0 <= x <= 255 for x in value)):
+        return [int(x) for x in value]
+    return None
 
 
 def _js(call: str, data) -> str:

@@ -36,6 +36,7 @@ import numpy as np
 from .. import FORMAT_VERSION
 from ..language import programs, validity
 from ..language.programs import anchor_of
+from ..read.checks import shard_problem
 from ..scene import lightfield
 from ..store import refexps, schema
 from ..store.refexps import read_refexps
@@ -164,6 +165,10 @@ class Validator:
                 self._v("structure", name, f"file attribute {key} is {got!r}, the manifest says {want!r}")
         if any(not key.startswith("refexps/") for key in broken):
             return  # shapes are off: per-scene checks would only repeat it
+        problem = shard_problem(f) if not broken else None
+        if problem:  # records or expressions out of bounds: the checks below would trip on them
+            self._v("structure", name, problem)
+            return
         refs = read_refexps(f) if not broken else []
         by_scene: dict[int, list[int]] = {}
         for i, e in enumerate(refs):
