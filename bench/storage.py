@@ -6,8 +6,9 @@ error of float16.
     python bench/storage.py DIR --scenes 2 --out bench/results/storage.json \
         [--profiles-out DIR2]    # also keep complete run folders per profile (for bench/loader.py)
 
-Profiles: ``1.1`` (format 1.1: depth float32), ``standard`` (the default: depth float16) and
-``compact`` (standard + RGB as lossless WebP).  Sizes are whole shard files divided by their
+Profiles: ``1.1`` (format 1.1: depth float32, gzip 4), ``standard`` (the default: depth
+float16, gzip 6), ``compact`` (standard + RGB as lossless WebP, normals as lossless WebP of
+their 2**-10 grid) and two variations.  Sizes are whole shard files divided by their
 views; the projection is for the source's 10,000 scenes of 81 views.
 """
 
@@ -25,7 +26,7 @@ import h5py
 import hdf5plugin  # noqa: F401
 import numpy as np
 
-from clevr_remv import FORMAT_VERSION
+from clevr_remv import FORMAT_VERSION, config
 from clevr_remv.data import Reader
 from clevr_remv.render import outputs
 from clevr_remv.render.codecs import encode_view_chunks
@@ -33,11 +34,13 @@ from clevr_remv.scene import lightfield
 from clevr_remv.store import schema, shards
 from clevr_remv.store.refexps import read_refexps
 
+STD = {"depth_dtype": "float16", "compression_level": 6, "profile": "standard", "codecs": {}}
 PROFILES = {
-    "1.1": ({"depth_dtype": "float32", "profile": "standard", "codecs": {}}, "1.1"),
-    "standard": ({"depth_dtype": "float16", "profile": "standard", "codecs": {}}, FORMAT_VERSION),
-    "compact": ({"depth_dtype": "float16", "profile": "compact", "codecs": {}}, FORMAT_VERSION),
-    "png-rgb": ({"depth_dtype": "float16", "profile": "standard", "codecs": {"images": "png"}}, FORMAT_VERSION),
+    "1.1": ({"depth_dtype": "float32", "compression_level": 4, "profile": "standard", "codecs": {}}, "1.1"),
+    "1.2, gzip 4": ({**STD, "compression_level": 4}, FORMAT_VERSION),
+    "standard": (STD, FORMAT_VERSION),
+    "compact": ({**STD, "profile": "compact"}, FORMAT_VERSION),
+    "compact, png RGB": ({**STD, "profile": "compact", "codecs": {"images": "png"}}, FORMAT_VERSION),
 }
 PROJECT_VIEWS = 10_000 * 81
 
@@ -82,25 +85,39 @@ def write_profile(scenes, cfg, version, folder: Path, digest: str) -> dict:
         paths.append(shard)
     nviews = len(scenes) * rows * cols
     per_output: dict[str, float] = {}
-    total = 0
+    total = data = 0
     t0 = time.perf_counter()
     for p in paths:
         total += p.stat().st_size
         with h5py.File(p, "r") as f:
             codecs = schema.file_codecs(f)
             for name in schema.stored_names(f):
-                ds = f[name]
-                if h5py.check_vlen_dtype(ds.dtype) is not None:  # blobs live in the heap
-                    size = sum(len(ds[idx]) for idx in np.ndindex(*ds.shape))
+                for idx in np.ndindex(*f[name].shape[:3]):
+                    schema.read_output(f, name, idx, codecs[name])
+
+            def visit(name, ds):
+                nonlocal data
+                if not isinstance(ds, h5py.Dataset):
+                    return
+                if h5py.check_vlen_dtype(ds.dtype) is not None and h5py.check_string_dtype(ds.dtype) is None:
+                    size = sum(len(ds[idx]) for idx in np.ndindex(*ds.shape))  # blobs live in the heap
                 else:
                     size = ds.id.get_storage_size()
-                per_output[name] = per_output.get(name, 0) + size
-                for idx in np.ndindex(*ds.shape[:3]):
-                    schema.read_output(f, name, idx, codecs[name])
+                data += size
+                if name in codecs:
+                    per_output[name] = per_output.get(name, 0) + size
+            f.visititems(visit)
     t_read = time.perf_counter() - t0
-    return {"bytes_per_view": total / nviews, "per_output_bytes_per_view": {k: v / nviews for k, v in per_output.items()},
+    # A file's fixed cost (superblock, object headers, chunk indexes, heaps) is spread over
+    # output.shard_size scenes in a real shard, not over the one scene per file written here.
+    fixed = (total - data) / len(paths)
+    shard_size = config.default_config()["output"]["shard_size"]
+    projected = (data + fixed * len(paths) / shard_size) / nviews
+    return {"file_bytes_per_view": total / nviews, "bytes_per_view": projected,
+            "per_output_bytes_per_view": {k: v / nviews for k, v in per_output.items()},
+            "fixed_bytes_per_file": fixed, "shard_size": shard_size,
             "write_ms_per_view": 1000 * t_write / nviews, "read_ms_per_view": 1000 * t_read / nviews,
-            "projected_GB": total / nviews * PROJECT_VIEWS / 1e9, "paths": paths}
+            "projected_GB": projected * PROJECT_VIEWS / 1e9, "paths": paths}
 
 
 def keep_run(reader: Reader, scenes, result, cfg, version, out: Path) -> None:
@@ -132,7 +149,8 @@ def main():
     ap.add_argument("root")
     ap.add_argument("--scenes", type=int, default=2)
     ap.add_argument("--out", default="bench/results/storage.json")
-    ap.add_argument("--profiles-out", type=Path, default=None)
+    ap.add_argument("--profiles-out", type=Path, default=None,
+                    help="keep a complete run folder per profile here (DIR2/<profile>)")
     args = ap.parse_args()
     reader = Reader(args.root)
     scenes = load_scenes(reader, args.scenes)
@@ -147,7 +165,7 @@ def main():
             folder.mkdir()
             res = write_profile(scenes, cfg, version, folder, reader.manifest["config_digest"])
             if args.profiles_out:
-                keep_run(reader, scenes, res, cfg, version, args.profiles_out / name)
+                keep_run(reader, scenes, res, cfg, version, args.profiles_out / name.replace(", ", "-").replace(" ", "-"))
             res.pop("paths")
             results[name] = res
             print(name, json.dumps(res), flush=True)
@@ -162,8 +180,9 @@ def main():
              "max_disparity_error_px": float(err_px.max())}
     nviews = len(scenes) * reader.grid[0] * reader.grid[1]
     names = [o.name for o in outputs.stored() if o.name in scenes[0]["names"]]
-    print(f"\n{nviews} real views of {w}x{h} ({len(scenes)} scenes of {args.root}), gzip level "
-          f"{base['output']['compression_level']} for array codecs")
+    print(f"\n{nviews} real views of {w}x{h} ({len(scenes)} scenes of {args.root}); shard KB/view: all of a "
+          f"shard of {config.default_config()['output']['shard_size']} scenes (cameras, records, expressions, the file's fixed "
+          f"cost spread over its scenes)")
     print("| profile | " + " | ".join(f"{k} KB/view" for k in names)
           + " | shard KB/view | write ms/view | read ms/view | 10,000 scenes x 81 views (GB) |")
     print("|---|" + "---|" * (len(names) + 4))
@@ -171,7 +190,7 @@ def main():
         s = res["per_output_bytes_per_view"]
         print(f"| {name} | " + " | ".join(f"{s.get(k, 0) / 1e3:.1f}" for k in names)
               + f" | {res['bytes_per_view'] / 1e3:.1f} | {res['write_ms_per_view']:.1f} | "
-              f"{res['read_ms_per_view']:.1f} | {res['projected_GB']:.0f} |")
+              f"{res['read_ms_per_view']:.1f} | {res['projected_GB']:.1f} |")
     print(f"\nfloat16 depth: max relative error {depth['max_rel_error']:.2e} (mean {depth['mean_rel_error']:.2e}), "
           f"max disparity error {depth['max_disparity_error_px']:.4f} px at baseline {rig['baseline']}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,7 @@ def _arrays(seed=0):
     ids[5:20, 10:30] = 3
     depth = np.full((32, 48), np.inf, np.float32)
     depth[8:] = rng.uniform(5, 15, (24, 48)).astype(np.float32)
-    normals = rng.uniform(-1, 1, (32, 48, 3)).astype(np.float16)
+    normals = (np.round(rng.uniform(-1, 1, (32, 48, 3)) * 1024) / 1024).astype(np.float16)  # the stored grid
     return {"rgb": rgb, "ids": ids, "depth": depth, "normals": normals}
 
 
@@ -98,9 +98,10 @@ def test_scene_writer_direct_chunks_equal_filtered_writes(tmp_path, cfg):
         plain.write_view(1, 2, arrays)
         direct.write_view(1, 2, arrays, chunks)
         for name in arrays:
-            if profile == "compact" and name == "images":  # a WebP file in the heap: same file, same pixels
+            if not direct.codecs[name].raw_chunks:  # a WebP file in the heap: same file, same values
                 assert np.array_equal(plain.f[name][0, 1, 2], direct.f[name][0, 1, 2])
-                assert np.array_equal(schema.read_output(direct.f, name, (0, 1, 2)), arrays[name])
+                got = schema.read_output(direct.f, name, (0, 1, 2))
+                assert np.array_equal(got, arrays[name].astype(got.dtype))
                 continue
             off = (0, 1, 2) + (0,) * (plain.f[name].ndim - 3)
             assert plain.f[name].id.read_direct_chunk(off) == direct.f[name].id.read_direct_chunk(off)

@@ -42,6 +42,31 @@ def test_image_codecs_are_lossless(name):
     assert codec.fits(np.float32, (32, 48)) is not None, "an image codec refuses float data"
 
 
+@pytest.mark.parametrize("name", ["webp16", "webp-q10"])
+def test_sixteen_bit_webp_codecs_are_lossless(name):
+    rng = np.random.default_rng(4)
+    codec = codecs.make(name, np.float16)
+    if name == "webp16":  # any float16 bits: depth with +inf, -0.0, subnormals
+        depth = rng.uniform(3, 30, (40, 56)).astype(np.float16)
+        depth[:5] = np.inf
+        depth[5, :3] = (-0.0, 6e-8, 65504)
+        views = [depth, rng.uniform(-1, 1, (40, 56, 3)).astype(np.float16)]
+    else:  # normals on their 2**-10 grid, as outputs.camera_normals + rounding store them
+        n = rng.normal(size=(40, 56, 3))
+        n /= np.linalg.norm(n, axis=-1, keepdims=True)
+        n = (np.round(n * 1024) / 1024 + 0.0).astype(np.float16)
+        n[:4] = 0.0
+        views = [n]
+        with pytest.raises(ValueError, match="grid"):
+            codec.encode(np.full((4, 4, 3), 0.1, np.float16))
+    for arr in views:
+        back = codec.decode(codec.encode(arr)[()])
+        assert back.dtype == np.float16 and back.shape == arr.shape
+        assert np.array_equal(back.view(np.uint16), arr.view(np.uint16)), "bit-identical"
+    assert codec.fits(np.float32, (8, 8)) is not None or name == "webp-q10"
+    assert codecs.from_description(codec.describe()) == codec
+
+
 def test_codecs_enter_the_digest_and_the_standard_profile_leaves_no_trace(cfg):
     base = config.digest(cfg, 0, 10)
     compact = copy.deepcopy(cfg)
@@ -127,7 +152,7 @@ def test_a_format_1_1_run_resumes_with_its_codec_and_format(tmp_path):
     whose config has no profile or codecs): the same command today renders only what is
     missing, into the same format, byte for byte."""
     out = tmp_path / "old"
-    old_cfg = _tiny(tmp_path, "old", {"depth_dtype": "float32"})
+    old_cfg = _tiny(tmp_path, "old", {"depth_dtype": "float32", "compression_level": 4})  # 1.1 defaults
     r = subprocess.run([sys.executable, "-c", OLD_RUN, "generate", "--out", str(out), "--config", str(old_cfg),
                         *map(str, ARGS)], capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr
