@@ -60,8 +60,12 @@ class DatasetSpec:
         return None
 
 
-def _version(v: str) -> tuple[int, ...]:
+def version_key(v: str) -> tuple[int, ...]:
+    """A format version as a tuple that orders ("1.10" after "1.9")."""
     return tuple(int(x) for x in str(v).split("."))
+
+
+_version = version_key
 
 
 # The expression columns (store/refexps.py writes them): name -> (dtype, per-view tail?)

@@ -134,6 +134,13 @@ def test_compact_profile_stores_the_same_pixels_in_fewer_bytes(tmp_path):
     assert np.array_equal(da[0]["image"], db[0]["image"]) and db[0]["depth"].dtype == np.float16
     r = run_cli("validate", small)
     assert r.returncode == 0 and "no violations" in r.stdout + r.stderr
+    # validate checks the codecs a shard names against the run's settings
+    with h5py.File(small / b.shards[0]["path"], "r+") as f:
+        named = json.loads(f.attrs["codecs"])
+        named["images"] = {"codec": "png", "dtype": "uint8"}
+        f.attrs["codecs"] = json.dumps(named)
+    r = run_cli("validate", small)
+    assert r.returncode == 1 and "file attribute codecs" in r.stdout + r.stderr
 
 
 OLD_RUN = """
