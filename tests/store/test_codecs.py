@@ -135,6 +135,8 @@ def test_compact_profile_stores_the_same_pixels_in_fewer_bytes(tmp_path):
     r = run_cli("validate", small)
     assert r.returncode == 0 and "no violations" in r.stdout + r.stderr
     # validate checks the codecs a shard names against the run's settings
+    for reader in (a, b, da.reader, db.reader):
+        reader.close()
     with h5py.File(small / b.shards[0]["path"], "r+") as f:
         named = json.loads(f.attrs["codecs"])
         named["images"] = {"codec": "png", "dtype": "uint8"}
