@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 H5Z_FILTER_DEFLATE = 1
+MAX_VIEW_PIXELS = 8192 * 8192  # render.width and render.height are at most 8192
 H5Z_FILTER_SHUFFLE = 2
 
 
@@ -134,9 +135,16 @@ class ImageCodec:
 
         from PIL import Image
 
-        with Image.open(io.BytesIO(data)) as img:
+        try:
+            img = Image.open(io.BytesIO(data))  # reads the header only
+        except Image.DecompressionBombError as exc:
+            raise ValueError(f"a stored view is refused: {exc}") from None
+        with img:
             if img.format not in ("WEBP", "PNG"):
                 raise ValueError(f"a stored view holds a {img.format} image, not WebP or PNG")
+            if img.width * img.height > MAX_VIEW_PIXELS:  # untrusted input: bounded before decoding
+                raise ValueError(f"a stored view claims {img.width}x{img.height} pixels, more than a "
+                                 f"view can have")
             return np.asarray(img)
 
     def _one(self, blob) -> np.ndarray:

@@ -1,6 +1,7 @@
 """Storage codecs per output (format 1.2): lossless image codecs, the compact profile, the codecs
 in the settings digest, and runs of an older format that resume in their own format."""
 
+import contextlib
 import copy
 import json
 import subprocess
@@ -188,3 +189,44 @@ def test_a_format_1_1_run_resumes_with_its_codec_and_format(tmp_path):
     # Asking for another codec explicitly is another run: refused, as before.
     r = run_cli("generate", "--out", out, "--config", _tiny(tmp_path, "new"), *ARGS, "--profile", "compact")
     assert r.returncode == 2 and "other settings" in r.stderr
+
+
+def _png_claiming(width, height) -> bytes:
+    """A PNG whose header claims width x height (its data is a 1x1 image's)."""
+    import io
+    import struct
+    import zlib
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (1, 1)).save(buf, format="PNG")
+    data = bytearray(buf.getvalue())
+    ihdr = 8 + 8  # signature, then length and type of IHDR
+    data[ihdr:ihdr + 8] = struct.pack(">II", width, height)
+    data[ihdr + 13:ihdr + 17] = struct.pack(">I", zlib.crc32(bytes(data[ihdr - 4:ihdr + 13])))
+    return bytes(data)
+
+
+def test_a_stored_image_of_the_wrong_size_is_refused_before_it_is_decoded(tmp_path, cfg):
+    from clevr_remv.store import schema, shards
+
+    c = copy.deepcopy(cfg)
+    c["rig"]["grid"], c["render"]["width"], c["render"]["height"] = 1, 16, 8
+    c["output"]["profile"] = "compact"
+    w = shards.SceneWriter(tmp_path / "s.h5", c, (1, 1), schema.file_attrs(c, "d", (1, 1)))
+    w.write_view(0, 0, {"images": np.zeros((8, 16, 3), np.uint8), "instances": np.zeros((8, 16), np.uint8),
+                        "depth": np.ones((8, 16), np.float32), "normals": np.zeros((8, 16, 3), np.float16)})
+    assert schema.read_output(w.f, "images", (0, 0, 0)).shape == (8, 16, 3)
+    other = codecs.make("png", np.uint8).encode(np.zeros((4, 4, 3), np.uint8))
+    w.f["images"][0, 0, 0] = other
+    with pytest.raises(ValueError, match="decodes to"):
+        schema.read_output(w.f, "images", (0, 0, 0))
+    for size, words in ((10_000, "claims 10000x10000"), (100_000, "decompression bomb")):
+        bomb = np.empty((), object)
+        bomb[()] = np.frombuffer(_png_claiming(size, size), np.uint8)
+        w.f["images"][0, 0, 0] = bomb
+        with pytest.warns(Warning) if size == 10_000 else contextlib.nullcontext(), \
+                pytest.raises(ValueError, match=words):
+            schema.read_output(w.f, "images", (0, 0, 0))
+    w.abort()
