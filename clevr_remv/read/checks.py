@@ -90,11 +90,22 @@ def shard_problem(f: h5py.File) -> str | None:
         objects = np.asarray(g["object"][()]).astype(np.int64, copy=False).ravel()
         if len(objects) != len(rows):
             return f"refexps/object has {len(objects)} entries, refexps/scene {len(rows)}"
+        # Format 1.3: every target and anchor (variable-length); object -1 is a no-target one.
+        lists = {name: g[name][()] for name in ("targets", "anchors") if name in g}
+        for name, col in lists.items():
+            if len(col) != len(rows):
+                return f"refexps/{name} has {len(col)} entries, refexps/scene {len(rows)}"
         for i, (row, obj) in enumerate(zip(rows.tolist(), objects.tolist())):
             if not 0 <= row < n:
                 return f"expression {i} is of scene row {row}; the shard has rows 0-{n - 1}"
-            if not 0 <= obj < counts[row]:
+            no_target = "targets" in lists and len(lists["targets"][i]) == 0
+            if not (0 <= obj < counts[row] or (obj == -1 and no_target)):
                 return f"expression {i} refers to object {obj}; its scene has objects 0-{counts[row] - 1}"
+            for name, col in lists.items():
+                ids = np.asarray(col[i]).astype(np.int64, copy=False).ravel()
+                if len(ids) > MAX_OBJECTS or ((ids < 0) | (ids >= counts[row])).any():
+                    return (f"expression {i}'s {name} {ids[:MAX_OBJECTS].tolist()} are not among its scene's "
+                            f"objects 0-{counts[row] - 1}")
         for name, limit, unit in (("text", MAX_TEXT_CHARS * 4, "text"), ("program", MAX_RECORD_BYTES, "program")):
             if name not in g:
                 continue
