@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 from .. import config
 from ..errors import UsageError
+from ..run.guard import FolderGuard
 from ..run.plan import check_run, plan_shards
 from ..store import files
 from . import parts
@@ -102,9 +103,19 @@ def finished_tasks(out: Path, digest: str, tasks: int) -> set[int]:
 
 
 def write_scripts(sub: Submission, texts: dict[str, str], folder: Path) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
+    """The scripts, into ``folder``: inside the run folder through its guard (no link out of it
+    followed), elsewhere (Kubernetes' --manifests) as plain files."""
+    try:
+        folder.relative_to(sub.out)
+        guard = FolderGuard(sub.out)
+    except ValueError:
+        guard = FolderGuard(folder)
+    if folder == guard.root:
+        folder.mkdir(parents=True, exist_ok=True)
+    else:
+        guard.mkdir(folder)
     for name, text in texts.items():
-        (folder / name).write_text(text, encoding="utf-8")
+        guard.write_atomic(folder / name, text.encode("utf-8"))
 
 
 # -- Slurm ------------------------------------------------------------------------------------
