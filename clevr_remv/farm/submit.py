@@ -60,8 +60,7 @@ def prepare(scheduler: str, scenes: int, out: Path, seed: int, config_spec: str 
     gen += ["--no-progress"]
     program = [sys.executable, "-m", "clevr_remv"] if program is None else program
     sub = Submission(out=out, scenes=scenes, shards=len(plans), tasks=tasks, shards_per_task=shards_per_task,
-                     generate=program + gen, merge=program + ["merge", str(out)], **resources)
-    sub.options["digest"] = digest
+                     generate=program + gen, merge=program + ["merge", str(out)], digest=digest, **resources)
     return sub
 
 
@@ -124,7 +123,7 @@ def slurm(sub: Submission, dry_run: bool, echo: Echo) -> int:
     """Submit (or with ``dry_run`` only write) the array and the merge job; the exit code."""
     s = SCHEDULERS["slurm"]
     out, tasks = sub.out, sub.tasks
-    done = finished_tasks(out, sub.options["digest"], tasks)
+    done = finished_tasks(out, sub.digest, tasks)
     active = {} if dry_run else s.active_jobs(out)
     active_tasks = {t for j in active.values() if j["kind"] == "render" for t in j["tasks"]}
     missing = [i for i in range(tasks) if i not in done and i not in active_tasks]
