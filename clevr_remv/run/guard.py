@@ -112,7 +112,7 @@ class FolderGuard:
         self.check_dir(Path(path).parent)
         try:
             fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-        except OSError as exc:
+        except OSError:
             if os.path.islink(path):
                 raise UsageError(f"'{path}' is a symbolic link; a run's log files must be plain files: "
                                  f"remove the link") from None

@@ -15,9 +15,9 @@ Pure: no scheduler is called here; the Slurm client calls live in ``slurm.py``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Mapping
 
 from ...errors import UsageError
 
