@@ -14,7 +14,7 @@ import threading
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .. import FORMAT_VERSION, __version__
+from .. import __version__
 from ..errors import DiskFullError, UsageError
 from ..render import blender
 from ..store import files, schema, shards
@@ -46,7 +46,7 @@ class RunFolder:
         self.log_dir = self.out / "logs" / plan.part_tag
         self.manifest_path = self.out / plan.manifest_name
         self.guard = FolderGuard(self.out)  # every write and removal under OUT
-        self.attrs = schema.file_attrs(self.cfg, plan.digest, plan.grid)
+        self.attrs = schema.file_attrs(self.cfg, plan.digest, plan.grid, plan.format_version)
         self.lock = threading.Lock()
         self.done_shards: dict[str, dict] = {}
         self.done_scenes: set[int] = set()
@@ -398,7 +398,7 @@ class RunFolder:
             if isinstance(old, dict):
                 created = old.get("created", now)
         manifest = {
-            "format_version": FORMAT_VERSION,
+            "format_version": plan.format_version,
             "generator": {"name": "clevr-remv", "version": __version__},
             "created": created,
             "updated": now,

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from .. import FORMAT_VERSION
 from ..errors import DiskFullError, UsageError, WorkerError
 from ..gpu.prepare import FirstRenderWatch, GpuRunPrep, prepare_gpu_run
 from ..progress import Progress
@@ -21,6 +22,7 @@ from ..render.protocol import Denoise, Worker
 from ..scene import layout
 from ..store.files import disk_full_message, is_disk_full
 from . import budget
+from ..store.manifest import follow_existing_run
 from .folder import RunFolder
 from .plan import RunPlan, ShardPlan, empty_split_warning
 from .scene_task import SceneResult, render_scene
@@ -65,6 +67,22 @@ def blender_worker(cfg: dict, slot: int, log_path: Path | None, timeouts: ReplyT
     return w
 
 
+def check_split_folders(out: Path, cfg: dict) -> None:
+    """Each split's folder under OUT is a folder that can be written, or is not there yet:
+    anything else (a file in its place, a read-only folder) is bad input, said before the
+    lock, Blender or a manifest."""
+    from ..store.files import can_write
+
+    for split in cfg["output"]["splits"]:
+        path = out / split
+        if path.is_symlink() or (path.exists() and not path.is_dir()):
+            raise UsageError(f"'{path}' is not a folder, but the {split} split's shards go there; "
+                             f"move it out of '{out}' and run again")
+        if path.is_dir() and not can_write(path):
+            raise UsageError(f"cannot write to the {split} split's folder '{path}'; make it writable "
+                             f"(chmod u+w) and run again")
+
+
 class GenerateJob:
     def __init__(self, out: Path, scenes: int, seed: int, cfg: dict, *, workers: int | None = None,
                  overwrite: bool = False, part: str | None = None, progress: bool | None = None,
@@ -72,8 +90,14 @@ class GenerateJob:
                  cpus: int | None = None):
         """``cpus``: the CPU cores this task may use (``farm.schedulers.usable_cpus``); None:
         the device policy's count, which knows no scheduler's variables."""
-        self.plan = RunPlan.from_args(scenes, seed, cfg, workers=workers, part=part)
+        version = FORMAT_VERSION
+        if not overwrite:  # a folder of an older format keeps its storage settings
+            cfg, version = follow_existing_run(Path(out), cfg, seed, scenes)
+            if version != FORMAT_VERSION:
+                log.info("resuming a format %s run in %s: its storage settings are kept", version, out)
+        self.plan = RunPlan.from_args(scenes, seed, cfg, workers=workers, part=part, format_version=version)
         self.cfg = cfg
+        check_split_folders(Path(out), cfg)
         self.folder = RunFolder(out, self.plan, overwrite=overwrite)
         self.worker_factory = worker_factory
         self.cpus = cpus
@@ -208,6 +232,7 @@ class GenerateJob:
             log.info("(expression, view) pairs kept but not valid in that view (target or anchor hidden "
                      "there, or a relation false there): %d of %d (%.3f%%)",
                      st["view_pairs_not_valid"], st["view_pairs"], 100.0 * st["view_pairs_not_valid_share"])
+        warn_unseen(st, self.cfg)
         return manifest
 
     def _setup_worker(self, worker: Worker, slot: int, nworkers: int) -> None:
@@ -280,3 +305,17 @@ class GenerateJob:
         entry = self.folder.assemble(p, self.stats.as_dict(), self.device_info.get("device"))
         if self.progress is not None:
             self.progress.shard_done(p.name, entry, time.perf_counter() - t0)
+
+
+def warn_unseen(st: dict, cfg: dict) -> bool:
+    """Warn (True) when more objects than ``rig.warn_unseen_share`` show 0 pixels in some view:
+    expressions then quietly describe only the objects every view shows."""
+    limit = cfg["rig"].get("warn_unseen_share", 0.05)
+    if not st.get("objects") or st["objects_unseen_share"] <= limit:
+        return False
+    log.warning("%d of %d objects (%.1f%%) show 0 pixels in some view (out of its frame, or wholly "
+                "hidden there), more than rig.warn_unseen_share = %g; expressions can only refer to "
+                "the others. A smaller rig.baseline (now %g) keeps the objects in every view's frame",
+                st["objects_unseen"], st["objects"], 100.0 * st["objects_unseen_share"], limit,
+                cfg["rig"]["baseline"])
+    return True
