@@ -17,11 +17,12 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from .. import config
+from .. import FORMAT_VERSION, config
 from ..errors import UsageError
 from ..run.guard import FolderGuard
 from ..run.plan import check_run, plan_shards
 from ..store import files
+from ..store.manifest import follow_existing_run
 from . import parts
 from .schedulers import SCHEDULERS, Submission
 from .schedulers.slurm import check_mem, check_time
@@ -46,10 +47,13 @@ def prepare(scheduler: str, scenes: int, out: Path, seed: int, config_spec: str 
         check_mem("--mem", resources.get("mem"))
     check_run(scenes, seed)
     cfg = config.load_config(config_spec, overrides)  # --blender: a path on the nodes, checked there, not here
-    digest = config.digest(cfg, seed, scenes)
+    version = FORMAT_VERSION
+    if resolve_paths:  # a folder here: a run of an older format keeps its storage settings, as in generate
+        out = check_out(out)
+        cfg, version = follow_existing_run(out, cfg, seed, scenes)
+    digest = config.digest(cfg, seed, scenes, version)
     plans = plan_shards(scenes, cfg["output"]["splits"], cfg["output"]["shard_size"])
     tasks = parts.task_count(len(plans), shards_per_task)
-    out = check_out(out) if resolve_paths else out
     gen = ["generate", "--part", "auto", "--scenes", str(scenes), "--out", str(out), "--seed", str(seed)]
     if config_spec is not None:
         local = resolve_paths and Path(config_spec).is_file()
