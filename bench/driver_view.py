@@ -74,7 +74,7 @@ class Event:
 
 
 def serial(views, writer, reader) -> float:
-    """The path before issue 10: decode, then write through h5py's filters, one view after
+    """The path before threaded chunk compression: decode, then write through h5py's filters, one view after
     the other."""
     return _serial(views, writer, reader)
 

@@ -1,4 +1,4 @@
-"""Fidelity to the source (issue 15): object sizes, expressions per scene, sentence length,
+"""Fidelity to the source (docs/fidelity.md): object sizes, expressions per scene, sentence length,
 vanished targets, family mix, and sample sentences.
 
     python bench/fidelity.py layout --scenes 4000 --seed 15      # layout only, no rendering

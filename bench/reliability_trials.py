@@ -1,4 +1,4 @@
-"""Reliability trials (issue 12): abuse a tiny run the way a tester or a farm would and count
+"""Reliability trials (docs/reliability.md): abuse a tiny run the way a tester or a farm would and count
 what happens.  Prints a markdown table for docs/reliability.md.
 
     python bench/reliability_trials.py --trials 5 [--tmpfs]   # --tmpfs needs root (mount)

@@ -101,7 +101,7 @@ def generate(scenes, out, seed, config_spec, blender, part, overwrite, progress,
     from ..run.job import GenerateJob
 
     cfg = load_config(config_spec, {**overrides(run), "workers.blender": blender})
-    if part == "auto":  # issue 13: the part from the scheduler's array environment
+    if part == "auto":  # the part from the scheduler's array environment (docs/farms.md)
         from ..farm.parts import log_auto_part
         part = log_auto_part()
     job = GenerateJob(out, scenes, seed, cfg, overwrite=overwrite, part=part, progress=progress)
@@ -139,7 +139,7 @@ def merge(out):
     click.echo(f"{out}: {len(manifest['shards'])} shards from {manifest['parts_merged']} parts, "
                f"{'complete' if manifest['complete'] else 'incomplete'}", err=True)
     from ..farm.parts import (
-        report_missing,  # issue 13: name what is missing; exit 1 if anything is
+        report_missing,  # name what is missing; exit 1 if anything is (docs/farms.md)
     )
     if not report_missing(out, manifest, click.echo):
         raise SystemExit(1)
@@ -241,17 +241,17 @@ def baseline(root, out, split, views):
     click.echo(f"{out}: {n} predicted masks", err=True)
 
 
-# Dataset tools (issue 14): stats, preview, browse, validate (their modules load on use).
+# Dataset tools: stats, preview, browse, validate (their modules load on use).
 from .dataset import COMMANDS as _DATASET_COMMANDS  # noqa: E402
 
 for _command in _DATASET_COMMANDS:
     cli.add_command(_command)
 
-from ..tools.doctor import doctor as _doctor  # noqa: E402 - issue 10: devices, kernels, libraries
+from .doctor import doctor as _doctor  # noqa: E402 - devices, kernels, libraries (README, GPU section)
 
 cli.add_command(_doctor)
 
-from .farm import submit  # noqa: E402 - issue 13: render farms (submit slurm)
+from .farm import submit  # noqa: E402 - render farms (docs/farms.md)
 
 cli.add_command(submit)
 

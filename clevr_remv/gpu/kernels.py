@@ -27,7 +27,7 @@ from .discovery import (
 log = logging.getLogger("clevr_remv")
 
 
-# Measured on the H100 run of issue 10 (16 cores, CUDA 13.0 ptxas): 130 s for sm_90.
+# Measured on an H100 node (16 cores, CUDA 13.0 ptxas; docs/benchmarks.md): 130 s for sm_90.
 PTXAS_SECONDS_16_CORES = 130.0
 
 

@@ -1,22 +1,19 @@
-"""``clevr-remv doctor``: what this machine offers for rendering, and (``--prepare``) the
-GPU kernels built ahead of time, so a farm's container image can bake them in.
+"""What this machine offers for rendering, and (``--prepare``) the GPU kernels built ahead
+of time, so a farm's container image can bake them in.
 
 Reports: the system libraries Blender needs, Blender and its compute devices, the NVIDIA
 GPUs with their compute capabilities and driver, each capability's Cycles kernel (shipped,
 built, JIT-compiled by the driver on first use, or missing), ptxas, the denoiser's device
 and the CUDA JIT cache.  Exit code 0 when Blender can render here (a machine without a GPU
-included), 1 when something stops it (or a kernel could not be prepared).
+included), 1 when something stops it (or a kernel could not be prepared).  The command
+line is clevr_remv/cli/doctor.py.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import platform
-import sys
 from pathlib import Path
-
-import click
 
 from .. import __version__
 from ..gpu import discovery, kernels
@@ -29,7 +26,7 @@ FARM_CAPABILITIES = ((8, 0), (9, 0))
 
 
 def parse_sm_list(spec: str | None) -> list[tuple[int, int]]:
-    """'80,90' or 'sm_80,9.0' -> [(8, 0), (9, 0)]."""
+    """'80,90' or 'sm_80,9.0' -> [(8, 0), (9, 0)]; ValueError names a bad item."""
     out = []
     for item in (spec or "").split(","):
         item = item.strip().lower().removeprefix("sm_")
@@ -38,8 +35,7 @@ def parse_sm_list(spec: str | None) -> list[tuple[int, int]]:
         try:
             cc = discovery.parse_capability(item) if "." in item else (int(item[:-1]), int(item[-1]))
         except (ValueError, IndexError):
-            raise click.BadParameter(f"'{item}' is not a compute capability like 90, sm_90 or 9.0",
-                                     param_hint="--sm") from None
+            raise ValueError(f"'{item}' is not a compute capability like 90, sm_90 or 9.0") from None
         if cc not in out:
             out.append(cc)
     return out
@@ -196,45 +192,3 @@ def prepare(report: dict, jobs: int | None, say) -> bool:
             ok = False
     report["prepared"] = results
     return ok
-
-
-@click.command()
-@click.option("--prepare", "do_prepare", is_flag=True, help="Build the missing GPU kernels with ptxas now and install them into "
-              "Blender's Cycles add-on (for a container image: run it at build time; no GPU needed).")
-@click.option("--sm", "sm_spec", metavar="LIST", help="Compute capabilities to check/prepare instead of this "
-              "machine's GPUs, e.g. 80,90 [default: the GPUs here; without any, 80,90 (A100, H100)].")
-@click.option("--jobs", type=int, help="ptxas threads for --prepare [default: all cores].")
-@click.option("--blender", metavar="PATH", help="Check this blender executable instead of the bpy module.")
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (for scripts).")
-def doctor(do_prepare, sm_spec, jobs, blender, as_json):
-    """Check this machine for rendering: system libraries, Blender and its devices, NVIDIA GPUs
-    (compute capability, driver), each GPU's Cycles kernel, ptxas, the denoiser's device.
-
-    \b
-    Kernel states: shipped (a cubin comes with Blender); built (by clevr-remv, installed in the
-    add-on); cached (built, but the add-on's folder is read-only: generate loads it through a
-    linked copy of the folder); jit (only PTX: the NVIDIA driver compiles it on the first
-    render, 9+ minutes, once per machine); missing.  generate builds what is missing itself
-    before its first GPU render when ptxas is there; --prepare does it now.
-    Exit code 0 when Blender can render here (with or without a GPU), 1 when not.
-
-    \b
-    Examples:
-      clevr-remv doctor
-      clevr-remv doctor --prepare            # build kernels for this machine's GPUs
-      clevr-remv doctor --prepare --sm 80,90 # in a Dockerfile: for A100 and H100
-    """
-    sm = parse_sm_list(sm_spec)
-    report = collect(blender, sm)
-    say = (lambda s: click.echo(s, err=True)) if as_json else click.echo
-    if not as_json:
-        for line in render_text(report):
-            click.echo(line)
-    ok = report["blender"]["ok"] and not report["libraries"]["missing"]
-    if do_prepare:
-        ok = prepare(report, jobs, say) and ok
-    if as_json:
-        click.echo(json.dumps(report, indent=1, default=str))
-    sys.stdout.flush()
-    if not ok:
-        raise SystemExit(1)

@@ -4,7 +4,7 @@ Checksums (``info --verify``) only prove that a file did not change after the ma
 written; a shard corrupted while it was written carries a matching checksum.  This reads the
 data and checks it against itself, the rig formulas and the manifest:
 
-* ``structure``: every dataset of SPEC section 5 is there with its shape and dtype (and the
+* ``structure``: every dataset of the shard format (docs/format.md) is there with its shape and dtype (and the
   optional ``normals``, when present); the file's grid, resolution and config digest;
 * ``split``: each split's scene range against its shards and the manifest's counts;
 * ``scene_record``: the scene JSON parses and carries its global index;

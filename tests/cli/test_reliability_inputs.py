@@ -1,4 +1,4 @@
-"""Issue 12, item 8 (and item 1's config part): bad input that used to end in "internal error"
+"""Bad input (docs/reliability.md) that used to end in "internal error"
 or a half-written folder.  Each case: one line on stderr, exit code 2, no traceback, nothing
 written under --out (and nothing anywhere else)."""
 

@@ -1,4 +1,4 @@
-"""GPU kernel decisions (issue 10), on fake add-on folders and capabilities, and a real ptxas
+"""GPU kernel decisions (README, GPU section), on fake add-on folders and capabilities, and a real ptxas
 build of a small PTX file (ptxas needs no GPU)."""
 
 import json
@@ -80,7 +80,7 @@ def test_kernel_status_follows_cycles_search_order(tmp_path):
 
 
 def test_the_installed_wheel_lacks_sm80_and_sm90():
-    """The fact behind issue 10, on the bpy actually installed."""
+    """The fact behind the kernel build (no sm_80/sm_90 cubin in the wheel), on the bpy actually installed."""
     lib = kernels.cycles_lib_dir()
     assert lib is not None and lib.name == "lib" and lib.parent.name == "cycles"
     shipped = kernels.shipped_kernels(lib)

@@ -1,4 +1,4 @@
-"""Issue 15 end to end: the drop rule in a real run (tiny Blender renders).  A wide baseline
+"""The drop rule of docs/fidelity.md, end to end: in a real run (tiny Blender renders).  A wide baseline
 hides objects in some views, and asking for more expressions than a scene has visible
 descriptions makes the generator reach for hidden ones, so the rule has work to do."""
 

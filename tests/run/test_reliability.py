@@ -81,7 +81,7 @@ def _flip_refexp_object(path):
     _patch(path, offset, (first + 1).to_bytes(4, "little"))
 
 
-# -- item 4 (reader side): a damaged shard is refused, naming it -----------------------------
+# -- a damaged shard is refused, naming it -----------------------------
 def test_reader_names_a_shard_with_damaged_scene_json(run_copy):
     shard = run_copy / "train" / "train-00000.h5"
     _flip_scene_json(shard)
@@ -134,7 +134,7 @@ def test_info_verify_reads_contents_not_only_checksums(run_copy):
     assert "test-00000.h5" in line and "damaged" in line
 
 
-# -- item 5: a damaged manifest says what to run --------------------------------------------
+# -- a damaged manifest says what to run --------------------------------------------
 @pytest.mark.parametrize("text", ["{not json", "[]", '{"shards": 3}'])
 def test_damaged_manifest_names_the_fix(run_copy, text):
     (run_copy / "manifest.json").write_text(text)
@@ -150,7 +150,7 @@ def test_manifest_with_paths_outside_is_refused(run_copy):
     assert "shard path" in line
 
 
-# -- item 8: export / baseline / evaluate outputs and arguments --------------------------------
+# -- export / baseline / evaluate outputs and arguments --------------------------------
 def test_export_and_baseline_refuse_unknown_splits(small_run, tmp_path):
     for cmd in (["export", "coco", small_run, tmp_path / "c", "--split", "tst"],
                 ["export", "refcoco", small_run, tmp_path / "r", "--split", "tst"],
@@ -232,7 +232,7 @@ def _tree(root):
     return out
 
 
-# -- item 1: --overwrite never removes anything outside --out -------------------------------------
+# -- --overwrite never removes anything outside --out -------------------------------------
 @pytest.mark.parametrize("bad_split", ["..", "/ABS", "../sibling"])
 def test_overwrite_with_a_manifest_naming_paths_outside(run_copy, small_cfg, tmp_path, bad_split):
     parent = run_copy.parent
@@ -279,7 +279,7 @@ def test_overwrite_never_follows_a_symlink_out(small_run, small_cfg, tmp_path):
     assert (elsewhere / "val-00000.h5").exists()
 
 
-# -- item 2 and issue 13: concurrent writers --------------------------------------------------------
+# -- concurrent writers (docs/reliability.md) --------------------------------------------------------
 def _start(out, cfg, *extra):
     return subprocess.Popen(_cmd(out, cfg, *extra), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -425,7 +425,7 @@ def test_stale_scene_file_of_other_settings_is_not_reused(small_run, small_cfg, 
             assert {json.loads(s)["global_seed"] for s in f["scenes"][()]} == {0}
 
 
-# -- item 4 (generate side) and item 5 ----------------------------------------------------------------
+# -- a damaged shard or manifest, seen by generate ----------------------------------------
 def test_generate_re_renders_a_shard_that_fails_its_checksum(small_run, run_copy, small_cfg):
     _flip_refexp_object(run_copy / "train" / "train-00001.h5")
     r = _gen(run_copy, small_cfg)
@@ -453,7 +453,7 @@ def test_a_damaged_manifest_is_rebuilt_from_the_shards(small_run, run_copy, smal
     assert run_cli("info", run_copy, "--verify").returncode == 0
 
 
-# -- item 7: leaks after a kill; SIGTERM at once ----------------------------------------------------
+# -- leaks after a kill; SIGTERM at once ----------------------------------------------------
 def test_scene_files_of_a_finished_shard_are_cleaned_on_the_next_run(small_run, small_cfg, tmp_path):
     """The state a SIGKILL between a shard's rename and its scene clean-up leaves."""
     out = tmp_path / "out"
@@ -483,7 +483,7 @@ def test_sigterm_in_the_first_second_exits_130(small_cfg, tmp_path):
     assert r.returncode == 0, r.stderr
 
 
-# -- item 6: a hung worker ----------------------------------------------------------------------------
+# -- a hung worker ----------------------------------------------------------------------------
 FAKE_BLENDER = """#!{python}
 # A Blender that starts, answers hello and configure, then hangs on every render.
 import json, sys, time
@@ -543,7 +543,7 @@ def test_a_stopped_worker_is_killed_and_the_scene_retried(small_run, tmp_path):
     assert _digests(out) == _digests(small_run)
 
 
-# -- item 3: a full disk ----------------------------------------------------------------------------
+# -- a full disk ----------------------------------------------------------------------------
 @pytest.fixture
 def small_disk(tmp_path):
     mnt = tmp_path / "disk"
