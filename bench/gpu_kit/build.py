@@ -348,6 +348,7 @@ def step_bpy(a, work: Path, out_wheels: Path, log: Log) -> dict:
 
 def step_wheels(a, work: Path, out_wheels: Path, log: Log, project_wheel: str) -> list:
     out = []
+    out_wheels.mkdir(parents=True, exist_ok=True)
     for whl in sorted((work / "download").glob("*.whl")):
         if whl.name.startswith(f"bpy-{BPY_VERSION}-"):
             continue
