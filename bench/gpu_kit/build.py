@@ -28,7 +28,6 @@ import datetime as dt
 import fnmatch
 import hashlib
 import io
-import json
 import os
 import platform
 import re
@@ -397,7 +396,7 @@ def step_python(a, work: Path, dest: Path, log: Log) -> dict:
     log(f"python {version}: {human(tree_bytes(src))} at {src} -> {human(tree_bytes(dest))}")
     return {"source": str(src), "version": version, "bytes": tree_bytes(dest),
             "why": "a relocated copy of this machine's pyenv CPython (unpatched, with ensurepip/venv and a "
-                   "shared libpython found through LD_LIBRARY_PATH); see bench/gpu_kit/README.md"}
+                   "shared libpython found through LD_LIBRARY_PATH); see docs/benchmarks.md, \"GPU acceptance kit\""}
 
 
 def step_syslibs(a, work: Path, dest: Path, log: Log) -> dict:
@@ -496,6 +495,38 @@ def render_runner(template: Path, dest: Path, values: dict) -> None:
     dest.chmod(0o755)
 
 
+def finish_kit(kit: Path, info: dict, parts: list, log) -> None:
+    """The small files beside the parts: kitparts.py, gpu_bench.py, the device script (rendered
+    from run_on_gpu.sh.in with this kit's values), SHA256SUMS and manifest.json (with the
+    travel plan).  Also what ``--scripts-only`` redoes for an existing kit."""
+    shutil.copyfile(HERE / "kitparts.py", kit / "kitparts.py")
+    shutil.copyfile(HERE / "gpu_bench.py", kit / "gpu_bench.py")
+    kit_rel = os.path.relpath(kit, ROOT)
+    info["helpers"] = {n: kitparts._sha256_file(kit / n) for n in ("kitparts.py", "gpu_bench.py")}
+    render_runner(HERE / "run_on_gpu.sh.in", kit / "run_on_gpu.sh", {
+        "KIT_FORMAT": 1, "BPY_VERSION": BPY_VERSION, "PYTHON_VERSION": info["python"]["version"],
+        "PROJECT_WHEEL": info["download"]["project_wheel"], "PROJECT_COMMIT": info["project"]["commit"] or "unknown",
+        "ARCHIVE_SHA256": info["archive"]["sha256"], "NPARTS": len(parts)})
+    info["helpers"]["run_on_gpu.sh"] = kitparts._sha256_file(kit / "run_on_gpu.sh")
+    tree = tracked_tree_bytes()
+    info["travel"] = {"tracked_tree_bytes": tree, "calls": travel_plan(kit_rel, parts),
+                      "note": "one call per part, back to back (the GPU machine goes back after about 30 s "
+                              "idle); the first also carries the small files; the last runs the script"}
+    small = sum((kit / f).stat().st_size for f in SMALL_FILES if (kit / f).exists())
+    biggest_call = max(p["bytes"] for p in parts) + small + (tree or 0)
+    info["travel"]["largest_call_bytes"] = biggest_call
+    if biggest_call > 64 * MIB - 1 * MIB:
+        log(f"WARNING: the largest call would carry {human(biggest_call)} with the working tree: over the 64 MiB "
+            f"a call may carry; use a smaller --part-mib")
+    kitparts.write_sums(kit, parts)
+    kitparts.write_manifest(kit, info)
+    total = sum(p["bytes"] for p in parts)
+    log(f"kit ready in {kit}: {len(parts)} parts, {human(total)} in all; largest call {human(biggest_call)} "
+        f"with the working tree")
+    for c in info["travel"]["calls"]:
+        log(f"  call {c['call']}: carry {c['carry']}; run: {c['command']}")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--kit", default=str(ROOT / ".gpukit"), help="the kit's folder [.gpukit at the repository root]")
@@ -511,7 +542,20 @@ def main(argv=None) -> int:
     ap.add_argument("--fresh", action="store_true", help="drop KIT/work (downloads, staging) first")
     ap.add_argument("--reuse-downloads", action="store_true",
                     help="keep KIT/work/download from the last build instead of downloading again")
+    ap.add_argument("--scripts-only", action="store_true",
+                    help="keep the parts of the kit already in --kit; write its device script, helpers, sums and "
+                         "manifest again (after a change to run_on_gpu.sh.in, gpu_bench.py or kitparts.py)")
     a = ap.parse_args(argv)
+    if a.scripts_only:
+        kit = Path(a.kit).resolve()
+        try:
+            info = kitparts.check(kit)
+        except kitparts.KitError as exc:
+            ap.error(f"--scripts-only needs a whole kit in {kit}: {exc}")
+        info["scripts_refreshed"] = {"at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                                     "project": git_info()}
+        finish_kit(kit, info, info["parts"], Log())
+        return 0
     a.python_exe = Path(a.python) / "bin" / "python3.11"
     if not a.python_exe.exists():
         ap.error(f"no python3.11 under {a.python}")
@@ -574,30 +618,8 @@ def main(argv=None) -> int:
         info.update(kitparts.describe_parts(parts, kitparts._sha256_file(archive), archive.stat().st_size))
         info["part_bytes_max"] = int(a.part_mib * MIB)
         archive.unlink()
-        shutil.copyfile(HERE / "kitparts.py", kit / "kitparts.py")
-        shutil.copyfile(HERE / "gpu_bench.py", kit / "gpu_bench.py")
-        kit_rel = os.path.relpath(kit, ROOT)
-        info["helpers"] = {n: kitparts._sha256_file(kit / n) for n in ("kitparts.py", "gpu_bench.py")}
-        render_runner(HERE / "run_on_gpu.sh.in", kit / "run_on_gpu.sh", {
-            "KIT_FORMAT": 1, "BPY_VERSION": BPY_VERSION, "PYTHON_VERSION": info["python"]["version"],
-            "PROJECT_WHEEL": info["download"]["project_wheel"], "PROJECT_COMMIT": info["project"]["commit"] or "unknown",
-            "ARCHIVE_SHA256": info["archive"]["sha256"], "NPARTS": len(parts)})
-        info["helpers"]["run_on_gpu.sh"] = kitparts._sha256_file(kit / "run_on_gpu.sh")
-        tree = tracked_tree_bytes()
-        info["travel"] = {"tracked_tree_bytes": tree, "calls": travel_plan(kit_rel, parts),
-                          "note": "one call per part, back to back; the first also carries the small files; "
-                                  "the last runs the script"}
-        biggest_call = max(p["bytes"] for p in parts) + sum((kit / f).stat().st_size for f in SMALL_FILES[:-2]) + (tree or 0)
-        if biggest_call > 64 * MIB - 1 * MIB:
-            log(f"WARNING: the largest call would carry {human(biggest_call)} with the working tree: over the 64 MiB "
-                f"a call may carry; use a smaller --part-mib")
     info["build_seconds"] = log.steps
-    kitparts.write_sums(kit, parts)
-    kitparts.write_manifest(kit, info)
-    total = sum(p["bytes"] for p in parts)
-    log(f"kit ready in {kit}: {len(parts)} parts, {human(total)} in all; build {sum(log.steps.values()):.0f} s")
-    for c in info["travel"]["calls"]:
-        log(f"  call {c['call']}: carry {c['carry']}; run: {c['command']}")
+    finish_kit(kit, info, parts, log)
     return 0
 
 

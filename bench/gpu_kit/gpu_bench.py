@@ -42,7 +42,7 @@ SEED = 4000  # the scenes of bench/gpu.py: scenes 0..3 of seed 4000
 GPU_RUNS = [
     ("driver_s256_w1", "driver", 256, 1, 4, 60, 150),   # first: also gives the first-render time
     ("cycles_s256_w1", "cycles", 256, 1, 2, 30, 90),
-    ("driver_s256_w2", "driver", 256, 2, 4, 45, 100),   # 2 workers did not finish in issue 10: capped
+    ("driver_s256_w2", "driver", 256, 2, 4, 45, 100),   # 2 workers did not finish in the 2026-11-24 H100 run: capped
     ("driver_s64_w1", "driver", 64, 1, 2, 25, 75),
     ("cycles_s64_w1", "cycles", 64, 1, 2, 25, 75),
     ("driver_s128_w1", "driver", 128, 1, 2, 27, 80),
@@ -55,7 +55,7 @@ CPU_RUNS = [  # the dry run: tiny, on the CPU, both denoisers
 TINY = {"width": 96, "height": 64}
 TINY_GRID = 3
 DOCTOR_EST, DOCTOR_CAP = 20, 120
-PREPARE_EST, PREPARE_CAP = 150, 330  # ptxas sm_90 on 16 cores: 130 s measured with CUDA 13 (issue 10)
+PREPARE_EST, PREPARE_CAP = 150, 330  # ptxas sm_90 on 16 cores: 130 s measured with CUDA 13 (H100, 2026-11-24)
 REPORT_RESERVE = 10  # seconds kept for the report at the end
 
 
@@ -110,7 +110,9 @@ class Bench:
         self._current_pid = p.pid
         timed_out = False
         ru = None
+        own_cpu = None  # the process's own CPU (all its threads), not its children's: /proc/PID/stat
         while True:
+            own_cpu = _own_cpu(p.pid, own_cpu)
             pid, status, ru = os.wait4(p.pid, os.WNOHANG)
             if pid:
                 break
@@ -132,6 +134,7 @@ class Bench:
         rc = os.waitstatus_to_exitcode(status)
         self._current_pid = None
         return {"rc": rc, "wall_s": round(wall, 2), "cpu_s": round(ru.ru_utime + ru.ru_stime, 2),
+                "own_cpu_s": own_cpu and round(own_cpu, 2),
                 "timed_out": timed_out, "limit_s": round(limit, 1), "pid": p.pid}
 
     # -- steps -----------------------------------------------------------------------------------------
@@ -140,7 +143,8 @@ class Bench:
                 "print(json.dumps({'python': sys.version.split()[0], 'executable': sys.executable, "
                 "'prefix': sys.prefix, 'base_prefix': sys.base_prefix, 'bpy_file': bpy.__file__, "
                 "'bpy_version': bpy.app.version_string, 'bpy_dist': md.version('bpy'), "
-                "'clevr_remv': md.version('clevr-remv'), 'sys_path': sys.path}))\n")
+                "'clevr_remv': md.version('clevr-remv'), 'sys_path': sys.path, "
+                "'libpython': next((x.split()[-1] for x in open('/proc/self/maps') if 'libpython3' in x), None)}))\n")
         t = time.perf_counter()
         r = subprocess.run([self.venv / "bin" / "python", "-c", code], capture_output=True, text=True, env=self.env)
         rep: dict = {"wall_s": round(time.perf_counter() - t, 2)}
@@ -152,7 +156,8 @@ class Bench:
         rep.update(json.loads(r.stdout.strip().splitlines()[-1]))
         kit_root = str(self.work)
         outside = [p for p in rep["sys_path"] if p and not p.startswith(kit_root) and not p.endswith(".zip")]
-        rep["from_kit"] = rep["bpy_file"].startswith(kit_root) and rep["base_prefix"].startswith(kit_root)
+        rep["from_kit"] = (rep["bpy_file"].startswith(kit_root) and rep["base_prefix"].startswith(kit_root)
+                           and (rep["libpython"] is None or rep["libpython"].startswith(kit_root)))
         rep["sys_path_outside_kit"] = outside
         # bpy.__file__ is bpy/4.5/scripts/modules/bpy/__init__.py; the module's binary is bpy/__init__.so
         so = next((p / "__init__.so" for p in Path(rep["bpy_file"]).parents if (p / "__init__.so").exists()),
@@ -172,7 +177,7 @@ class Bench:
         rep["libraries_from_system"] = sorted(f"{k} ({v})" for k, v in lib_from.items() if not v.startswith(kit_root))
         self.report["preflight"] = rep
         self.say(f"preflight: bpy {rep['bpy_version']} (dist {rep['bpy_dist']}) from {rep['bpy_file']}; "
-                 f"Python {rep['python']} at {rep['base_prefix']}; clevr-remv {rep['clevr_remv']}; "
+                 f"Python {rep['python']} at {rep['base_prefix']} (libpython {rep['libpython']}); clevr-remv {rep['clevr_remv']}; "
                  f"from the kit: {rep['from_kit']}; sys.path outside the kit: {outside or 'none'}; "
                  f"missing libraries: {missing or 'none'}")
         return rep["from_kit"] and not missing
@@ -329,6 +334,16 @@ class Bench:
         return 1 if failed or not pre.get("from_kit") or pre.get("missing_libraries") else 0
 
 
+def _own_cpu(pid: int, last):
+    """utime + stime of ``pid`` itself (fields 14 and 15 of /proc/PID/stat), or ``last``."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            f = fh.read().rsplit(")", 1)[1].split()
+        return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return last
+
+
 class GpuSampler(threading.Thread):
     """nvidia-smi every 0.5 s: the GPU's memory in use and utilisation, and each process's memory."""
 
@@ -414,6 +429,9 @@ def summarise(out: Path, r: dict, scenes_asked: int) -> dict:
         "view_work_per_view_s": round(tot("view_work_s") / views, 4),    # decode+denoise+compress, all threads (CPU)
         "denoise_per_view_s": round(tot("denoise_s") / views, 4),
         "cpu_per_view_s": round(r["cpu_s"] / views, 4),                  # driver + workers, whole command
+        # the driver process alone (its threads: scene logic, EXR decode, denoise, compression),
+        # sampled from /proc every 0.1 s until it exits (so up to 0.1 s short)
+        "driver_cpu_per_view_s": r.get("own_cpu_s") and round(r["own_cpu_s"] / views, 4),
         "startup_s": round(r["wall_s"] - sum(x["wall_s"] for x in rows) / max(1, len({x.get('worker') for x in rows})), 2),
         "worker_peak_rss_mb": round(max(x.get("worker_peak_rss") or 0 for x in rows) / 1e6),
         "worker_pids": sorted({x.get("worker_pid") for x in rows if x.get("worker_pid")}),
@@ -486,18 +504,19 @@ def markdown(rep: dict) -> str:
         lines.append(f"**first render**: first scene {fr['first_scene_wall_s']} s against {fr['later_scenes_wall_median_s']} s "
                      f"for later ones; its first render call (1-sample check) {fr['first_scene_check_s']} s against "
                      f"{fr['later_check_median_s']} s")
-    lines += ["", "| run | denoiser | samples | workers | status | scenes | wall s | s/scene (wall) | s/view (wall) "
-              "| render s/view | driver view s/view | view work CPU s/view | CPU s/view (all) | GPU mem peak MiB "
-              "| driver proc GPU MiB | denoiser ran |", "|" + "---|" * 16]
+    lines += ["", "| run | denoiser | samples | workers | status | scenes | s/scene | s/view | render s/view "
+              "| driver CPU s/view | driver CPU / render | GPU mem peak MiB | denoiser ran |", "|" + "---|" * 13]
     for r in rep["runs"]:
         status = "timed out" if r["timed_out"] else ("ok" if r["rc"] == 0 else f"exit {r['rc']}")
         g = r.get("gpu") or {}
+        dc, rv = r.get("driver_cpu_per_view_s"), r.get("render_per_view_s")
+        share = f"{dc / rv:.2f}" if dc and rv else "-"
         lines.append(f"| {r['run']} | {r['denoiser']} | {r['samples']} | {r['workers']} | {status} | {r.get('scenes_done', 0)} "
-                     f"| {r['wall_s']} | {fmt(r.get('wall_per_scene_s'), 2)} | {fmt(r.get('wall_per_view_s'))} "
-                     f"| {fmt(r.get('render_per_view_s'))} | {fmt(r.get('driver_view_per_view_s'), 4)} "
-                     f"| {fmt(r.get('view_work_per_view_s'), 4)} | {fmt(r.get('cpu_per_view_s'))} "
-                     f"| {fmt(g.get('memory_used_peak_mib'), 0)} | {fmt(r.get('driver_process_gpu_mib'), 0)} "
-                     f"| {r.get('denoiser_device')} |")
+                     f"| {fmt(r.get('wall_per_scene_s'), 2)} | {fmt(r.get('wall_per_view_s'))} | {fmt(rv)} "
+                     f"| {fmt(dc)} | {share} | {fmt(g.get('memory_used_peak_mib'), 0)} | {r.get('denoiser_device')} |")
+    lines += ["", "s/scene, s/view: the whole command's wall time (start-up included) per scene and per view; render: "
+              "Blender's render calls; driver CPU: the driver process alone (target: under a quarter of the render "
+              "time); the JSON has every figure (per-scene times, worker memory, each process's GPU memory)."]
     if rep["skipped"]:
         lines += ["", "Skipped:"] + [f"- {s['step']}: {s['reason']}" for s in rep["skipped"]]
     return "\n".join(lines)

@@ -120,7 +120,7 @@ def describe_parts(parts: list, archive_sha256: str, archive_bytes: int) -> dict
 def load_manifest(kit_dir) -> dict:
     path = Path(kit_dir) / MANIFEST
     if not path.is_file():
-        raise KitError(f"{path} is missing: carry it with the first part (see bench/gpu_kit/README.md)")
+        raise KitError(f"{path} is missing: carry it with the first part (see docs/benchmarks.md, 'GPU acceptance kit')")
     try:
         manifest = json.loads(path.read_text())
         manifest["parts"], manifest["archive"]["sha256"]

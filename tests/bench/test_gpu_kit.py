@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import io
-import json
 import os
 import shutil
 import subprocess
@@ -67,7 +66,8 @@ def make_kit(tmp: Path, part_bytes: int = 1000) -> tuple[Path, dict]:
             tf.addfile(ti, io.BytesIO(data))
     kit = tmp / ".gpukit"
     parts = kitparts.split_file(archive, kit, part_bytes)
-    manifest = {"kit": "test", **kitparts.describe_parts(parts, hashlib.sha256(archive.read_bytes()).hexdigest(),
+    manifest = {"kit": "test", "python": {"version": "3.11.7"}, "download": {"project_wheel": "fake.whl"},
+                "project": {"commit": "0" * 40}, **kitparts.describe_parts(parts, hashlib.sha256(archive.read_bytes()).hexdigest(),
                                                          archive.stat().st_size)}
     kitparts.write_sums(kit, parts)
     kitparts.write_manifest(kit, manifest)
@@ -118,6 +118,29 @@ def test_sums_file_is_sha256sum_format(tmp_path):
     (kit / "SHA256SUMS").write_text("not a sum line\n")
     with pytest.raises(kitparts.KitError, match="line 1"):
         kitparts.read_sums(kit / "SHA256SUMS")
+
+
+def test_scripts_only_rewrites_small_files_and_keeps_parts(tmp_path):
+    kit, manifest = make_kit(tmp_path)
+    before = {p["name"]: (kit / p["name"]).read_bytes() for p in manifest["parts"]}
+    (kit / "run_on_gpu.sh").write_text("stale\n")
+    assert build.main(["--kit", str(kit), "--scripts-only"]) == 0
+    after = kitparts.check(kit)
+    assert {p["name"]: (kit / p["name"]).read_bytes() for p in after["parts"]} == before
+    assert after["archive"] == manifest["archive"]
+    script = (kit / "run_on_gpu.sh").read_text()
+    assert manifest["archive"]["sha256"] in script and "@" + "ARCHIVE_SHA256@" not in script
+    for name in ("kitparts.py", "gpu_bench.py", "run_on_gpu.sh"):
+        assert after["helpers"][name] == hashlib.sha256((kit / name).read_bytes()).hexdigest()
+    assert len(after["travel"]["calls"]) == len(after["parts"]) and "scripts_refreshed" in after
+
+
+def test_scripts_only_refuses_a_damaged_kit(tmp_path, capsys):
+    kit, _ = make_kit(tmp_path)
+    _flip(kit / "part-000")
+    with pytest.raises(SystemExit) as exc:
+        build.main(["--kit", str(kit), "--scripts-only"])
+    assert exc.value.code == 2 and "part-000" in capsys.readouterr().err
 
 
 def test_travel_plan_one_part_per_call():
@@ -193,7 +216,7 @@ def test_parts_that_do_not_join_to_the_archive_refused(tmp_path):
 
 
 def test_check_part_cli(tmp_path):
-    kit, manifest = make_kit(tmp_path)
+    kit, _ = make_kit(tmp_path)
     cli = [sys.executable, str(kit / "kitparts.py")]
     ok = subprocess.run(cli + ["check-part", str(kit), "part-001"], capture_output=True, text=True)
     assert ok.returncode == 0 and "part-001 ok" in ok.stdout
