@@ -8,7 +8,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from ..render import outputs as outputs_mod
-from .reader import Reader, shard_errors
+from .reader import Reader
 from .views import resolve_views
 
 
@@ -18,8 +18,13 @@ class RefexpDataset:
     ``verify=True`` checks the SHA-256 of the split's shards once, when the dataset is made
     (see :class:`Reader`).
 
+    ``views``: "center", "corners", "all", views as 'u,v;u,v' (as the command line's
+    --views), or a list of (u, v).  A folder without a manifest raises FileNotFoundError; a
+    damaged manifest, unknown views or split raise ValueError.
+
     Items are dicts: ``image`` (uint8 HxWx3), ``mask`` (bool HxW: the target's instance
-    pixels), ``text``, ``scene`` (global scene index), ``object`` (0-based), ``view`` (u, v),
+    pixels), ``text``, ``scene`` (global scene index), ``object`` (0-based), ``view`` (int64
+    array [u, v]: a DataLoader's default collate makes it a tensor of shape [batch, 2]),
     ``expression`` (id "scene-row"), ``family``; plus, on request, further stored per-view
     outputs by dataset name (``outputs=("normals", "depth")``: the items get ``normals``
     float16 HxWx3, ``depth`` float HxW).  ``transform(sample) -> sample`` is applied last
@@ -34,8 +39,8 @@ class RefexpDataset:
             self.reader.verify(split)
         self.outputs = tuple(outputs_mod.get(name).name for name in outputs)
         if self.outputs and self.reader.shards:
-            f = self.reader._files.get(self.reader.root / self.reader.shards[0]["path"])
-            missing = [name for name in self.outputs if name not in f]
+            have = self.reader.stored_outputs()
+            missing = [name for name in self.outputs if name not in have]
             if missing:
                 raise ValueError(f"{', '.join(missing)} not stored in {root} (format "
                                  f"{self.reader.manifest.get('format_version')}); regenerate it to have them")
@@ -61,24 +66,18 @@ class RefexpDataset:
     def __getitem__(self, i: int) -> dict:
         k, u, v = (int(x) for x in self._items[i])
         e = self._exprs[k]
-        f = self.reader._files.get(self.reader.root / self.reader.shards[e["shard"]]["path"])
-        row = e["scene_row"]
-        with shard_errors(self.reader._path(e["shard"]), self.reader.root,
-                          f"read scene {e['scene']} view ({u}, {v})"):
-            image = f["images"][row, u, v]
-            mask = f["instances"][row, u, v] == e["object"] + 1
-            extra = {name: f[name][row, u, v] for name in self.outputs}
+        arrays = self.reader.outputs(e["scene"], u, v, dict.fromkeys(("images", "instances", *self.outputs)))
         sample = {
-            "image": image,
-            "mask": mask,
+            "image": arrays["images"],
+            "mask": arrays["instances"] == e["object"] + 1,
             "text": e["text"],
             "scene": e["scene"],
             "object": e["object"],
-            "view": (u, v),
+            "view": np.array((u, v), np.int64),
             "expression": e["id"],
             "family": e["family"],
         }
-        sample.update(extra)
+        sample.update({name: arrays[name] for name in self.outputs})
         return self.transform(sample) if self.transform is not None else sample
 
     def pairs(self) -> list[tuple[str, int, int]]:

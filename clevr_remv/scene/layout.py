@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
 from ..errors import LayoutError
 from . import catalogue, lightfield
 from .seeding import rng, scene_seed
@@ -23,20 +21,16 @@ SIZES = catalogue.sizes()
 COLORS = catalogue.colors()
 
 
-def centre_height(shape: str, radius: float) -> float:
-    """z of an object's centre with its base on the ground (the shape's ground rule)."""
-    return catalogue.centre_height(shape, radius)
-
-
 def directions(rig: dict) -> dict:
     """Unit ground-plane vectors for left/right/front/behind from the central camera."""
     r = lightfield.rotation(rig)
     forward = r[2].copy()
     forward[2] = 0.0
-    behind = forward / np.linalg.norm(forward)
+    # element-wise (no BLAS; see lightfield): the directions are stored with every scene
+    behind = forward / math.sqrt(forward[0] * forward[0] + forward[1] * forward[1])
     left = -r[0].copy()
     left[2] = 0.0
-    left = left / np.linalg.norm(left)
+    left = left / math.sqrt(left[0] * left[0] + left[1] * left[1])
     return {
         "left": left.tolist(),
         "right": (-left).tolist(),
@@ -54,8 +48,8 @@ def _place_objects(cfg, gen, count, dirs, draws: dict | None = None) -> tuple[li
     if given, counts every size drawn (discarded restarts included) by name."""
     sc = cfg["scene"]
     extent = sc["extent"]
-    left = np.asarray(dirs["left"])[:2]
-    behind = np.asarray(dirs["behind"])[:2]
+    lx, ly = (float(c) for c in dirs["left"][:2])
+    bx, by = (float(c) for c in dirs["behind"][:2])
     size_names = list(SIZES)
     for restart in range(sc["max_layout_restarts"]):
         placed: list[tuple[float, float, float]] = []
@@ -77,8 +71,7 @@ def _place_objects(cfg, gen, count, dirs, draws: dict | None = None) -> tuple[li
                     if math.hypot(dx, dy) - r - ro < sc["min_dist"]:
                         ok = False
                         break
-                    d = np.array([dx, dy])
-                    if abs(d @ left) < sc["margin"] or abs(d @ behind) < sc["margin"]:
+                    if abs(dx * lx + dy * ly) < sc["margin"] or abs(dx * bx + dy * by) < sc["margin"]:
                         ok = False
                         break
                 if ok:
@@ -151,7 +144,7 @@ def sample_scene(cfg: dict, seed: int, index: int, attempt: int = 0) -> dict:
             "material": material,
             "size": p["size"],
             "radius": r,
-            "position": [p["x"], p["y"], centre_height(shape, r)],
+            "position": [p["x"], p["y"], catalogue.centre_height(shape, r)],
             "yaw": yaw,
         })
 

@@ -26,9 +26,24 @@ import numpy as np
 WORLD_UP = np.array([0.0, 0.0, 1.0])
 
 
+# Element-wise arithmetic only in this module (no np.linalg, no matmul): BLAS kernels differ
+# between CPUs (OpenBLAS picks AVX2 or AVX-512 code at run time) in the last bit, and the
+# cameras are stored, so the same arguments must give the same bytes on every machine.
+
+def _norm(v) -> float:
+    v = np.asarray(v, dtype=np.float64)
+    return float(np.sqrt(v[0] * v[0] + v[1] * v[1] + v[2] * v[2]))
+
+
 def _unit(v):
     v = np.asarray(v, dtype=np.float64)
-    return v / np.linalg.norm(v)
+    return v / _norm(v)
+
+
+def _rotate(r, p):
+    """``r @ p`` for a 3x3 ``r`` and points ``p`` [..., 3], element-wise (no BLAS)."""
+    p = np.asarray(p, dtype=np.float64)
+    return np.stack([r[i, 0] * p[..., 0] + r[i, 1] * p[..., 1] + r[i, 2] * p[..., 2] for i in range(3)], axis=-1)
 
 
 def look_at_rotation(position, target=(0.0, 0.0, 0.0)) -> np.ndarray:
@@ -50,7 +65,7 @@ def make_rig(centre, *, grid, baseline, width, height, lens_mm=35.0, sensor_widt
     if rows < 1 or cols < 1 or rows % 2 == 0 or cols % 2 == 0:
         raise ValueError(f"grid sizes must be odd and positive, got {rows}x{cols}")
     if focus_distance is None:
-        focus_distance = float(np.linalg.norm(np.asarray(target, float) - np.asarray(centre)))
+        focus_distance = _norm(np.asarray(target, float) - np.asarray(centre))
     return {
         "grid": [rows, cols],
         "baseline": float(baseline),
@@ -105,7 +120,7 @@ def world_to_camera(rig, u, v) -> np.ndarray:
     r = rotation(rig)
     m = np.eye(4)
     m[:3, :3] = r
-    m[:3, 3] = -r @ view_position(rig, u, v)
+    m[:3, 3] = -_rotate(r, view_position(rig, u, v))
     return m
 
 
@@ -126,7 +141,7 @@ def project(rig, u, v, points) -> tuple[np.ndarray, np.ndarray]:
     continuous, pixel centres at half-integers) and planar depth [...]."""
     pts = np.asarray(points, float)
     e = world_to_camera(rig, u, v)
-    cam = pts @ e[:3, :3].T + e[:3, 3]
+    cam = _rotate(e[:3, :3], pts) + e[:3, 3]
     k = intrinsics(rig, u, v)
     z = cam[..., 2]
     x = k[0, 0] * cam[..., 0] / z + k[0, 2]
@@ -143,7 +158,7 @@ def back_project(rig, u, v, xy, depth) -> np.ndarray:
     cy = (xy[..., 1] - k[1, 2]) / k[1, 1] * depth
     cam = np.stack([cx, cy, depth], axis=-1)
     e = world_to_camera(rig, u, v)
-    return (cam - e[:3, 3]) @ e[:3, :3]
+    return _rotate(e[:3, :3].T, cam - e[:3, 3])
 
 
 def disparity(rig, depth):

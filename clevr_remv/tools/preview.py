@@ -9,15 +9,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import h5py
 import numpy as np
 
-from ..read.reader import shard_errors
-from ..store.refexps import refexp_records
-from .common import open_dataset, palette, scene_location, shard_path
+from ..store import refexps
+from .common import open_dataset, palette, scene_location
 
 BG = (255, 255, 255)
 INK = (20, 20, 20)
@@ -77,16 +74,10 @@ def load_scene(root: Path, index: int) -> dict:
     """Everything the pictures need about one scene, read once."""
     reader = open_dataset(root)
     try:
-        entry, row = scene_location(reader, index)
-        path = shard_path(reader, entry)
-        with shard_errors(path, reader.root), h5py.File(path, "r") as f:
-            data = {
-                "index": index, "split": entry["split"], "shard": entry["path"], "grid": tuple(reader.grid),
-                "scene": json.loads(f["scenes"].asstr()[row]),
-                "images": f["images"][row], "instances": f["instances"][row],
-                "visible_pixels": f["visible_pixels"][row],
-                "expressions": [e for e in refexp_records(f) if e["scene"] == row],
-            }
+        entry, _ = scene_location(reader, index)
+        data = {"index": index, "split": entry["split"], "shard": entry["path"], "grid": tuple(reader.grid),
+                **reader.scene_views(index, ("images", "instances")),
+                "expressions": reader.expressions(scene=index)}
     finally:
         reader.close()
     return data
@@ -103,8 +94,6 @@ def _view_for(valid: np.ndarray, grid) -> tuple[int, int]:
 
 def render_png(d: dict):
     from PIL import Image, ImageDraw
-
-    from ..language.programs import anchor_of
 
     rows, cols = d["grid"]
     h, w = d["images"].shape[2:4]
@@ -141,7 +130,7 @@ def render_png(d: dict):
         valid = e["valid_views"]
         u, v = _view_for(valid, d["grid"])
         target = d["instances"][u, v] == e["object"] + 1
-        a = anchor_of(e["program"], sc)
+        a = refexps.anchor(e, sc)
         anchor = d["instances"][u, v] == a + 1 if a is not None else None
         pic = _resize(highlight(d["images"][u, v], target, anchor), big)
         img.paste(Image.fromarray(pic), (10, y))
@@ -184,6 +173,7 @@ def write_preview(root: Path, index: int, out: Path) -> tuple[Path, Path]:
     png = render_png(d)
     anim = out.with_suffix(".gif")
     frames = sweep_frames(d)
+    out.parent.mkdir(parents=True, exist_ok=True)
     png.save(out, optimize=True)
     frames[0].save(anim, save_all=True, append_images=frames[1:], duration=70, loop=0, optimize=True)
     return out, anim

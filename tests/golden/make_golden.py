@@ -7,6 +7,11 @@ run into a temporary folder and, for every shard, the SHA-256 of each dataset's 
 contents is recorded (images, instances, depth, visible_pixels, cameras/*, scenes,
 refexps/*).  ``tests/test_golden.py`` renders the same run and compares.
 
+Rendered datasets (images, depth, instances, visible_pixels) are also stored as arrays in
+``tiny_run_rendered.npz`` and compared within a stated tolerance, because Cycles on the CPU
+does not give the same bits on every processor (its kernels take other SIMD paths); every
+other dataset (cameras, scenes, expressions) must match exactly on any machine.
+
 Per-dataset contents, not whole-file bytes: a new format version may add datasets (format 1.1
 added ``normals``), which changes the file bytes but must leave the datasets that already
 existed untouched.  A change that legitimately alters content (e.g. new expression rules or
@@ -24,6 +29,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 GOLDEN = HERE / "tiny_run.json"
+RENDERED_ARRAYS = HERE / "tiny_run_rendered.npz"
+# Datasets Cycles computes: compared by tolerance (tests/test_golden.py), not by digest.
+RENDERED = ("images", "depth", "instances", "visible_pixels")
 
 TINY = {
     "rig": {"grid": 3, "baseline": 1.0},
@@ -73,6 +81,20 @@ def run_digests(out: Path) -> dict[str, dict[str, str]]:
     return {e["path"]: shard_digests(out / e["path"]) for e in manifest["shards"]}
 
 
+def run_rendered(out: Path) -> dict:
+    """{"<shard path>:<dataset>": array} of the RENDERED datasets of every shard."""
+    import h5py
+    import numpy as np
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    arrays = {}
+    for e in manifest["shards"]:
+        with h5py.File(out / e["path"], "r") as f:
+            for name in RENDERED:
+                arrays[f"{e['path']}:{name}"] = np.asarray(f[name][()])
+    return arrays
+
+
 def tiny_run(folder: Path) -> Path:
     cfg = folder / "tiny.json"
     cfg.write_text(json.dumps(TINY))
@@ -85,8 +107,12 @@ def tiny_run(folder: Path) -> Path:
 
 
 def main() -> None:
+    import numpy as np
+
     with tempfile.TemporaryDirectory() as tmp:
-        digests = run_digests(tiny_run(Path(tmp)))
+        run = tiny_run(Path(tmp))
+        digests = run_digests(run)
+        np.savez_compressed(RENDERED_ARRAYS, **run_rendered(run))
     GOLDEN.write_text(json.dumps({"config": TINY, "args": ARGS, "shards": digests}, indent=2, sort_keys=True) + "\n")
     print(f"wrote {GOLDEN} ({len(digests)} shards)")
 

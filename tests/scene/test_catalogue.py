@@ -19,7 +19,7 @@ def test_the_shipped_catalogue_is_valid_and_drives_the_layout():
     assert layout.SHAPES == tuple(data["shapes"]) and layout.SIZES == catalogue.sizes()
     # CLEVR's ground rule: a cube's centre is r / sqrt(2) above the ground, the others' r.
     assert catalogue.centre_height("cube", 0.7) == pytest.approx(0.7 / math.sqrt(2))
-    assert catalogue.centre_height("sphere", 0.7) == 0.7 and layout.centre_height("cylinder", 0.35) == 0.35
+    assert catalogue.centre_height("sphere", 0.7) == 0.7 and catalogue.centre_height("cylinder", 0.35) == 0.35
 
 
 def _broken(mutate):
