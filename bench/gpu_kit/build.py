@@ -457,7 +457,9 @@ def git_info() -> dict:
 
 
 def tracked_tree_bytes() -> int | None:
-    r = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-z"], capture_output=True)
+    # what a device call copies: tracked files and untracked ones git does not ignore
+    r = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                       capture_output=True)
     if r.returncode:
         return None
     return sum((ROOT / f).stat().st_size for f in r.stdout.decode().split("\0") if f and (ROOT / f).is_file())
