@@ -534,7 +534,9 @@ def main(argv=None) -> int:
     ap.add_argument("--kit", default=str(ROOT / ".gpukit"), help="the kit's folder [.gpukit at the repository root]")
     ap.add_argument("--python", default="/root/.pyenv/versions/3.11.7",
                     help="prefix of the CPython 3.11 to relocate into the kit [%(default)s]")
-    ap.add_argument("--part-mib", type=float, default=60.0, help="largest part, MiB [60]")
+    ap.add_argument("--part-mib", type=float, default=None,
+                    help="largest part, MiB; with --scripts-only, cut the kit's archive again at this size [56: with the working tree (about 3 MB) and the small files, a call "
+                         "stays under the 64 MiB a device call may carry, with room for the tree to grow]")
     ap.add_argument("--xz-level", default="-9", help="xz preset for the components [-9]")
     ap.add_argument("--drop-cubins", action="store_true",
                     help="leave out Cycles' prebuilt CUDA cubins (sm_30-89, 120): about 50 MB less; an H100 or "
@@ -556,8 +558,21 @@ def main(argv=None) -> int:
             ap.error(f"--scripts-only needs a whole kit in {kit}: {exc}")
         info["scripts_refreshed"] = {"at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                                      "project": git_info()}
-        finish_kit(kit, info, info["parts"], Log())
+        parts = info["parts"]
+        if a.part_mib is not None and int(a.part_mib * MIB) != info.get("part_bytes_max"):  # cut it again
+            joined = kit / "work" / "kit.tar"
+            joined.parent.mkdir(parents=True, exist_ok=True)
+            with open(joined, "wb") as fo:
+                for p in parts:
+                    with open(kit / p["name"], "rb") as fi:
+                        shutil.copyfileobj(fi, fo, 1 << 22)
+            parts = kitparts.split_file(joined, kit, int(a.part_mib * MIB))
+            joined.unlink()
+            info["parts"], info["part_bytes_max"] = parts, int(a.part_mib * MIB)
+        finish_kit(kit, info, parts, Log())
         return 0
+    if a.part_mib is None:
+        a.part_mib = 56.0
     a.python_exe = Path(a.python) / "bin" / "python3.11"
     if not a.python_exe.exists():
         ap.error(f"no python3.11 under {a.python}")

@@ -135,6 +135,17 @@ def test_scripts_only_rewrites_small_files_and_keeps_parts(tmp_path):
     assert len(after["travel"]["calls"]) == len(after["parts"]) and "scripts_refreshed" in after
 
 
+def test_scripts_only_cuts_the_archive_again(tmp_path):
+    kit, manifest = make_kit(tmp_path)  # parts of 1000 bytes
+    joined = b"".join((kit / p["name"]).read_bytes() for p in manifest["parts"])
+    assert build.main(["--kit", str(kit), "--scripts-only", "--part-mib", str(700 / build.MIB)]) == 0
+    after = kitparts.check(kit)
+    assert len(after["parts"]) == -(-len(joined) // 700) > len(manifest["parts"])
+    assert b"".join((kit / p["name"]).read_bytes() for p in after["parts"]) == joined
+    assert sorted(p.name for p in kit.glob("part-*")) == [p["name"] for p in after["parts"]]
+    assert after["part_bytes_max"] == 700 and len(after["travel"]["calls"]) == len(after["parts"])
+
+
 def test_scripts_only_refuses_a_damaged_kit(tmp_path, capsys):
     kit, _ = make_kit(tmp_path)
     _flip(kit / "part-000")
