@@ -43,6 +43,7 @@ GPU_RUNS = [
     ("driver_s256_w1", "driver", 256, 1, 4, 60, 150),   # first: also gives the first-render time
     ("cycles_s256_w1", "cycles", 256, 1, 2, 30, 90),
     ("driver_s256_w2", "driver", 256, 2, 4, 45, 100),   # 2 workers did not finish in the 2026-11-24 H100 run: capped
+    ("cycles_s256_w2", "cycles", 256, 2, 4, 40, 100),   # (that run denoised with Cycles on the GPU, as here)
     ("driver_s64_w1", "driver", 64, 1, 2, 25, 75),
     ("cycles_s64_w1", "cycles", 64, 1, 2, 25, 75),
     ("driver_s128_w1", "driver", 128, 1, 2, 27, 80),
