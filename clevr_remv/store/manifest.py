@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from pathlib import Path
@@ -149,7 +150,7 @@ def manifest_problem(m) -> str | None:
             return f"{where} bytes is {json.dumps(e['bytes'])[:60]}, not a whole number"
         taken.append((a, b, e["path"]))
     taken.sort()
-    for (a0, b0, p0), (a1, b1, p1) in zip(taken, taken[1:]):
+    for (_, b0, p0), (a1, _, p1) in itertools.pairwise(taken):
         if a1 < b0:
             return f"shards {p0} and {p1} both claim scene {a1}"
     return None

@@ -53,10 +53,10 @@ def dataset_digest(ds) -> str:
     import h5py
 
     h = hashlib.sha256()
-    if h5py.check_vlen_dtype(ds.dtype) is not None and h5py.check_string_dtype(ds.dtype) is None:
-        # variable-length numbers (refexps/targets, refexps/anchors): each row's values
-        h.update(f"vlen{ds.shape}".encode())
-        h.update(json.dumps([np.asarray(x).tolist() for x in np.asarray(ds[()], dtype=object).ravel()]).encode())
+    vlen = h5py.check_vlen_dtype(ds.dtype)
+    if vlen is not None and h5py.check_string_dtype(ds.dtype) is None:  # variable-length numbers
+        h.update(f"vlen{np.dtype(vlen).str}{ds.shape}".encode())
+        h.update(json.dumps([np.asarray(x).tolist() for x in ds[()].ravel()]).encode("utf-8"))
     elif ds.dtype.kind in ("O", "S"):  # variable-length strings: compare the text
         values = ds.asstr()[()]
         h.update(f"str{ds.shape}".encode())
