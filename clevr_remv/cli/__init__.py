@@ -269,8 +269,10 @@ def export_hf_cmd(root, out, views, splits):
 @click.option("--all-disparities", is_flag=True,
               help="Also every view's disparity as gt_disp_lowres_CamNNN.pfm.")
 def export_lightfield_cmd(root, out, splits, all_disparities):
-    """4D Light Field Benchmark layout (Honauer et al. 2016): OUT/<split>/<scene, 7 digits>/ with
-    input_CamNNN.png, parameters.cfg, gt_depth_lowres.pfm and gt_disp_lowres.pfm (docs/format.md)."""
+    """4D Light Field Benchmark layout, one folder per scene: OUT/<split>/<scene, 7 digits>/ with
+    input_CamNNN.png, parameters.cfg, gt_depth_lowres.pfm and gt_disp_lowres.pfm, as the
+    benchmark of Honauer and others (2016) and its lightfield-analysis tools read them; the
+    disparity's sign convention is in docs/format.md."""
     from ..tools.export_lightfield import export_lightfield
 
     n = export_lightfield(root, out, list(splits) or None, all_disparities)
