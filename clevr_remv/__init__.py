@@ -9,4 +9,6 @@ __version__ = "0.1.0"
 # Version of the shard format (docs/format.md). Bump on any change to a fixed point.
 # 1.1: per-view surface normals (``normals``).
 # 1.2: per-output storage codecs (shard attribute ``codecs``); depth float16 by default.
-FORMAT_VERSION = "1.2"
+# 1.3: expressions with several targets or none and chains of relations (``refexps/targets``,
+# ``refexps/anchors``, variable-length; ``refexps/object`` -1 for none).
+FORMAT_VERSION = "1.3"

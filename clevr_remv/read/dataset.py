@@ -22,8 +22,11 @@ class RefexpDataset:
     --views), or a list of (u, v).  A folder without a manifest raises FileNotFoundError; a
     damaged manifest, unknown views or split raise ValueError.
 
-    Items are dicts: ``image`` (uint8 HxWx3), ``mask`` (bool HxW: the target's instance
-    pixels), ``text``, ``scene`` (global scene index), ``object`` (0-based), ``view`` (int64
+    Items are dicts: ``image`` (uint8 HxWx3), ``mask`` (bool HxW: the union of the targets'
+    instance pixels; all False for a no-target expression), ``text``, ``scene`` (global scene
+    index), ``object`` (0-based; the first target, -1 for none), ``targets`` (int64 array of
+    the targets' ids padded with -1 to a fixed length, the scene's object slots, so a
+    DataLoader's default collate stacks it), ``view`` (int64
     array [u, v]: a DataLoader's default collate makes it a tensor of shape [batch, 2]),
     ``expression`` (id "scene-row"), ``family``; plus, on request, further stored per-view
     outputs by dataset name (``outputs=("normals", "depth")``: the items get ``normals``
@@ -56,8 +59,9 @@ class RefexpDataset:
             for (u, v) in self.views:
                 if e["valid_views"][u, v]:
                     items.append((k, u, v))
-        self._exprs = [{key: e[key] for key in ("id", "shard", "scene", "scene_row", "object", "text", "family")}
-                       for e in exprs]
+        self._exprs = [{key: e[key] for key in ("id", "shard", "scene", "scene_row", "object", "text", "family",
+                                                "targets")} for e in exprs]
+        self._slots = max([len(e["targets"]) for e in exprs] + [self.reader.max_objects()])
         self._items = np.asarray(items, dtype=np.int64).reshape(-1, 3)
 
     def __len__(self) -> int:
@@ -69,10 +73,11 @@ class RefexpDataset:
         arrays = self.reader.outputs(e["scene"], u, v, dict.fromkeys(("images", "instances", *self.outputs)))
         sample = {
             "image": arrays["images"],
-            "mask": arrays["instances"] == e["object"] + 1,
+            "mask": np.isin(arrays["instances"], np.asarray(e["targets"], np.int64) + 1),
             "text": e["text"],
             "scene": e["scene"],
             "object": e["object"],
+            "targets": np.asarray(e["targets"] + [-1] * (self._slots - len(e["targets"])), np.int64),
             "view": np.array((u, v), np.int64),
             "expression": e["id"],
             "family": e["family"],

@@ -298,12 +298,13 @@ class RunFolder:
                     raise ValueError("other run")
                 refexps = read_refexps(f)
                 records = [json.loads(r) for r in f["scenes"][:]]
+                visible = f["visible_pixels"][()]
         except (OSError, ValueError, KeyError):
             log.warning("removing %s: not a finished shard of this run", path)
             self.guard.unlink(path)
             return None
         return self.entry(plan, {"sha256": shards.sha256_file(path), "bytes": path.stat().st_size,
-                                 "refexps": len(refexps), "expression_stats": expression_stats(refexps, records)})
+                                 "refexps": len(refexps), "expression_stats": expression_stats(refexps, records, visible)})
 
     # -- scenes and shards -------------------------------------------------------------------------
     def scene_path(self, index: int) -> Path:

@@ -14,8 +14,9 @@ data and checks it against itself, the rig formulas and the manifest:
 * ``ids_without_depth``: an object id on a pixel whose depth is not finite;
 * ``visible_pixels``: the stored counts against the instance maps (-1 past the last object);
 * ``camera``: intrinsics and world-to-camera against :mod:`clevr_remv.scene.lightfield`;
-* ``program``: every program re-executes on its scene to its stored target, and its stored
-  anchor is what the program picks before its relation;
+* ``program``: every program re-executes on its scene to exactly its stored targets
+  (``refexps/object`` the first, -1 for none), and its stored anchors are what the program
+  picks before each relation;
 * ``valid_views``: against the visibility in the instance maps and each view's own directions;
 * ``checksum``: the file's SHA-256 against the manifest.
 
@@ -34,8 +35,8 @@ import h5py
 import numpy as np
 
 from .. import FORMAT_VERSION
+from ..errors import UsageError
 from ..language import programs, validity
-from ..language.programs import anchor_of
 from ..read.checks import shard_problem
 from ..scene import lightfield
 from ..store import refexps, schema
@@ -61,6 +62,11 @@ class Violation:
         if self.expression is not None:
             place.append(f"expression {self.expression}")
         return f"VIOLATION {self.kind}: {', '.join(place)}: {self.message}"
+
+
+def _names(ids) -> str:
+    ids = list(ids)
+    return "no object" if not ids else (f"object {ids[0]}" if len(ids) == 1 else f"objects {ids}")
 
 
 def _attr(f, key):
@@ -163,6 +169,14 @@ class Validator:
             got = _attr(f, key)
             if got is not None and want is not None and got != want:
                 self._v("structure", name, f"file attribute {key} is {got!r}, the manifest says {want!r}")
+        got = _attr(f, "codecs")
+        if got is not None or schema.version_key(version) >= (1, 2):
+            try:
+                want = schema.codec_descriptions(self.cfg, version)
+            except UsageError as exc:
+                want = str(exc)
+            if got != want:
+                self._v("structure", name, f"file attribute codecs is {got!r}, the run's settings give {want!r}")
         if any(not key.startswith("refexps/") for key in broken):
             return  # shapes are off: per-scene checks would only repeat it
         problem = shard_problem(f) if not broken else None
@@ -270,29 +284,37 @@ class Validator:
         where = {"scene": index, "expression": eid}
         nobj = len(scene["objects"])
         e = refs[i]
-        target = e["object"]
-        if not 0 <= target < nobj:
-            self._v("program", name, f"target object {target} is not among the scene's {nobj} objects", **where)
+        target, targets = e["object"], tuple(e["targets"])
+        stored_anchors = tuple(e["anchors"]) if "anchors" in e else None
+        bad = [t for t in (target,) + targets + (stored_anchors or ())
+               if not 0 <= t < nobj and (t, targets) != (-1, ())]
+        if bad:
+            self._v("program", name, f"target object {bad[0]} is not among the scene's {nobj} objects", **where)
             return
         program = e["program"]
         if program is None:
             self._v("program", name, "program is not JSON", **where)
             return
         try:
-            got = programs.execute(program, scene)
-        except (programs.ProgramError, KeyError, TypeError, IndexError) as exc:
+            got = programs.targets_of(program, scene)
+        except (programs.ProgramError, KeyError, TypeError, IndexError, AttributeError) as exc:
             self._v("program", name, f"program does not execute ({type(exc).__name__}: {exc})", **where)
             return
-        if got != target:
-            self._v("program", name, f"program picks {got}, the stored target is object {target} "
+        if got != targets:
+            self._v("program", name, f"program picks {_names(got)}, the stored targets are {_names(targets)} "
                     f"(text: {e['text']!r})", **where)
             return
-        anchor = refexps.anchor(e, scene)
-        if "anchor" in e and anchor != anchor_of(program, scene):
-            self._v("program", name, f"stored anchor {anchor}, the program's is {anchor_of(program, scene)}", **where)
+        if target != (targets[0] if targets else -1):
+            self._v("program", name, f"program picks {_names(got)}, but refexps/object is {target} (it must be "
+                    f"the first target, or -1 for none)", **where)
+            return
+        anchors = tuple(refexps.anchors(e, scene))
+        if stored_anchors is not None and stored_anchors != programs.anchors_of(program, scene):
+            self._v("program", name, f"stored anchors {list(stored_anchors)}, the program's are "
+                    f"{list(programs.anchors_of(program, scene))}", **where)
         if counts is None:
             return
-        expr = {"object": target, "program": program, "anchor": anchor}
+        expr = {"object": target, "targets": targets, "anchors": anchors, "program": program}
         want = validity.valid_views(expr, scene, counts, self.min_px)
         stored = e["valid_views"]
         for u, v in zip(*np.nonzero(stored != want)):
@@ -301,14 +323,12 @@ class Validator:
                     view=(int(u), int(v)), **where)
 
     def _why(self, expr, scene, counts, u, v) -> str:
-        t = int(counts[expr["object"]])
-        parts = [f"target shows {t} px"]
-        if expr["anchor"] is not None:
-            parts.append(f"anchor shows {int(counts[expr['anchor']])} px")
+        parts = [f"target {t} shows {int(counts[t])} px" for t in expr["targets"]] or ["no target"]
+        parts += [f"anchor {a} shows {int(counts[a])} px" for a in expr["anchors"]]
         if any(node.get("op") == "relate" for node in expr["program"]):
             dirs = programs.view_directions(scene["rig"], u, v)
             try:
-                picked = programs.execute(expr["program"], scene, dirs)
+                picked = _names(programs.targets_of(expr["program"], scene, dirs))
             except programs.ProgramError:
                 picked = "no single object"
             parts.append(f"with this view's directions the program picks {picked}")
