@@ -126,6 +126,9 @@ def assert_same_dataset(farm: Path, local: Path) -> None:
                     assert np.abs(da[name].astype(np.float32) - db[name].astype(np.float32)).max() <= NORMAL_STEP
                 elif da[name].dtype.kind == "f":
                     assert np.array_equal(da[name], db[name], equal_nan=True), (path, name)
+                elif da[name].dtype == object:  # variable-length rows (targets, anchors)
+                    assert len(da[name]) == len(db[name]) and all(
+                        np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(da[name], db[name])), (path, name)
                 else:
                     assert np.array_equal(da[name], db[name]), (path, name)
     r = run_cli("info", farm, "--verify")
