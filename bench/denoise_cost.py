@@ -5,7 +5,7 @@ Worker settings (the worker process's CPU time per view, render calls including 
   cycles-denoise  Cycles' denoiser in each render call (new OIDN device, 2 prefilters, filter)
   passes          no Cycles denoiser; the noisy colour plus the denoising-data passes
   no-denoise      neither
-Then, on the passes of the central view: clevr_remv.denoise.Denoiser, filters kept across
+Then, on the passes of the central view: clevr_remv.render.denoise.Denoiser, filters kept across
 calls (CPU and wall per call, medians of 5 after one warm call), for each OIDN quality
 (high / balanced / fast) and each prefilter as Cycles names them: accurate (albedo and normal
 prefilters, then the colour filter with cleanAux), fast (the colour filter alone with the raw

@@ -5,7 +5,7 @@ qualities and Cycles' three prefilters.
 For a few scenes (laid out exactly as `generate` does), renders the central view at the
 given size and sample settings twice in one worker: once with Cycles' denoiser (its defaults,
 and ours before the driver's denoiser: prefilter "Accurate", quality "High"), once with the denoising-data passes and Cycles' denoiser
-off, then denoises that with clevr_remv.denoise for every QUALITY:PREFILTER variant asked for.
+off, then denoises that with clevr_remv.render.denoise for every QUALITY:PREFILTER variant asked for.
 Both are compared with a reference of --reference-samples (no denoising, no adaptive
 sampling) as in bench/quality.py: PSNR on the stored 8-bit sRGB images.  Times: the worker's
 render call (CPU seconds), plus the driver's denoise call (CPU seconds, second call of a

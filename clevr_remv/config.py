@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import logging
 import math
 import os
 import re
@@ -20,6 +21,8 @@ from pathlib import Path
 
 from .errors import UsageError
 from .resources import resource_dir
+
+log = logging.getLogger("clevr_remv")
 
 # GPU backends in the order ``device = auto`` prefers them (the Blender side is sent this order
 # with the hello request and reports what it has under the same names).
@@ -288,7 +291,21 @@ def load_config(spec: str | None = None, overrides: dict | None = None) -> dict:
     for path, value in (overrides or {}).items():
         if value is not None:
             _set(cfg, path, value)
-    return validate(cfg)
+    cfg = validate(cfg)
+    warn_split_shares(cfg["output"]["splits"])
+    return cfg
+
+
+def warn_split_shares(splits: dict) -> bool:
+    """Warn (and return True) when the split shares do not sum to 1: they are then taken
+    relative to their sum, which is rarely what was meant (0.9/0.5/0.1 gives 60/33/7%)."""
+    total = sum(float(x) for x in splits.values())
+    if math.isclose(total, 1.0, rel_tol=0, abs_tol=1e-6):
+        return False
+    shares = ", ".join(f"{name} {100 * float(x) / total:.1f}%" for name, x in splits.items())
+    log.warning("output.splits shares sum to %g, not 1: they are taken relative to their sum (%s); "
+                "give shares that sum to 1 to silence this", total, shares)
+    return True
 
 
 def prefilter_of(render_cfg: dict) -> str:

@@ -5,6 +5,16 @@ class UsageError(Exception):
     """Bad input: the CLI prints the message on one line and exits with code 2."""
 
 
+class NotADatasetError(UsageError, FileNotFoundError):
+    """A folder without manifest.json: exit code 2 on the command line; a FileNotFoundError
+    for the Python API."""
+
+
+class BadManifestError(UsageError, ValueError):
+    """A manifest that cannot be read or is not a clevr-remv manifest: exit code 2 on the
+    command line; a ValueError for the Python API."""
+
+
 class LayoutError(UsageError):
     """No layout satisfies the constraints within the configured number of attempts."""
 

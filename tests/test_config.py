@@ -83,3 +83,33 @@ def test_preset_name_wins_over_a_folder_of_that_name(tmp_path, monkeypatch):
     (tmp_path / "folder").mkdir()
     with pytest.raises(UsageError, match="is a folder"):
         config.load_config("folder")
+
+
+def test_split_shares_that_do_not_sum_to_one_warn(tmp_path):
+    import logging
+
+    class Keep(logging.Handler):
+        def __init__(self):
+            super().__init__(logging.WARNING)
+            self.messages = []
+
+        def emit(self, record):
+            self.messages.append(record.getMessage())
+
+    keep = Keep()
+    logger = logging.getLogger("clevr_remv")
+    logger.addHandler(keep)
+    try:
+        path = tmp_path / "s.json"
+        path.write_text(json.dumps({"output": {"splits": {"train": 0.9, "val": 0.5, "test": 0.1}}}))
+        cfg = config.load_config(str(path))
+        assert cfg["output"]["splits"] == {"train": 0.9, "val": 0.5, "test": 0.1}
+        (msg,) = [m for m in keep.messages if "output.splits" in m]
+        assert "sum to 1.5, not 1" in msg and "train 60.0%" in msg and "test 6.7%" in msg
+        keep.messages.clear()
+        path.write_text(json.dumps({"output": {"splits": {"train": 0.7, "val": 0.2, "test": 0.1}}}))
+        config.load_config(str(path))
+        config.load_config()
+        assert not [m for m in keep.messages if "output.splits" in m]
+    finally:
+        logger.removeHandler(keep)

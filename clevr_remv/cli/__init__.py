@@ -101,10 +101,12 @@ def generate(scenes, out, seed, config_spec, blender, part, overwrite, progress,
     from ..run.job import GenerateJob
 
     cfg = load_config(config_spec, {**overrides(run), "workers.blender": blender})
+    from ..farm.schedulers import usable_cpus
     if part == "auto":  # the part from the scheduler's array environment (docs/farms.md)
         from ..farm.parts import log_auto_part
         part = log_auto_part()
-    job = GenerateJob(out, scenes, seed, cfg, overwrite=overwrite, part=part, progress=progress)
+    job = GenerateJob(out, scenes, seed, cfg, overwrite=overwrite, part=part, progress=progress,
+                      cpus=usable_cpus())
     manifest = job.run()
     if manifest.get("device") == "cpu" and cfg["render"]["device"] == "auto":
         from ..farm.parts import warn_unused_gpus
@@ -145,20 +147,14 @@ def merge(out):
         raise SystemExit(1)
 
 
-def _parse_views(spec: str):
-    if spec in ("center", "centre", "corners", "all"):
-        return spec
-    try:
-        return [tuple(int(x) for x in item.split(",")) for item in spec.split(";") if item]
-    except ValueError:
-        raise UsageError(f"--views '{spec}' is not center, corners, all or 'u,v;u,v'") from None
-
-
 def _views_checked(reader_root: Path, spec: str):
     from ..read.reader import Reader
-    from ..read.views import resolve_views
+    from ..read.views import parse_views, resolve_views
 
-    views = _parse_views(spec)
+    try:
+        views = parse_views(spec)
+    except ValueError as exc:
+        raise UsageError(f"--{exc}") from None
     try:
         resolve_views(views, tuple(Reader(reader_root).grid))
     except ValueError as exc:
@@ -213,15 +209,21 @@ def evaluate(root, pred, split, views, report):
     \b
     Expression ids are "<scene>-<k>" (k-th expression of the scene, 0-based), as in
     clevr_remv.data.RefexpDataset items' "expression" field.  Masks are H x W at the image's
-    resolution; nonzero = the referred object.  A missing mask scores as empty.
+    resolution; nonzero = the referred object.  A missing mask scores as empty.  Exits 1,
+    naming a few keys and the expected form, when no prediction matches an expression of the
+    split (another split's predictions, or keys in another form); warns when some do not.
     """
     from ..store.files import writable_folder
+    from ..tools.evaluate import NoMatch, tables, write_report
     from ..tools.evaluate import evaluate as run_eval
-    from ..tools.evaluate import tables, write_report
 
     out = report or (pred.parent if pred.is_file() else pred) / "evaluation"
     writable_folder(out, "--report folder")  # before the work, not after the tables
-    res = run_eval(root, pred, split, _views_checked(root, views))
+    try:
+        res = run_eval(root, pred, split, _views_checked(root, views))
+    except NoMatch as exc:
+        click.echo(f"clevr-remv: error: {exc}", err=True)
+        raise SystemExit(1) from None
     click.echo(tables(res))
     js, png = write_report(res, out)
     click.echo(f"\nreport: {js}\nheat map: {png}", err=True)
@@ -251,7 +253,7 @@ from .doctor import doctor as _doctor  # noqa: E402 - devices, kernels, librarie
 
 cli.add_command(_doctor)
 
-from .farm import submit  # noqa: E402 - render farms (docs/farms.md)
+from .farm import submit  # noqa: E402 - render farms (submit slurm, submit kubernetes)
 
 cli.add_command(submit)
 

@@ -8,28 +8,23 @@ shards k with ``k % M == K - 1`` (``generate --part K/M``).  A scheduler's task 
 (0-based) renders part i + 1.  With M = S every task renders one shard, so a slow node holds
 back only its own shard and the scheduler balances the rest by handing out the next index.
 
-Where the part count comes from:
-
-* Slurm job arrays: ``SLURM_ARRAY_TASK_ID`` with the array's size.  For a plain range
-  (``--array=0-9`` or ``1-10``, any ``%N``) that is ``SLURM_ARRAY_TASK_COUNT``, and the index
-  is counted from ``SLURM_ARRAY_TASK_MIN``.  A sparse array (``--array=0,3,7``, as a re-submission
-  of the missing tasks is) does not tell the run's part count, so there ``CLEVR_REMV_PARTS``
-  must give it, and the index is 0-based.  ``clevr-remv submit slurm`` always sets it.
-* Kubernetes Indexed Jobs: ``JOB_COMPLETION_INDEX`` (0-based).  Kubernetes does not put the
-  completions count in the pod's environment, so the manifest sets ``CLEVR_REMV_PARTS`` to the
-  same number as ``spec.completions`` (see docs/kubernetes.md).
+Where the part count comes from: the scheduler's array task (``schedulers/``: Slurm job
+arrays, Kubernetes Indexed Jobs), with ``CLEVR_REMV_PARTS`` where its environment does not
+tell the number of tasks.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Mapping
+from collections.abc import Mapping
 
 from ..errors import UsageError
 from ..run import plan
+from . import schedulers
+from .schedulers.base import PARTS_ENV, format_ranges, int_env
 
-PARTS_ENV = "CLEVR_REMV_PARTS"
+__all__ = ["PARTS_ENV", "format_ranges"]
 
 
 @dataclass(frozen=True)
@@ -43,47 +38,20 @@ class Part:
         return f"{self.k}/{self.m}"
 
 
-def _int_env(env: Mapping[str, str], name: str) -> int | None:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return None
-    try:
-        return int(raw.strip())
-    except ValueError:
-        raise UsageError(f"--part auto: {name}='{raw}' is not an integer") from None
-
-
 def resolve_part(env: Mapping[str, str]) -> Part:
     """The part (K/M) a scheduler's array task renders, from its environment."""
-    parts = _int_env(env, PARTS_ENV)
+    parts = int_env(env, PARTS_ENV)
     if parts is not None and parts < 1:
         raise UsageError(f"--part auto: {PARTS_ENV}={parts}; it must be the number of parts (>= 1)")
-    slurm_id = _int_env(env, "SLURM_ARRAY_TASK_ID")
-    k8s_index = _int_env(env, "JOB_COMPLETION_INDEX")
-    if slurm_id is not None and k8s_index is not None:
-        raise UsageError("--part auto: both SLURM_ARRAY_TASK_ID and JOB_COMPLETION_INDEX are set; "
+    found = schedulers.present(env)
+    if len(found) > 1:
+        raise UsageError(f"--part auto: both {' and '.join(s.index_var for s in found)} are set; "
                          "give --part K/M explicitly")
-    if slurm_id is None and k8s_index is None:
-        raise UsageError("--part auto: no SLURM_ARRAY_TASK_ID (Slurm job array) or JOB_COMPLETION_INDEX "
-                         "(Kubernetes Indexed Job) in the environment; give --part K/M instead")
-    if k8s_index is not None:
-        if parts is None:
-            raise UsageError(f"--part auto: JOB_COMPLETION_INDEX is set but not {PARTS_ENV}; set it to the "
-                             f"Job's completions count in the manifest (Kubernetes does not pass it)")
-        return _checked(k8s_index, parts, f"Kubernetes completion index {k8s_index}, {PARTS_ENV}={parts}")
-    if parts is not None:
-        return _checked(slurm_id, parts, f"Slurm array task {slurm_id}, {PARTS_ENV}={parts}")
-    lo, hi = _int_env(env, "SLURM_ARRAY_TASK_MIN"), _int_env(env, "SLURM_ARRAY_TASK_MAX")
-    count = _int_env(env, "SLURM_ARRAY_TASK_COUNT")
-    if lo is None or hi is None:
-        if count is None:
-            raise UsageError(f"--part auto: SLURM_ARRAY_TASK_ID is set but not the array's size "
-                             f"(SLURM_ARRAY_TASK_COUNT or MIN/MAX); set {PARTS_ENV}")
-        lo, hi = 0, count - 1
-    if count is not None and count != hi - lo + 1:
-        raise UsageError(f"--part auto: the array {lo}-{hi} has {count} tasks (sparse or stepped), which does not "
-                         f"tell the number of parts; set {PARTS_ENV} (0-based task ids)")
-    return _checked(slurm_id - lo, hi - lo + 1, f"Slurm array task {slurm_id} of {lo}-{hi}")
+    if not found:
+        known = " or ".join(f"{s.index_var} ({s.title})" for s in schedulers.SCHEDULERS.values())
+        raise UsageError(f"--part auto: no {known} in the environment; give --part K/M instead")
+    task = found[0].array_task(env, parts)
+    return _checked(task.index, task.count, task.source)
 
 
 def _checked(index: int, parts: int, source: str) -> Part:
@@ -125,21 +93,6 @@ def shards_of_task(index: int, tasks: int, shards: int) -> list[int]:
 
 def part_manifest_name(k: int, m: int) -> str:
     return plan.manifest_name((k, m))
-
-
-def format_ranges(indices: list[int]) -> str:
-    """Slurm's --array syntax: [0,1,2,5,7,8] -> '0-2,5,7-8'."""
-    out, run = [], []
-    for i in sorted(set(indices)):
-        if run and i == run[-1] + 1:
-            run.append(i)
-            continue
-        if run:
-            out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
-        run = [i]
-    if run:
-        out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
-    return ",".join(out)
 
 
 def missing_shards(manifest: dict, plan_names: list[str]) -> list[tuple[str, int | None]]:

@@ -18,8 +18,13 @@ class RefexpDataset:
     ``verify=True`` checks the SHA-256 of the split's shards once, when the dataset is made
     (see :class:`Reader`).
 
+    ``views``: "center", "corners", "all", views as 'u,v;u,v' (as the command line's
+    --views), or a list of (u, v).  A folder without a manifest raises FileNotFoundError; a
+    damaged manifest, unknown views or split raise ValueError.
+
     Items are dicts: ``image`` (uint8 HxWx3), ``mask`` (bool HxW: the target's instance
-    pixels), ``text``, ``scene`` (global scene index), ``object`` (0-based), ``view`` (u, v),
+    pixels), ``text``, ``scene`` (global scene index), ``object`` (0-based), ``view`` (int64
+    array [u, v]: a DataLoader's default collate makes it a tensor of shape [batch, 2]),
     ``expression`` (id "scene-row"), ``family``; plus, on request, further stored per-view
     outputs by dataset name (``outputs=("normals", "depth")``: the items get ``normals``
     float16 HxWx3, ``depth`` float HxW).  ``transform(sample) -> sample`` is applied last
@@ -74,7 +79,7 @@ class RefexpDataset:
             "text": e["text"],
             "scene": e["scene"],
             "object": e["object"],
-            "view": (u, v),
+            "view": np.array((u, v), np.int64),
             "expression": e["id"],
             "family": e["family"],
         }

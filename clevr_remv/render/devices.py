@@ -64,24 +64,16 @@ def render_settings(cfg: dict, device_info: dict, slot: int, nworkers: int, pass
     return rc
 
 
-def usable_cpus(env=None, cgroup_cpu_max: str = "/sys/fs/cgroup/cpu.max") -> int:
+def usable_cpus(granted=(), cgroup_cpu_max: str = "/sys/fs/cgroup/cpu.max") -> int:
     """CPU cores this process may use, not the machine's: a scheduler's task gets a share.
-    The smallest of the CPU affinity (cpusets, Slurm task binding), Slurm's allocation
-    (SLURM_CPUS_PER_TASK, else SLURM_JOB_CPUS_PER_NODE) and a cgroup v2 CPU quota
-    (Kubernetes CPU limits), so Cycles' threads match what the task was given."""
-    env = os.environ if env is None else env
+    The smallest of the CPU affinity (cpusets, Slurm task binding), the counts a scheduler
+    ``granted`` the task (``farm.schedulers.usable_cpus`` reads them from its variables) and a
+    cgroup v2 CPU quota (Kubernetes CPU limits), so Cycles' threads match what the task was given."""
     counts = [len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)]
-    for name in ("SLURM_CPUS_PER_TASK", "SLURM_JOB_CPUS_PER_NODE"):
-        digits = ""
-        for ch in env.get(name, ""):  # "4", or "4(x2)" for several nodes
-            if not ch.isdigit():
-                break
-            digits += ch
-        if digits and int(digits) > 0:
-            counts.append(int(digits))
-            break
+    counts += [n for n in granted if n and n > 0]
     try:
-        quota, period = open(cgroup_cpu_max, encoding="ascii").read().split()[:2]
+        with open(cgroup_cpu_max, encoding="ascii") as fh:
+            quota, period = fh.read().split()[:2]
         if quota != "max" and int(period) > 0:
             counts.append(max(1, int(quota) // int(period)))
     except (OSError, ValueError):

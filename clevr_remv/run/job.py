@@ -64,11 +64,15 @@ def blender_worker(cfg: dict, slot: int, log_path: Path | None) -> BlenderWorker
 class GenerateJob:
     def __init__(self, out: Path, scenes: int, seed: int, cfg: dict, *, workers: int | None = None,
                  overwrite: bool = False, part: str | None = None, progress: bool | None = None,
-                 worker_factory: Callable[[dict, int, Path | None], object] = blender_worker):
+                 worker_factory: Callable[[dict, int, Path | None], object] = blender_worker,
+                 cpus: int | None = None):
+        """``cpus``: the CPU cores this task may use (``farm.schedulers.usable_cpus``); None:
+        the device policy's count, which knows no scheduler's variables."""
         self.plan = RunPlan.from_args(scenes, seed, cfg, workers=workers, part=part)
         self.cfg = cfg
         self.folder = RunFolder(out, self.plan, overwrite=overwrite)
         self.worker_factory = worker_factory
+        self.cpus = cpus
         self.outputs = outputs.rendered(cfg)
         self.passes = outputs.render_passes(self.outputs)
         self.stats = RunStats()
@@ -117,7 +121,7 @@ class GenerateJob:
         log.info("denoiser: %s", denoise.describe(self.cfg))
 
     def _settings(self, slot: int, nworkers: int) -> dict:
-        settings = render_settings(self.cfg, self.device_info, slot, nworkers, self.passes)
+        settings = render_settings(self.cfg, self.device_info, slot, nworkers, self.passes, cpu_count=self.cpus)
         if self.gpu_prep.cycles_path:  # kernels built for a read-only Blender install
             settings["cycles_path"] = self.gpu_prep.cycles_path
         return settings

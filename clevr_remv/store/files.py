@@ -82,17 +82,12 @@ def writable_folder(path: Path, what: str) -> None:
 
 
 def new_file(path: Path, what: str) -> None:
-    """``path`` does not exist yet and its folder exists and can be written."""
+    """``path`` does not exist yet and its folder exists and can be written, or can be created
+    (the writer creates it)."""
     path = Path(path)
     if path.exists() or path.is_symlink():
         raise UsageError(f"{what} '{path}' exists; give a new file name")
-    parent = path.parent
-    if not parent.exists():
-        raise UsageError(f"{what} '{path}': folder '{parent}' does not exist; create it first")
-    if not parent.is_dir():
-        raise UsageError(f"{what} '{path}': '{parent}' is a file, not a folder")
-    if not can_write(parent):
-        raise UsageError(f"cannot write to '{parent}' ({what} '{path}'); choose a folder you can write to")
+    writable_folder(path.parent, f"folder of {what} '{path}'")
 
 
 def is_inside(path: Path, root: Path) -> bool:

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 from ..config import check_split_name
-from ..errors import UsageError
+from ..errors import BadManifestError, NotADatasetError, UsageError
 from . import files, manifest
 
 
@@ -68,12 +68,12 @@ def read_manifest(path: Path) -> dict:
     try:
         m = files.read_json(path)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UsageError(f"'{path}' is not valid JSON ({exc}); {REBUILD_HINT}") from None
+        raise BadManifestError(f"'{path}' is not valid JSON ({exc}); {REBUILD_HINT}") from None
     except OSError as exc:
-        raise UsageError(f"cannot read '{path}' ({exc.strerror or exc}); {REBUILD_HINT}") from None
+        raise BadManifestError(f"cannot read '{path}' ({exc.strerror or exc}); {REBUILD_HINT}") from None
     problem = manifest_problem(m)
     if problem:
-        raise UsageError(f"'{path}' is not a clevr-remv manifest: {problem}; {REBUILD_HINT}")
+        raise BadManifestError(f"'{path}' is not a clevr-remv manifest: {problem}; {REBUILD_HINT}")
     return m
 
 
@@ -82,7 +82,7 @@ def load_manifest(out: Path) -> dict:
     if not path.exists():
         parts = sorted(Path(out).glob("manifest.part-*.json"))
         hint = " (farm parts found: run 'clevr-remv merge' first)" if parts else ""
-        raise UsageError(f"'{out}' has no manifest.json{hint}; give a folder made by 'clevr-remv generate'")
+        raise NotADatasetError(f"'{out}' has no manifest.json{hint}; give a folder made by 'clevr-remv generate'")
     return read_manifest(path)
 
 

@@ -71,6 +71,7 @@ def predict(root, out: Path, split: str = "test", views="all") -> int:
         check_splits(reader, [split])
         # A temporary name in the same folder, renamed when complete: nothing half-written.
         tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+        out.parent.mkdir(parents=True, exist_ok=True)
         try:
             n = _write_predictions(reader, tmp, split, sel)
             os.replace(tmp, out)

@@ -74,8 +74,6 @@ def _check_site(out: Path) -> None:
             raise UsageError(f"--out '{out}' holds other files ({extra[0]}, ...); give a new or empty folder")
         if extra:
             raise UsageError(f"--out '{out}' holds files browse did not write ({extra[0]}, ...); move them away first")
-    elif not out.parent.is_dir():
-        raise UsageError(f"folder '{out.parent}' does not exist; create it first")
     writable_folder(out, "--out")  # the folder, or the one it is made in, can be written
 
 
@@ -143,7 +141,7 @@ def build_site(root: Path, out: Path, scenes_spec: str | None = None, echo=None)
     if echo and scenes_spec is None and len(wanted) < len(reader.scene_indices):
         echo(f"browse: the first {len(wanted)} of {len(reader.scene_indices)} scenes (--scenes all for every one)")
     created = not out.exists()
-    out.mkdir(exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     part = out / ".partial"
     shutil.rmtree(part, ignore_errors=True)
     (part / "data").mkdir(parents=True)

@@ -8,7 +8,7 @@ import numpy as np
 
 from ..errors import UsageError
 from ..read.reader import Reader
-from ..store.files import can_write
+from ..store.files import writable_folder
 
 # Instance colours for overlays: id 0 (background) is never drawn.
 PALETTE = np.array([[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200],
@@ -53,14 +53,12 @@ def min_visible_pixels(reader: Reader) -> int:
 
 
 def check_output_file(path: Path, suffixes: tuple[str, ...]) -> Path:
-    """An output file path a tool may write: not a folder, in an existing folder, known suffix."""
+    """An output file path a tool may write: not a folder, known suffix, in a folder that exists
+    and can be written or can be created (the writer creates it)."""
     path = Path(path)
     if path.is_dir():
         raise UsageError(f"'{path}' is a folder; give a file name ending in {' or '.join(suffixes)}")
     if path.suffix.lower() not in suffixes:
         raise UsageError(f"'{path}' must end in {' or '.join(suffixes)}")
-    if not path.parent.is_dir() and str(path.parent) not in ("", "."):
-        raise UsageError(f"folder '{path.parent}' does not exist; create it first")
-    if not can_write(path.parent):
-        raise UsageError(f"cannot write to '{path.parent}' ('{path}'); choose a folder you can write to")
+    writable_folder(path.parent, f"folder of '{path}'")
     return path

@@ -9,13 +9,18 @@ Prediction formats (one mask per (expression, view); nonzero = the referred obje
 * A folder of PNGs named ``<expression id>_<u>_<v>.png`` (grayscale or RGB; nonzero pixels).
 
 Every valid (expression, view) pair of the split and views asked for is scored; a missing
-prediction counts as an empty mask (IoU 0) and is counted in ``missing``.
+prediction counts as an empty mask (IoU 0) and is counted in ``missing``.  Predictions whose
+key matches no expression of the split (another split's, or another key form) are named with
+a few examples and the expected form: a warning when some match, :class:`NoMatch` (the command
+exits 1) when none does.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
+import re
 from pathlib import Path
 
 import h5py
@@ -27,6 +32,16 @@ from ..read.reader import Reader
 from ..read.views import resolve_views
 from ..scene import lightfield
 from . import metrics
+
+log = logging.getLogger("clevr_remv")
+
+_VIEW_KEY = re.compile(r"(\d+)_(\d+)")
+_PNG_NAME = re.compile(r"(?P<expr>.+)_(?P<u>\d+)_(?P<v>\d+)\.png", re.IGNORECASE)
+EXAMPLES = 3  # unmatched keys named in a message
+
+
+class NoMatch(Exception):
+    """No prediction matches an expression of the split: the scores would all be zeros."""
 
 
 class Predictions:
@@ -40,6 +55,29 @@ class Predictions:
                 self.h5 = h5py.File(self.path, "r")
             except OSError:
                 raise UsageError(f"predictions '{path}' is not an HDF5 file; see 'clevr-remv evaluate --help'") from None
+
+    def keys(self) -> list[tuple[str, str]]:
+        """(key as written, expression id or None when the key has not the expected form) of
+        every prediction: '<expression>/<u>_<v>' datasets, or '<expression>_<u>_<v>.png' files."""
+        out: list[tuple[str, str | None]] = []
+        if self.h5 is not None:
+            def visit(name, obj):
+                if isinstance(obj, h5py.Dataset):
+                    expr, _, view = name.rpartition("/")
+                    ok = expr and "/" not in expr and _VIEW_KEY.fullmatch(view)
+                    out.append((name, expr if ok else None))
+            self.h5.visititems(visit)
+        else:
+            for p in sorted(self.path.iterdir()):
+                m = _PNG_NAME.fullmatch(p.name)
+                if p.is_file() and not p.name.startswith("."):
+                    out.append((p.name, m["expr"] if m else None))
+        return out
+
+    def form(self, example: str, u: int, v: int) -> str:
+        if self.h5 is not None:
+            return f"'<scene>-<k>/<u>_<v>' datasets, e.g. '{example}/{u}_{v}'"
+        return f"'<scene>-<k>_<u>_<v>.png' files, e.g. '{example}_{u}_{v}.png'"
 
     def get(self, expression: str, u: int, v: int) -> np.ndarray | None:
         if self.h5 is not None:
@@ -65,6 +103,7 @@ def evaluate(root, predictions, split: str = "test", views="all") -> dict:
     if not exprs:
         have = sorted({e["split"] for e in reader.shards})
         raise UsageError(f"split '{split}' has no expressions in '{root}' (splits: {', '.join(have)})")
+    unmatched = _unmatched(reader, preds, exprs, split, sel)
     per_view = {(u, v): ([], []) for (u, v) in sel}
     missing = 0
     for e in exprs:
@@ -105,6 +144,7 @@ def evaluate(root, predictions, split: str = "test", views="all") -> dict:
         "grid": list(grid),
         "pairs": len(all_i),
         "missing": missing,
+        "unmatched_predictions": unmatched,
         "overall": metrics.summary(all_i, all_u),
         "centre": view_stats.get(f"{centre[0]}_{centre[1]}"),
         "corners": {k: {"oIoU": _num(o), "mIoU": _num(m)} for k, (o, m) in corner_rows.items()},
@@ -121,6 +161,33 @@ def evaluate(root, predictions, split: str = "test", views="all") -> dict:
     }
     reader.close()
     return result
+
+
+def _unmatched(reader: Reader, preds: Predictions, exprs: list[dict], split: str, sel) -> int:
+    """How many predictions match no expression of ``split``; warns naming a few, raises
+    :class:`NoMatch` when there are predictions and none matches (or there are none)."""
+    ids = {e["id"] for e in exprs}
+    keys = preds.keys()
+    bad = [k for k, expr in keys if expr not in ids]
+    e = exprs[0]
+    u, v = next(((u, v) for (u, v) in sel if e["valid_views"][u, v]), sel[0])
+    if keys and len(bad) < len(keys):
+        if bad:
+            log.warning("evaluate: %d of %d predictions match no expression of split '%s' and are "
+                        "ignored (e.g. %s); expected %s", len(bad), len(keys), split,
+                        ", ".join(repr(k) for k in bad[:EXAMPLES]), preds.form(e["id"], u, v))
+        return len(bad)
+    where = ""
+    others = {}
+    for x in reader.expressions():
+        others.setdefault(x["id"], x["split"])
+    hits = sorted({others[expr] for _, expr in keys if expr in others})
+    if hits:
+        where = f" (they match split {', '.join(repr(h) for h in hits)}: give --split {hits[0]})"
+    what = (f"none of the {len(keys)} predictions in '{preds.path}' matches an expression of split "
+            f"'{split}'{where}; e.g. {', '.join(repr(k) for k, _ in keys[:EXAMPLES])}"
+            if keys else f"'{preds.path}' holds no prediction")
+    raise NoMatch(f"{what}; expected {preds.form(e['id'], u, v)}")
 
 
 def _num(x):
@@ -174,10 +241,18 @@ def tables(res: dict) -> str:
     lines.append("  " + "  ".join(_fmt(res["corners"][n]["oIoU"], 7) for n in names)
                  + f"    {_fmt(res['corner_oIoU_mean'])}  {_fmt(res['corner_oIoU_sd'])}")
     lines.append("")
-    lines.append("MVR (corners, oIoU; lower is more robust): "
-                 + _fmt_mvr(res["MVR_corners_oIoU"], res.get("MVR_corners_note")))
+    lines.append("MVR (corners, oIoU): " + _fmt_mvr(res["MVR_corners_oIoU"], res.get("MVR_corners_note")))
     lines.append("MVR (all evaluated views, oIoU): " + _fmt_mvr(res["MVR_all_oIoU"], res.get("MVR_all_note")))
+    lines.append(MVR_SENTENCE)
+    if any(x is not None and x < 0 for x in (res["MVR_corners_oIoU"], res["MVR_all_oIoU"])):
+        lines.append(MVR_NEGATIVE)
     return "\n".join(lines)
+
+
+MVR_SENTENCE = ("MVR is 0 when every view scores as the centre and grows as views score below it "
+                "(lower is more robust).")
+MVR_NEGATIVE = ("A negative MVR: those views score above the centre on balance (the centre is not "
+                "the best view); it then measures how much better they do, not robustness.")
 
 
 def _fmt_mvr(x, note) -> str:

@@ -184,6 +184,7 @@ def write_preview(root: Path, index: int, out: Path) -> tuple[Path, Path]:
     png = render_png(d)
     anim = out.with_suffix(".gif")
     frames = sweep_frames(d)
+    out.parent.mkdir(parents=True, exist_ok=True)
     png.save(out, optimize=True)
     frames[0].save(anim, save_all=True, append_images=frames[1:], duration=70, loop=0, optimize=True)
     return out, anim

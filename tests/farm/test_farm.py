@@ -278,7 +278,8 @@ def test_dockerfile_installs_every_system_library_bpy_links_against():
 
 
 def test_cycles_threads_follow_the_cpus_a_task_was_given(tmp_path):
-    from clevr_remv.render.devices import render_settings, usable_cpus
+    from clevr_remv.farm.schedulers import usable_cpus
+    from clevr_remv.render.devices import render_settings
 
     machine = usable_cpus({}, cgroup_cpu_max=str(tmp_path / "none"))
     assert machine >= 1
@@ -302,3 +303,60 @@ def test_a_parts_manifest_and_folders_use_one_name():
     assert rp.part_tag == plan.part_tag(3, 12) == "part-003-of-012"
     assert rp.manifest_name == farm_parts.part_manifest_name(3, 12) == "manifest.part-003-of-012.json"
     assert plan.RunPlan.from_args(8, 0, load_config(None)).manifest_name == plan.manifest_name(None) == "manifest.json"
+
+
+def test_submit_kubernetes_writes_an_indexed_job_whose_completions_are_the_part_count(tmp_path):
+    import yaml
+
+    where = tmp_path / "k8s"
+    r = run_cli("submit", "kubernetes", "--scenes", 10, "--shard-size", 2, "--out", "/data/run", "--image",
+                "registry.example.com/clevr-remv:1", "--mem", "16Gi", "--cpus-per-task", 4, "--parallel", 3,
+                "--manifests", where)
+    assert r.returncode == 0, r.stderr
+    job = yaml.safe_load((where / "render-job.yaml").read_text())
+    merge = yaml.safe_load((where / "merge-job.yaml").read_text())
+    spec = job["spec"]
+    container = spec["template"]["spec"]["containers"][0]
+    parts = int(next(e["value"] for e in container["env"] if e["name"] == "CLEVR_REMV_PARTS"))
+    cfg = __import__("clevr_remv.config", fromlist=["x"]).load_config(None, {"output.shard_size": 2})
+    shards = len(plan.plan_shards(10, cfg["output"]["splits"], 2))
+    assert spec["completionMode"] == "Indexed" and spec["completions"] == parts == shards
+    assert spec["parallelism"] == 3
+    assert container["args"][:3] == ["generate", "--part", "auto"] and "--shard-size" in container["args"]
+    assert container["args"][container["args"].index("--out") + 1] == "/data/run"
+    assert container["resources"] == {"requests": {"cpu": "4", "memory": "16Gi"},
+                                      "limits": {"memory": "16Gi", "nvidia.com/gpu": 1}}
+    assert merge["spec"]["template"]["spec"]["containers"][0]["args"] == ["merge", "/data/run"]
+    # The last pod's variables give the last part.
+    assert farm_parts.resolve_part({"JOB_COMPLETION_INDEX": str(parts - 1), "CLEVR_REMV_PARTS": str(parts)}).spec \
+        == f"{parts}/{parts}"
+    assert f"kubectl apply -f {where}/render-job.yaml" in r.stdout
+
+
+def test_submit_kubernetes_refuses_an_out_outside_the_volume(tmp_path):
+    r = run_cli("submit", "kubernetes", "--scenes", 4, "--out", "/elsewhere/run", "--image", "x",
+                "--manifests", tmp_path / "k8s")
+    assert r.returncode == 2 and "under --mount" in r.stderr and r.stderr.count("\n") == 1
+    assert not (tmp_path / "k8s").exists()
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--time", "forever"], "not a Slurm time"),
+    (["--mem", "lots"], "not a Slurm memory size"),
+    (["--merge-time", "1h"], "not a Slurm time"),
+    (["--merge-mem", "4 GB"], "not a Slurm memory size"),
+])
+def test_submit_slurm_dry_run_checks_time_and_memory_syntax(tmp_path, args, words):
+    out, r = _dry(tmp_path, *args)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert words in r.stderr and r.stderr.count("\n") == 1
+    assert not out.exists()
+
+
+def test_slurm_time_and_memory_syntax_accepts_what_sbatch_accepts():
+    from clevr_remv.farm.schedulers.slurm import check_mem, check_time
+
+    for ok in ("30", "30:00", "4:00:00", "2-0", "2-12:00", "1-00:00:00", "UNLIMITED"):
+        check_time("--time", ok)
+    for ok in ("16G", "16000", "512M", "1t"):
+        check_mem("--mem", ok)

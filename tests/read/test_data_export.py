@@ -64,7 +64,7 @@ def test_dataset_items_are_exactly_the_valid_pairs(generated, views):
         assert s["image"].dtype == np.uint8 and s["image"].shape == (64, 96, 3)
         assert s["mask"].dtype == bool and s["mask"].any()
         assert np.array_equal(s["mask"], reader.instances(s["scene"], *s["view"]) == s["object"] + 1)
-        assert s["view"] in sel and isinstance(s["text"], str)
+        assert tuple(s["view"]) in sel and isinstance(s["text"], str)
 
 
 def test_dataloader_with_two_workers(generated):

@@ -1,4 +1,4 @@
-"""The driver's OpenImageDenoise (clevr_remv/denoise.py), on real OIDN (pyoidn), no Blender."""
+"""The driver's OpenImageDenoise (clevr_remv/render/denoise.py), on real OIDN (pyoidn), no Blender."""
 
 import subprocess
 import sys
