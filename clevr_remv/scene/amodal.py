@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import catalogue, lightfield
+from .visibility import ABSENT
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,13 @@ def place_scene(meshes: dict, record: dict) -> list[Placed]:
 
 
 def fill_regions(x0, y0, x1, y1, region, regions: int, height: int, width: int) -> np.ndarray:
-    """bool [regions, height, width]: for each region r, the pixels whose centre lies in the
+    """bool [regions, height, width]: see :func:`fill_regions_counted`."""
+    return fill_regions_counted(x0, y0, x1, y1, region, regions, height, width)[0]
+
+
+def fill_regions_counted(x0, y0, x1, y1, region, regions: int, height: int,
+                         width: int) -> tuple[np.ndarray, np.ndarray]:
+    """(bool [regions, height, width], int64 [regions] pixel counts): for each region r, the pixels whose centre lies in the
     convex region bounded by the segments (x0, y0)-(x1, y1) with ``region == r`` (pixel
     coordinates; each segment lies in its region, and the region's boundary is made of them).
     Boundary included.
@@ -122,6 +129,7 @@ def fill_regions(x0, y0, x1, y1, region, regions: int, height: int, width: int) 
     x0, y0, x1, y1 = (np.asarray(a, np.float64).ravel() for a in (x0, y0, x1, y1))
     region = np.asarray(region, np.int64).ravel()
     masks = np.zeros((regions, height, width), bool)
+    counts = np.zeros(regions, np.int64)
     # A horizontal segment on a row of centres contributes both its ends: add it reversed.
     flat = y0 == y1
     if flat.any():
@@ -133,7 +141,7 @@ def fill_regions(x0, y0, x1, y1, region, regions: int, height: int, width: int) 
     rows = np.maximum(r1 - r0 + 1, 0)
     total = int(rows.sum())
     if total == 0:
-        return masks
+        return masks, counts
     seg = np.repeat(np.arange(len(rows)), rows)
     first = np.cumsum(rows) - rows
     row = r0[seg] + (np.arange(total) - first[seg])
@@ -150,7 +158,9 @@ def fill_regions(x0, y0, x1, y1, region, regions: int, height: int, width: int) 
     j1 = np.floor(hi[hit] - 0.5)[:, None]
     centres = np.arange(width, dtype=np.float64)
     masks.reshape(regions * height, width)[hit] = (centres >= j0) & (centres <= j1)
-    return masks
+    n = np.maximum(np.minimum(j1[:, 0], width - 1.0) - np.maximum(j0[:, 0], 0.0) + 1.0, 0.0)
+    counts += np.bincount(hit // height, weights=n, minlength=regions).astype(np.int64)
+    return masks, counts
 
 
 def fill_convex(polygon, height: int, width: int) -> np.ndarray:
@@ -164,9 +174,18 @@ def fill_convex(polygon, height: int, width: int) -> np.ndarray:
 def view_masks(rig: dict, u: int, v: int, placed: list[Placed], max_objects: int) -> np.ndarray:
     """bool [max_objects, H, W]: the amodal mask of each object (:func:`place_scene`) in view
     (u, v); slots past the scene's objects are empty."""
+    return view_amodal(rig, u, v, placed, max_objects)[0]
+
+
+def view_amodal(rig: dict, u: int, v: int, placed: list[Placed],
+                max_objects: int) -> tuple[np.ndarray, np.ndarray]:
+    """(:func:`view_masks`, int32 [max_objects] their pixel counts; ``ABSENT`` past the
+    scene's objects, as ``visible_pixels``)."""
     h, w = rig["height"], rig["width"]
+    pixels = np.full(max_objects, ABSENT, np.int32)
+    pixels[:len(placed)] = 0
     if not placed:
-        return np.zeros((max_objects, h, w), bool)
+        return np.zeros((max_objects, h, w), bool), pixels
     eye = lightfield.view_position(rig, u, v)
     ends, pairs, owner, start = [], [], [], 0
     for k, obj in enumerate(placed):
@@ -185,7 +204,10 @@ def view_masks(rig: dict, u: int, v: int, placed: list[Placed], max_objects: int
                          f"need every object in front of it")
     pairs = np.concatenate(pairs)
     a, b = xy[pairs[:, 0]], xy[pairs[:, 1]]
-    return fill_regions(a[:, 0], a[:, 1], b[:, 0], b[:, 1], np.concatenate(owner), max_objects, h, w)
+    masks, counts = fill_regions_counted(a[:, 0], a[:, 1], b[:, 0], b[:, 1], np.concatenate(owner),
+                                         max_objects, h, w)
+    pixels[:len(placed)] = counts[:len(placed)]
+    return masks, pixels
 
 
 def occlusion(visible, amodal) -> np.ndarray:

@@ -62,6 +62,8 @@ def test_fill_regions_keeps_regions_apart_and_clips_to_the_frame():
     assert m.shape == (3, 8, 10)
     assert m[0].sum() == 4 * 3 and m[0][2:5, 2:6].all()  # centres 2.5..5.5 by 2.5..4.5
     assert m[1].all() and not m[2].any()
+    m2, counts = amodal.fill_regions_counted(x0, y0, x1, y1, reg, 3, 8, 10)
+    assert np.array_equal(m2, m) and counts.tolist() == [12, 80, 0]
 
 
 def _box_mesh():
@@ -109,6 +111,10 @@ def test_view_masks_equal_the_filled_hull_of_every_projected_vertex(yaw):
             xy, _ = lightfield.project(rig, u, v, obj.world)
             assert np.array_equal(got[k], _inside(_hull(xy), 64, 96)), (u, v, k)
         assert got[:len(placed)].sum(axis=(1, 2)).min() > 0
+        masks, pixels = amodal.view_amodal(rig, u, v, placed, 10)
+        assert np.array_equal(masks, got) and pixels.dtype == np.int32
+        assert pixels[:len(placed)].tolist() == got[:len(placed)].sum(axis=(1, 2)).tolist()
+        assert (pixels[len(placed):] == -1).all(), "absent slots as in visible_pixels"
 
 
 def test_place_uses_blenders_transform_scale_yaw_then_move():
