@@ -219,3 +219,14 @@ def occlusion(visible, amodal) -> np.ndarray:
     out = np.full(np.broadcast(vis, am).shape, np.nan)
     np.divide(vis, am, out=out, where=am > 0)
     return np.clip(1.0 - out, 0.0, 1.0).astype(np.float32)
+
+
+# Occlusion buckets of the tools (stats, evaluate): exactly 0, (0, 25%], (25%, 50%], > 50%.
+OCCLUSION_BUCKETS = ("0", "(0, 25%]", "(25%, 50%]", "> 50%")
+
+
+def occlusion_bucket(occ) -> np.ndarray:
+    """int64 index into :data:`OCCLUSION_BUCKETS` of each occlusion; -1 where it is NaN."""
+    occ = np.asarray(occ, np.float64)
+    out = np.select([occ <= 0.0, occ <= 0.25, occ <= 0.5, occ > 0.5], [0, 1, 2, 3], -1)
+    return out.astype(np.int64)

@@ -8,6 +8,10 @@ Prediction formats (one mask per (expression, view); nonzero = the referred obje
   ("<scene>-<k>") and the ``expression`` field of :class:`clevr_remv.data.RefexpDataset` items.
 * A folder of PNGs named ``<expression id>_<u>_<v>.png`` (grayscale or RGB; nonzero pixels).
 
+With amodal masks in the dataset (format 1.4 on), the scores are also given by the target's
+occlusion in the view (``1 - visible / amodal``; buckets 0, (0, 25%], (25%, 50%], > 50%), in
+the central view, the four corners and all evaluated views.
+
 Every valid (expression, view) pair of the split and views asked for is scored; a missing
 prediction counts as an empty mask (IoU 0) and is counted in ``missing``.  Predictions whose
 key matches no expression of the split (another split's, or another key form) are named with
@@ -30,7 +34,7 @@ from PIL import Image
 from ..errors import UsageError
 from ..read.reader import Reader
 from ..read.views import resolve_views
-from ..scene import lightfield
+from ..scene import amodal, lightfield
 from . import metrics
 
 log = logging.getLogger("clevr_remv")
@@ -105,6 +109,7 @@ def evaluate(root, predictions, split: str = "test", views="all") -> dict:
         raise UsageError(f"split '{split}' has no expressions in '{root}' (splits: {', '.join(have)})")
     unmatched = _unmatched(reader, preds, exprs, split, sel)
     per_view = {(u, v): ([], []) for (u, v) in sel}
+    by_occ = _OcclusionScores(reader, grid)
     missing = 0
     for e in exprs:
         for (u, v) in sel:
@@ -121,6 +126,7 @@ def evaluate(root, predictions, split: str = "test", views="all") -> dict:
             i, un = metrics.intersection_union(pred, gt)
             per_view[(u, v)][0].append(i)
             per_view[(u, v)][1].append(un)
+            by_occ.add(e, u, v, i, un)
     preds.close()
     o_grid = np.full(grid, np.nan)
     m_grid = np.full(grid, np.nan)
@@ -158,9 +164,52 @@ def evaluate(root, predictions, split: str = "test", views="all") -> dict:
         "per_view_oIoU": [[_num(x) for x in row] for row in o_grid],
         "per_view_mIoU": [[_num(x) for x in row] for row in m_grid],
         "per_view": view_stats,
+        "by_occlusion": by_occ.result(),
     }
     reader.close()
     return result
+
+
+class _OcclusionScores:
+    """Intersections and unions by the target's occlusion bucket, in the centre, the corners and
+    all evaluated views (datasets with amodal masks only)."""
+
+    PLACES = ("centre", "corners", "all_views")
+
+    def __init__(self, reader: Reader, grid):
+        self.reader = reader
+        self.on = reader.has_amodal()
+        self.centre = (grid[0] // 2, grid[1] // 2)
+        self.corners = set(lightfield.corner_views(grid))
+        self.scene, self.occ = None, None
+        self.scores = {p: {b: ([], []) for b in amodal.OCCLUSION_BUCKETS} for p in self.PLACES}
+
+    def add(self, e: dict, u: int, v: int, i: int, un: int) -> None:
+        if not self.on:
+            return
+        if self.scene != e["scene"]:
+            self.scene, self.occ = e["scene"], self.reader.occlusion(e["scene"])
+        b = int(amodal.occlusion_bucket(self.occ[u, v, e["object"]]))
+        if b < 0:
+            return
+        name = amodal.OCCLUSION_BUCKETS[b]
+        places = ["all_views"] + (["centre"] if (u, v) == self.centre else []) + \
+            (["corners"] if (u, v) in self.corners else [])
+        for p in places:
+            self.scores[p][name][0].append(i)
+            self.scores[p][name][1].append(un)
+
+    def result(self) -> dict | None:
+        if not self.on:
+            return None
+        out: dict = {"buckets": list(amodal.OCCLUSION_BUCKETS)}
+        for p, by in self.scores.items():
+            out[p] = {}
+            for b, (i, un) in by.items():
+                s = metrics.summary(i, un) if i else None
+                out[p][b] = {"pairs": len(i), "mIoU": _num(s["mIoU"]) if s else None,
+                             "oIoU": _num(s["oIoU"]) if s else None}
+        return out
 
 
 def _unmatched(reader: Reader, preds: Predictions, exprs: list[dict], split: str, sel) -> int:
@@ -246,6 +295,17 @@ def tables(res: dict) -> str:
     lines.append(MVR_SENTENCE)
     if any(x is not None and x < 0 for x in (res["MVR_corners_oIoU"], res["MVR_all_oIoU"])):
         lines.append(MVR_NEGATIVE)
+    occ = res.get("by_occlusion")
+    if occ:
+        lines.append("")
+        lines.append("By target occlusion (1 - visible/amodal), mIoU / oIoU (all figures in %; pairs)")
+        lines.append("  " + f"{'':<10}" + "".join(f"{b:>24}" for b in occ["buckets"]))
+        for label, key in (("centre", "centre"), ("corners", "corners"), ("all views", "all_views")):
+            cells = []
+            for b in occ["buckets"]:
+                c = occ[key][b]
+                cells.append(f"{_fmt(c['mIoU'])} / {_fmt(c['oIoU'])} ({c['pairs']})" if c["pairs"] else "-")
+            lines.append("  " + f"{label:<10}" + "".join(f"{x:>24}" for x in cells))
     return "\n".join(lines)
 
 

@@ -150,3 +150,9 @@ def test_occlusion_from_the_two_counts():
     assert occ.dtype == np.float32
     assert occ[:3].tolist() == [0.0, 1.0, 0.75] and math.isnan(occ[3])
     assert occ[4] == 0.0, "a few anti-aliased pixels past the amodal mask clip to 0"
+
+
+def test_occlusion_buckets():
+    occ = np.array([0.0, 1e-6, 0.25, 0.2500001, 0.5, 0.51, 1.0, np.nan])
+    assert amodal.occlusion_bucket(occ).tolist() == [0, 1, 1, 2, 2, 3, 3, -1]
+    assert len(amodal.OCCLUSION_BUCKETS) == 4
