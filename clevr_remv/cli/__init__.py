@@ -187,11 +187,14 @@ def export_refcoco_cmd(root, out, views, splits):
 @click.argument("out", type=click.Path(path_type=Path))
 @click.option("--views", default="center", show_default=True, help="center, corners, all, or 'u,v;u,v'.")
 @click.option("--split", "splits", multiple=True, help="Only these splits (repeatable) [default: all].")
-def export_coco_cmd(root, out, views, splits):
+@click.option("--amodal", is_flag=True, help="COCO-Amodal style: each annotation also gets amodal_segmentation "
+              "(the whole silhouette, RLE) and occlude_rate; objects hidden in a view are annotated too "
+              "(datasets of format 1.4 on).")
+def export_coco_cmd(root, out, views, splits, amodal):
     """COCO instance annotations per view: OUT/annotations/instances_<split>.json, OUT/images/<split>/."""
     from ..tools.export import export_coco
 
-    counts = export_coco(root, out, _views_checked(root, views), list(splits) or None)
+    counts = export_coco(root, out, _views_checked(root, views), list(splits) or None, amodal=amodal)
     click.echo(f"{out}: {counts['images']} images, {counts['annotations']} annotations", err=True)
 
 
