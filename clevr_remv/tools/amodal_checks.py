@@ -34,14 +34,14 @@ def check_view(ids: np.ndarray, whole: np.ndarray, stored: np.ndarray, nobj: int
         out.append(("amodal_pixels", f"{what}: amodal_pixels stored {int(stored[k])}, the mask holds "
                                      f"{int(counts[k])}" + (" (-1 expected)" if k >= nobj else "")))
     for k in np.flatnonzero(counts[nobj:]):
-        out.append(("amodal_absent", f"object {nobj + k}: {int(counts[nobj + k])} amodal pixel(s) for a slot "
-                                     f"the scene does not use ({nobj} objects)"))
+        out.append(("amodal_absent", (f"object {nobj + k}: {int(counts[nobj + k])} amodal pixel(s) for a slot "
+                                     f"the scene does not use ({nobj} objects)")))
     for k in range(min(nobj, len(whole))):
         visible = ids == k + 1
         if not visible.any():
             continue
         outside = int((visible & ~grow(whole[k])).sum())
         if outside:
-            out.append(("amodal_visible", f"object {k}: {outside} visible pixel(s) lie outside its amodal mask "
-                                          f"(more than one pixel from it)"))
+            out.append(("amodal_visible", (f"object {k}: {outside} visible pixel(s) lie outside its amodal mask "
+                                          f"(more than one pixel from it)")))
     return out

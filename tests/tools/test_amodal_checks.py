@@ -36,5 +36,5 @@ def test_each_problem_is_named():
     ids2[9, 0] = 1                      # two pixels from object 0's mask
     ids2[8, 4] = 1                      # next to it: anti-aliasing, allowed
     problems = check_view(ids2, whole, stored, 2)
-    assert problems == [("amodal_visible", "object 0: 1 visible pixel(s) lie outside its amodal mask "
-                                           "(more than one pixel from it)")]
+    assert problems == [("amodal_visible", ("object 0: 1 visible pixel(s) lie outside its amodal mask "
+                                           "(more than one pixel from it)"))]
