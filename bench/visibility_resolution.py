@@ -20,9 +20,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from clevr_remv.language.programs import anchor_of
 from clevr_remv.scene import lightfield
-from clevr_remv.store.refexps import refexp_records
+from clevr_remv.store import refexps
+from clevr_remv.store.refexps import read_refexps
 from clevr_remv.tools.common import min_visible_pixels, open_dataset
 
 
@@ -34,7 +34,7 @@ def load(root: Path) -> dict:
         with h5py.File(reader.root / entry["path"], "r") as f:
             scenes = [json.loads(s) for s in f["scenes"].asstr()[()]]
             vis = f["visible_pixels"][()]
-            exprs = refexp_records(f)
+            exprs = read_refexps(f)
         for row, sc in enumerate(scenes):
             layout = json.dumps([[o["shape"], o["color"], o["size"], o["material"],
                                   [round(x, 6) for x in o["position"]]] for o in sc["objects"]])
@@ -76,7 +76,7 @@ def main() -> None:
                     ring[1] += int(nv[dist == d].sum())
                 bad += int(nv.sum())
                 vt = sc["visible"][:, :, e["object"]] < r["min_px"]
-                a = anchor_of(e["program"], sc["scene"])
+                a = refexps.anchor(e, sc["scene"])
                 va = (sc["visible"][:, :, a] < r["min_px"]) & ~vt if a is not None else np.zeros_like(vt)
                 hid_t += int((nv & vt).sum())
                 w, h = r["resolution"]

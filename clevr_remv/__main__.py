@@ -2,7 +2,7 @@ import signal
 import sys
 
 # A SIGTERM while the command line is still importing (a scheduler cancelling at once) is
-# remembered here and ends the run like one a moment later: exit 130 with the message.
+# remembered here and ends the run like one a moment later: exit 143 with the message.
 _pending: list[int] = []
 signal.signal(signal.SIGTERM, lambda signum, frame: _pending.append(signum))
 

@@ -37,6 +37,9 @@ COMPRESSIONS = ("gzip", "lzf", "zstd", "blosc2-zstd", "blosc2-lz4", "none")
 # Config files are read by extension.  YAML is not read: TOML (stdlib tomllib) and JSON
 # cover the same nested settings without another dependency.
 CONFIG_FORMATS = {".json": "JSON", ".toml": "TOML"}
+# The largest light-field grid (MAX_GRID x MAX_GRID views per scene); the disk and memory a
+# rig needs are checked against the machine before a run starts (run/budget.py).
+MAX_GRID = 101
 
 # key path -> (type, check, hint).  ``check`` returns True when the value is acceptable.
 _SCHEMA: dict[str, tuple[type | tuple, object, str]] = {
@@ -57,8 +60,11 @@ _SCHEMA: dict[str, tuple[type | tuple, object, str]] = {
     "scene.lens_mm": (float, lambda v: v > 0, "a positive number"),
     "scene.sensor_width_mm": (float, lambda v: v > 0, "a positive number"),
     "scene.lights": (list, lambda v: len(v) >= 1, "a list of lights"),
-    "rig.grid": (int, lambda v: v >= 1 and v % 2 == 1, "an odd integer >= 1 (the grid is grid x grid)"),
+    "rig.grid": (int, lambda v: 1 <= v <= MAX_GRID and v % 2 == 1,
+                 f"an odd integer from 1 to {MAX_GRID} (the grid is grid x grid)"),
     "rig.baseline": (float, lambda v: v >= 0, "a number >= 0 (scene units between neighbouring cameras)"),
+    "rig.warn_unseen_share": (float, lambda v: 0 <= v <= 1,
+                              "a share from 0 to 1 (warn when more objects than this show 0 pixels in some view)"),
     "rig.focus_distance": ((float, type(None)), lambda v: v is None or v > 0,
                            "a positive number, or null for the central camera's distance to the origin"),
     "render.width": (int, lambda v: 8 <= v <= 8192, "an integer from 8 to 8192"),
@@ -90,13 +96,21 @@ _SCHEMA: dict[str, tuple[type | tuple, object, str]] = {
                       "e.g. {\"train\": 0.7, \"val\": 0.15, \"test\": 0.15}"),
     "output.compression": (str, lambda v: v in COMPRESSIONS, "one of " + ", ".join(COMPRESSIONS)),
     "output.compression_level": (int, lambda v: 0 <= v <= 22, "an integer from 0 to 22"),
-    "output.depth_dtype": (str, lambda v: v in ("float32", "float16"), "float32 or float16"),
+    "output.depth_dtype": (str, lambda v: v in ("float32", "float16"),
+                           "float16 (relative error at most 4.9e-4; the default) or float32"),
+    # Profile and codec names are checked against clevr_remv/render/codecs.py when a run
+    # starts (render.outputs.check_codecs), so that a new codec is one class in that file.
+    "output.profile": (str, None, "standard (every output an HDF5 array; h5py reads it) or compact (RGB "
+                       "as lossless WebP, about a third smaller; reading needs Pillow too)"),
+    "output.codecs": (dict, lambda v: all(isinstance(c, str) for c in v.values()),
+                      "an object of output name -> codec name, e.g. {\"images\": \"png\"}"),
     "workers.count": ((int, type(None)), lambda v: v is None or v >= 1,
                       "an integer >= 1, or null for one per GPU (one on CPU)"),
     "workers.restart_every": (int, lambda v: v >= 1, "an integer >= 1 (scenes per Blender process)"),
     "workers.blender": ((str, type(None)), None,
                         "null for the bpy module, or the path of a blender executable"),
-    "workers.startup_timeout": (float, lambda v: v > 0, "seconds > 0 a worker may take to start and give its first view"),
+    "workers.startup_timeout": (float, lambda v: v > 0, "seconds > 0 a worker may take to start (process up, hello and configure answered)"),
+    "workers.first_view_timeout": (float, lambda v: v > 0, "seconds > 0 a worker may take for its first view (scene build, GPU kernel compiles)"),
     "workers.view_timeout_min": (float, lambda v: v > 0, "seconds > 0: the least time allowed for one view"),
     "workers.view_timeout_factor": (float, lambda v: v >= 1, "a number >= 1: a view may take this many times the slowest view so far"),
     "workers.tries": (int, lambda v: 1 <= v <= 100, "an integer from 1 to 100 (tries per scene, each on a fresh Blender process)"),
@@ -144,7 +158,7 @@ def _check_blender(path: str) -> str | None:
 
 # Settings that do not change a single byte of the dataset: excluded from the digest so that
 # a run can be resumed on another machine, device or worker count.
-_NOT_IN_DIGEST = ("workers", "render.device", "name", "description")
+_NOT_IN_DIGEST = ("workers", "render.device", "name", "description", "rig.warn_unseen_share")
 
 
 def shipped_config_names() -> list[str]:
@@ -202,7 +216,7 @@ def _merge(base: dict, over: dict, prefix: str = "") -> dict:
         if key not in out:
             known = ", ".join(sorted(out)) or "(none)"
             raise UsageError(f"unknown config key '{path}'; known keys here: {known}")
-        if isinstance(out[key], dict) and not path == "output.splits":
+        if isinstance(out[key], dict) and path not in ("output.splits", "output.codecs"):
             if not isinstance(value, dict):
                 raise UsageError(f"config key '{path}' must be an object of settings")
             out[key] = _merge(out[key], value, path + ".")
@@ -336,16 +350,25 @@ def dataset_settings(cfg: dict) -> dict:
     if not rc.get("denoise") or (rc["denoise_prefilter"], rc["denoise_quality"]) == ("accurate", "high"):
         rc.pop("denoise_prefilter")
         rc.pop("denoise_quality")
+    # The storage codecs (format 1.2): the standard profile without overrides stores what every
+    # run before these settings stored, so it leaves no trace and such a run resumes.
+    oc = out["output"]
+    if oc.get("profile", "standard") == "standard":
+        oc.pop("profile", None)
+    if not oc.get("codecs"):
+        oc.pop("codecs", None)
     return out
 
 
-def digest(cfg: dict, seed: int, scenes: int) -> str:
+def digest(cfg: dict, seed: int, scenes: int, format_version: str | None = None) -> str:
+    """The settings digest of a run (``format_version``: the run's, by default this version's;
+    a run resumed from an older format is checked with its own)."""
     from . import FORMAT_VERSION
     from .scene import catalogue
 
     # The format version and the catalogue (objects, looks, render policy) too: a run made
     # with other ones never resumes into this one.
     payload = {"config": dataset_settings(cfg), "seed": int(seed), "scenes": int(scenes),
-               "format_version": FORMAT_VERSION, "catalogue": catalogue.digest_payload()}
+               "format_version": format_version or FORMAT_VERSION, "catalogue": catalogue.digest_payload()}
     blob = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode("utf-8")
     return hashlib.sha256(blob).hexdigest()[:16]

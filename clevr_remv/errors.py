@@ -30,3 +30,8 @@ class CorruptShardError(OSError):
 
 class DiskFullError(OSError):
     """The disk ran out of space while writing; everything finished is kept (exit code 1)."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (scancel, a time limit, preemption, kill): ends like Ctrl-C, but with exit code
+    143 (128 + 15), as schedulers and shells expect; Ctrl-C stays 130."""

@@ -2,7 +2,10 @@
 
 Every kind of bad input ends with one line on stderr and exit code 2, before anything is
 written.  A Blender failure ends with exit code 1 and the worker log's path.  Ctrl-C or
-SIGTERM ends with exit code 130, keeping every finished scene and shard.
+SIGTERM ends with exit code 130, keeping every finished scene and shard.  A reader that
+closes stdout early (``clevr-remv validate ROOT | head -1``) ends the command quietly with exit
+code 141 (128 + SIGPIPE, as a shell reports a process a closed pipe ends), never with a code
+that has a meaning of its own (1: violations, a failed render, an incomplete merge).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import click
 
 from .. import __version__
 from ..config import load_config, shipped_config_names
-from ..errors import CorruptShardError, DiskFullError, UsageError, WorkerError
+from ..errors import CorruptShardError, DiskFullError, Terminated, UsageError, WorkerError
 from ..run.plan import MAX_SCENES
 from .options import overrides, run_options
 
@@ -52,6 +55,10 @@ def _give_verbose(cmd: click.Command) -> None:
                                        help="More detail in the log; the traceback of an internal error."))
 
 
+class _ClosedPipe(Exception):
+    """stdout's reader went away (a BrokenPipeError that click would turn into exit code 1)."""
+
+
 class _Group(click.Group):
     """Gives every subcommand (also ones registered later, and those of a group added whole)
     a ``-v`` for the traceback."""
@@ -59,6 +66,12 @@ class _Group(click.Group):
     def add_command(self, cmd, name=None):
         _give_verbose(cmd)
         super().add_command(cmd, name)
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError:
+            raise _ClosedPipe from None
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -111,6 +124,9 @@ def generate(scenes, out, seed, config_spec, blender, part, overwrite, progress,
     if manifest.get("device") == "cpu" and cfg["render"]["device"] == "auto":
         from ..farm.parts import warn_unused_gpus
         warn_unused_gpus()
+    if job.plan.part and not job.plan.plans_mine:
+        click.echo(f"{out}: {job.plan.nothing_to_do()}; wrote the empty {job.manifest_name}", err=True)
+        return
     state = "complete" if manifest["complete"] else "incomplete"
     click.echo(f"{out}: {len(manifest['shards'])} shards, {state}; manifest at "
                f"{out / job.manifest_name}", err=True)
@@ -198,6 +214,38 @@ def export_coco_cmd(root, out, views, splits, amodal):
     click.echo(f"{out}: {counts['images']} images, {counts['annotations']} annotations", err=True)
 
 
+@export.command("hf")
+@click.argument("root", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="New (or empty) folder to write; written under a temporary name and renamed when complete.")
+@click.option("--views", default="all", show_default=True, help="center, corners, all, or 'u,v;u,v'.")
+@click.option("--split", "splits", multiple=True, help="Only these splits (repeatable) [default: all].")
+def export_hf_cmd(root, out, views, splits):
+    """Hugging Face layout: OUT/data/<split>-*.parquet (one row per expression and valid view),
+    OUT/README.md (dataset card) and OUT/croissant.json.  Load with
+    datasets.load_dataset(OUT) or mlcroissant.Dataset(OUT/croissant.json)."""
+    from ..tools.export_hf import export_hf
+
+    rows = export_hf(root, out, _views_checked(root, views), list(splits) or None)
+    click.echo(f"{out}: " + ", ".join(f"{split} {n} rows" for split, n in rows.items()), err=True)
+
+
+@export.command("lightfield")
+@click.argument("root", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="New (or empty) folder to write; written under a temporary name and renamed when complete.")
+@click.option("--split", "splits", multiple=True, help="Only these splits (repeatable) [default: all].")
+@click.option("--all-disparities", is_flag=True,
+              help="Also every view's disparity as gt_disp_lowres_CamNNN.pfm.")
+def export_lightfield_cmd(root, out, splits, all_disparities):
+    """4D Light Field Benchmark layout (Honauer et al. 2016): OUT/<split>/<scene, 7 digits>/ with
+    input_CamNNN.png, parameters.cfg, gt_depth_lowres.pfm and gt_disp_lowres.pfm (docs/format.md)."""
+    from ..tools.export_lightfield import export_lightfield
+
+    n = export_lightfield(root, out, list(splits) or None, all_disparities)
+    click.echo(f"{out}: {n} scenes", err=True)
+
+
 @cli.command()
 @click.argument("root", type=click.Path(path_type=Path, exists=True, file_okay=False))
 @click.option("--predictions", "pred", type=click.Path(path_type=Path), required=True,
@@ -262,7 +310,7 @@ cli.add_command(submit)
 
 
 def _terminate(signum, frame):  # noqa: ARG001
-    raise KeyboardInterrupt  # SIGTERM (scancel, preemption) ends like Ctrl-C: exit 130, resumable
+    raise Terminated  # SIGTERM (scancel, preemption) ends like Ctrl-C, resumable, but exit 143
 
 
 def main(argv=None, pending_signals=None) -> int:
@@ -285,9 +333,12 @@ def main(argv=None, pending_signals=None) -> int:
 def _main(argv=None, interrupted: bool = False) -> int:
     try:
         if interrupted:
-            raise KeyboardInterrupt
+            raise Terminated
         cli.main(args=argv, prog_name="clevr-remv", standalone_mode=False)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's last flush
         return 0
+    except (BrokenPipeError, _ClosedPipe):
+        return _closed_pipe()
     except click.exceptions.NoArgsIsHelpError as exc:
         click.echo(exc.ctx.get_help() if exc.ctx else str(exc))
         return 2
@@ -295,7 +346,15 @@ def _main(argv=None, interrupted: bool = False) -> int:
         hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
         click.echo(f"clevr-remv: error: {exc.format_message()}{hint}", err=True)
         return 2
-    except (click.exceptions.Abort, KeyboardInterrupt):  # click turns Ctrl-C into Abort
+    except Terminated:
+        click.echo("clevr-remv: interrupted (SIGTERM); finished scenes and shards are kept, "
+                   "re-run the same command to resume", err=True)
+        return 143
+    except (click.exceptions.Abort, KeyboardInterrupt) as exc:  # click turns Ctrl-C into Abort
+        if isinstance(exc.__cause__ or exc.__context__, Terminated):  # click's Abort from a SIGTERM
+            click.echo("clevr-remv: interrupted (SIGTERM); finished scenes and shards are kept, "
+                       "re-run the same command to resume", err=True)
+            return 143
         click.echo("clevr-remv: interrupted; finished scenes and shards are kept, "
                    "re-run the same command to resume", err=True)
         return 130
@@ -312,12 +371,35 @@ def _main(argv=None, interrupted: bool = False) -> int:
         click.echo(f"clevr-remv: error: {exc}", err=True)
         return 1
     except SystemExit as exc:
+        if type(sys.stdout).__name__ == "_PacifyFlushWrapper":  # click met a closed pipe (--help)
+            return _closed_pipe()
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:
+            return _closed_pipe()
         return int(exc.code or 0) if isinstance(exc.code, int) else 1
     except Exception as exc:  # noqa: BLE001 - a bug: one line, the traceback with -v
         log.debug("internal error", exc_info=True)
         click.echo(f"clevr-remv: internal error: {type(exc).__name__}: {exc} "
                    f"(run with -v for the traceback and report it)", err=True)
         return 1
+
+
+EXIT_CLOSED_PIPE = 141  # 128 + SIGPIPE
+
+
+def _closed_pipe() -> int:
+    """stdout's reader went away: nothing more can be said there; point stdout at /dev/null so
+    that the interpreter's last flush does not fail again."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+    return EXIT_CLOSED_PIPE
 
 
 def run() -> None:

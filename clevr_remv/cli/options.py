@@ -12,6 +12,7 @@ import functools
 import click
 
 from ..config import DEVICES, _get, load_config, shipped_config_names
+from ..render.codecs import PROFILES
 
 
 def _workers_text(value) -> str:
@@ -31,6 +32,10 @@ RUN_OPTIONS = (
     ("--height", "height", "render.height", int, "Image height in pixels.", str),
     ("--grid", "grid", "rig.grid", int, "Light-field grid size U = V, odd.", str),
     ("--baseline", "baseline", "rig.baseline", float, "Distance between neighbouring cameras, scene units.", str),
+    ("--profile", "profile", "output.profile", click.Choice(tuple(PROFILES)),
+     "Storage profile (docs/format.md): 'standard' stores every output as an HDF5 array (h5py alone "
+     "reads it); 'compact' stores RGB as lossless WebP (bit-identical pixels, about a third "
+     "smaller; reading needs Pillow too).", str),
 )
 
 

@@ -65,7 +65,7 @@ def prepare(scheduler: str, scenes: int, out: Path, seed: int, config_spec: str 
 
 
 def check_out(out: Path) -> Path:
-    from ..run.folder import LOCK_PREFIX
+    from ..run.lock import LOCK_PREFIX
     from ..store.files import writable_folder
 
     out = out.expanduser().resolve()

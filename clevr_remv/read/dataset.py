@@ -8,7 +8,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from ..render import outputs as outputs_mod
-from .reader import Reader, shard_errors
+from .reader import Reader
 from .views import resolve_views
 
 
@@ -39,8 +39,8 @@ class RefexpDataset:
             self.reader.verify(split)
         self.outputs = tuple(outputs_mod.get(name).name for name in outputs)
         if self.outputs and self.reader.shards:
-            f = self.reader._files.get(self.reader.root / self.reader.shards[0]["path"])
-            missing = [name for name in self.outputs if name not in f]
+            have = self.reader.stored_outputs()
+            missing = [name for name in self.outputs if name not in have]
             if missing:
                 raise ValueError(f"{', '.join(missing)} not stored in {root} (format "
                                  f"{self.reader.manifest.get('format_version')}); regenerate it to have them")
@@ -66,16 +66,10 @@ class RefexpDataset:
     def __getitem__(self, i: int) -> dict:
         k, u, v = (int(x) for x in self._items[i])
         e = self._exprs[k]
-        f = self.reader._files.get(self.reader.root / self.reader.shards[e["shard"]]["path"])
-        row = e["scene_row"]
-        with shard_errors(self.reader._path(e["shard"]), self.reader.root,
-                          f"read scene {e['scene']} view ({u}, {v})"):
-            image = f["images"][row, u, v]
-            mask = f["instances"][row, u, v] == e["object"] + 1
-            extra = {name: f[name][row, u, v] for name in self.outputs}
+        arrays = self.reader.outputs(e["scene"], u, v, dict.fromkeys(("images", "instances", *self.outputs)))
         sample = {
-            "image": image,
-            "mask": mask,
+            "image": arrays["images"],
+            "mask": arrays["instances"] == e["object"] + 1,
             "text": e["text"],
             "scene": e["scene"],
             "object": e["object"],
@@ -83,7 +77,7 @@ class RefexpDataset:
             "expression": e["id"],
             "family": e["family"],
         }
-        sample.update(extra)
+        sample.update({name: arrays[name] for name in self.outputs})
         return self.transform(sample) if self.transform is not None else sample
 
     def pairs(self) -> list[tuple[str, int, int]]:

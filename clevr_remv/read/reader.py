@@ -12,10 +12,16 @@ import numpy as np
 
 from ..errors import CorruptShardError, UsageError
 from ..render import outputs as outputs_mod
+from ..store import schema
 from ..store.manifest import load_manifest
+from .checks import MAX_OBJECTS, check_shard, parse_record, shard_problem
+from ..store.refexps import read_refexps
 
 # What to do about a shard that fails: the same command that made it re-renders it.
 _REPAIR = "check with 'clevr-remv info --verify {root}'; re-running the same 'clevr-remv generate' re-renders it"
+# A shard that reads but is not the one its manifest entry names: the manifest is wrong.
+MISMATCH_REPAIR = ("remove '{root}/manifest.json' and re-run the same 'clevr-remv generate' command: it "
+                   "rebuilds the manifest from the shards' own attributes and re-renders what is not this run's")
 
 
 @contextlib.contextmanager
@@ -26,7 +32,7 @@ def shard_errors(path: Path, root: Path, what: str = "read"):
         yield
     except CorruptShardError:
         raise
-    except (OSError, UnicodeDecodeError, ValueError, KeyError) as exc:
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, RecursionError) as exc:
         raise CorruptShardError(f"shard '{path}' is damaged (cannot {what}: {type(exc).__name__}: "
                                 f"{str(exc).splitlines()[0] if str(exc) else ''}); "
                                 + _REPAIR.format(root=root)) from exc
@@ -77,17 +83,24 @@ def check_shard_readable(path: Path) -> str | None:
                     else:
                         data = obj[()]
                         if name in ("scenes", "refexps/program"):
-                            for x in np.atleast_1d(data):
-                                json.loads(x)
+                            pass  # parsed, with bounds, by shard_problem below
                         elif obj.dtype.kind == "O":
                             for x in np.atleast_1d(data):
                                 x.decode("utf-8") if isinstance(x, bytes) else x
                 except (OSError, UnicodeDecodeError, ValueError) as exc:
                     problems.append(f"{name}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
             f.visititems(visit)
+            if not problems:
+                problem = shard_problem(f)
+                if problem:
+                    problems.append(problem)
     except OSError as exc:
         return f"cannot open: {str(exc).splitlines()[0]}"
     return problems[0] if problems else None
+
+
+def _text(x) -> str:
+    return x.decode("utf-8", "replace") if isinstance(x, bytes) else str(x)
 
 
 def _maybe_plugins(compression: str) -> None:
@@ -97,22 +110,48 @@ def _maybe_plugins(compression: str) -> None:
         import hdf5plugin  # noqa: F401  (registers Blosc2/Zstd with HDF5)
 
 
-class _LazyFiles:
-    """Per-process cache of open read-only HDF5 files; dropped when pickled."""
+def _identity(path: Path) -> tuple[int, int, int, int]:
+    st = os.stat(path)
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
-    def __init__(self, root: Path | None = None):
+
+class _LazyFiles:
+    """Per-process cache of open read-only HDF5 files; dropped when pickled.
+
+    The identity (device, inode, size, mtime) of each file at its first opening is kept, also
+    across pickling and forks: a DataLoader worker that opens a shard later gets
+    :class:`CorruptShardError` if another file now has its name (a run written over the
+    folder), instead of pixels that do not belong to the text read earlier."""
+
+    def __init__(self, root: Path | None = None, identities: dict | None = None):
         self._files: dict[str, h5py.File] = {}
         self._pid = os.getpid()
         self._root = root
+        self._ident: dict[str, tuple] = dict(identities or {})
 
-    def get(self, path: Path) -> h5py.File:
+    def get(self, path: Path, check=None) -> h5py.File:
+        """The open file; ``check(f)`` runs when it is first opened in this process."""
         if self._pid != os.getpid():  # forked into a DataLoader worker: never share handles
             self._files, self._pid = {}, os.getpid()
         key = str(path)
         f = self._files.get(key)
         if f is None:
-            with shard_errors(path, self._root or Path(path).parent.parent, "open it"):
-                f = self._files[key] = h5py.File(path, "r")
+            root = self._root or Path(path).parent.parent
+            with shard_errors(path, root, "open it"):
+                ident = _identity(path)
+                known = self._ident.setdefault(key, ident)
+                if known != ident:
+                    raise CorruptShardError(
+                        f"shard '{path}' was replaced after this dataset or reader was made (another "
+                        f"run wrote into '{root}'?); make the dataset again to read the new files")
+                f = h5py.File(path, "r")
+                if check is not None:
+                    try:
+                        check(f)
+                    except BaseException:
+                        f.close()
+                        raise
+                self._files[key] = f
         return f
 
     def close(self) -> None:
@@ -124,10 +163,10 @@ class _LazyFiles:
         self._files = {}
 
     def __getstate__(self):
-        return {"root": self._root}
+        return {"root": self._root, "identities": self._ident}
 
     def __setstate__(self, state):
-        self.__init__(state.get("root"))
+        self.__init__(state.get("root"), state.get("identities"))
 
 
 class Reader:
@@ -152,6 +191,7 @@ class Reader:
             for row, index in enumerate(range(a, b)):
                 self._where[index] = (si, row)
         self._files = _LazyFiles(self.root)
+        self._codecs: dict[str, dict] = {}
         if verify:
             self.verify()
 
@@ -168,6 +208,43 @@ class Reader:
     def _path(self, si: int) -> Path:
         return self.root / self.shards[si]["path"]
 
+    def _shard(self, si: int) -> h5py.File:
+        """Shard ``si`` open, checked against its manifest entry when first opened."""
+        return self._files.get(self._path(si), check=lambda f: self._check_shard(si, f))
+
+    def _check_shard(self, si: int, f: h5py.File) -> None:
+        """The shard is the one its manifest entry names: its own settings digest, grid and
+        number of scenes, and the global indices its first and last scene records carry (a
+        swapped scene_range would otherwise hand out another scene under an index)."""
+        e = self.shards[si]
+        path = self._path(si)
+        a, b = e["scene_range"]
+        check_shard(f, path, self.root)
+
+        def bad(what: str):
+            return CorruptShardError(f"shard '{path}' does not match its manifest entry ({what}); "
+                                     + MISMATCH_REPAIR.format(root=self.root))
+
+        digest = f.attrs.get("config_digest")
+        if digest is not None and _text(digest) != self.manifest["config_digest"]:
+            raise bad(f"settings digest {_text(digest)}, the manifest's {self.manifest['config_digest']}")
+        if "grid" in f.attrs and json.loads(_text(f.attrs["grid"])) != list(self.grid):
+            raise bad(f"grid {_text(f.attrs['grid'])}, the manifest's {list(self.grid)}")
+        n = f["scenes"].shape[0]
+        if n != b - a:
+            raise bad(f"{n} scenes, the manifest's scene range {a}-{b - 1} holds {b - a}")
+        for row in (0, n - 1):
+            index = self._record(f, row, path).get("index")
+            if index is not None and index != a + row:
+                raise bad(f"row {row} holds scene {index}, the manifest's range says {a + row}")
+
+    def _record(self, f: h5py.File, row: int, path: Path) -> dict:
+        """Scene record ``row`` parsed and checked (see :mod:`.checks`)."""
+        try:
+            return parse_record(f["scenes"][row], row, min(f["visible_pixels"].shape[-1], MAX_OBJECTS))
+        except ValueError as exc:
+            raise CorruptShardError(f"shard '{path}' is damaged ({exc}); " + _REPAIR.format(root=self.root)) from None
+
     # -- scenes and views -----------------------------------------------------------------
     @property
     def scene_indices(self) -> list[int]:
@@ -179,12 +256,26 @@ class Reader:
     def scenes_in(self, split: str) -> list[int]:
         return [i for i in self.scene_indices if self.split_of(i) == split]
 
-    def _locate(self, index: int) -> tuple[h5py.File, int]:
+    def has_scene(self, index: int) -> bool:
+        return index in self._where
+
+    def location(self, index: int) -> tuple[int, int]:
+        """(shard number in :attr:`shards`, row within that shard) of a global scene index."""
         try:
-            si, row = self._where[index]
+            return self._where[index]
         except KeyError:
             raise KeyError(f"scene {index} is not in a finished shard of {self.root}") from None
-        return self._files.get(self.root / self.shards[si]["path"]), row
+
+    def _locate(self, index: int) -> tuple[h5py.File, int]:
+        si, row = self.location(index)
+        return self._shard(si), row
+
+    def _read(self, f: h5py.File, name: str, index) -> np.ndarray:
+        """A per-view output of an open shard, decoded by the shard's codec for it."""
+        codecs = self._codecs.get(f.filename)
+        if codecs is None:
+            codecs = self._codecs[f.filename] = schema.file_codecs(f)
+        return schema.read_output(f, name, index, codecs[name])
 
     def _errors(self, index: int, what: str):
         return shard_errors(self._path(self._where[index][0]), self.root, what)
@@ -192,15 +283,32 @@ class Reader:
     def scene(self, index: int) -> dict:
         f, row = self._locate(index)
         with self._errors(index, f"read the record of scene {index}"):
-            return json.loads(f["scenes"][row])
+            return self._record(f, row, self._path(self._where[index][0]))
+
+    def stored_outputs(self) -> list[str]:
+        """The per-view outputs (dataset names) this dataset's shards store."""
+        if not self.shards:
+            return []
+        with shard_errors(self._path(0), self.root, "list its datasets"):
+            return schema.stored_names(self._shard(0))
+
+    def outputs(self, index: int, u: int, v: int, names) -> dict:
+        """{name: decoded array} of the per-view outputs ``names`` of one view."""
+        f, row = self._locate(index)
+        for name in names:
+            if name not in f:
+                raise KeyError(f"{name!r} is not stored in this dataset (format "
+                               f"{self.manifest.get('format_version')})")
+        with self._errors(index, f"read scene {index} view ({u}, {v})"):
+            return {name: self._read(f, name, (row, u, v)) for name in names}
 
     def view(self, index: int, u: int, v: int) -> dict:
         """Every stored per-view output the shard holds (``image``, ``instances``, ``depth``,
-        ``normals`` from format 1.1; see clevr_remv/outputs.py), the cameras and the
+        ``normals`` from format 1.1; see clevr_remv/render/outputs.py), the cameras and the
         visible pixel counts."""
         f, row = self._locate(index)
         with self._errors(index, f"read scene {index} view ({u}, {v})"):
-            out = {o.key: f[o.name][row, u, v] for o in outputs_mod.stored() if o.name in f}
+            out = {o.key: self._read(f, o.name, (row, u, v)) for o in outputs_mod.stored() if o.name in f}
             out.update({
                 "intrinsics": f["cameras/intrinsics"][row, u, v],
                 "world_to_camera": f["cameras/world_to_camera"][row, u, v],
@@ -208,24 +316,25 @@ class Reader:
             })
         return out
 
+    def scene_views(self, index: int, names=("images", "instances")) -> dict:
+        """Every view of one scene at once: {name: decoded array [U, V, ...]} for the per-view
+        outputs ``names``, plus ``scene`` (the record) and ``visible_pixels`` [U, V, K]."""
+        f, row = self._locate(index)
+        with self._errors(index, f"read scene {index}"):
+            out = {name: self._read(f, name, row) for name in names}
+            out["scene"] = self._record(f, row, self._path(self._where[index][0]))
+            out["visible_pixels"] = f["visible_pixels"][row]
+        return out
+
     def output(self, name: str, index: int, u: int, v: int) -> np.ndarray:
         """One stored per-view output (by dataset name, e.g. ``normals``) of a view."""
-        f, row = self._locate(index)
-        if name not in f:
-            raise KeyError(f"{name!r} is not stored in this dataset (format "
-                           f"{self.manifest.get('format_version')})")
-        with self._errors(index, f"read scene {index} view ({u}, {v}) {name}"):
-            return f[outputs_mod.get(name).name][row, u, v]
+        return self.outputs(index, u, v, [outputs_mod.get(name).name])[name]
 
     def image(self, index: int, u: int, v: int) -> np.ndarray:
-        f, row = self._locate(index)
-        with self._errors(index, f"read scene {index} view ({u}, {v}) image"):
-            return f["images"][row, u, v]
+        return self.output("images", index, u, v)
 
     def instances(self, index: int, u: int, v: int) -> np.ndarray:
-        f, row = self._locate(index)
-        with self._errors(index, f"read scene {index} view ({u}, {v}) instances"):
-            return f["instances"][row, u, v]
+        return self.output("instances", index, u, v)
 
     def object_mask(self, index: int, obj: int, u: int, v: int) -> np.ndarray:
         """bool HxW: the pixels of object ``obj`` (0-based) in view (u, v)."""
@@ -269,30 +378,33 @@ class Reader:
             return occlusion(f["visible_pixels"][row], amodal_px)
 
     # -- expressions ------------------------------------------------------------------------
-    def expressions(self, split: str | None = None) -> list[dict]:
-        """Every expression (of a split), with the global scene index and shard location.
-        ``id`` is "<scene>-<k>": the k-th expression (0-based) of that scene."""
+    def expressions(self, split: str | None = None, scene: int | None = None,
+                    shard: int | None = None) -> list[dict]:
+        """Every expression (of a split, of one scene or of one shard), with the global scene index and shard
+        location.  ``id`` is "<scene>-<k>": the k-th expression (0-based) of that scene.  Each
+        carries the fields of :func:`clevr_remv.store.refexps.read_refexps` (``program``,
+        ``anchor``, ...); ``scene`` is the global index, ``scene_row`` its row in the shard."""
         out = []
-        for si, e in enumerate(self.shards):
+        shards = range(len(self.shards))
+        if scene is not None:
+            shards = [self.location(scene)[0]]
+        elif shard is not None:
+            shards = [shard]
+        for si in shards:
+            e = self.shards[si]
             if split is not None and e["split"] != split:
                 continue
-            f = self._files.get(self.root / e["path"])
-            with shard_errors(self.root / e["path"], self.root, "read its expressions"):
-                g = f["refexps"]
-                scene_rows = g["scene"][()]
-                objects = g["object"][()]
-                texts = g["text"].asstr()[()]
-                families = g["family"].asstr()[()]
-                nrel = g["num_relations"][()]
-                valid = g["valid_views"][()]
+            path = self._path(si)
+            with shard_errors(path, self.root, "read its expressions"):
+                records = read_refexps(self._shard(si))
             within: dict[int, int] = {}
-            for r in range(len(scene_rows)):
-                scene = e["scene_range"][0] + int(scene_rows[r])
-                k = within[scene] = within.get(scene, -1) + 1
-                out.append({"id": f"{scene}-{k}", "shard": si, "row": r,
-                            "scene": e["scene_range"][0] + int(scene_rows[r]), "scene_row": int(scene_rows[r]),
-                            "object": int(objects[r]), "text": texts[r], "family": families[r],
-                            "num_relations": int(nrel[r]), "valid_views": valid[r], "split": e["split"]})
+            for rec in records:
+                index = e["scene_range"][0] + rec["scene"]
+                k = within[index] = within.get(index, -1) + 1
+                if scene is not None and index != scene:
+                    continue
+                out.append({**rec, "id": f"{index}-{k}", "shard": si, "row": rec["row"], "scene": index,
+                            "scene_row": rec["scene"], "split": e["split"]})
         return out
 
     def close(self) -> None:

@@ -8,6 +8,7 @@ import logging
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -18,7 +19,7 @@ from ..config import GPU_BACKENDS
 from ..errors import UsageError, WorkerError
 from ..resources import resource_dir
 from .exr import read_view
-from .protocol import PROTOCOL_MARKER, ViewEvent
+from .protocol import PROTOCOL_MARKER, Denoise, ViewEvent
 
 log = logging.getLogger("clevr_remv")
 
@@ -57,49 +58,130 @@ def scratch_root() -> str:
     return tempfile.gettempdir()
 
 
-def clean_stale_scratch() -> None:
-    """Remove scratch folders left by drivers that were killed (their pid is gone)."""
-    root = Path(scratch_root())
-    for d in root.glob("clevr-remv-*"):
-        try:
-            pid = int(d.name.split("-")[2])
-        except (IndexError, ValueError):
-            continue
+SCRATCH_MARKER = ".clevr-remv-scratch.json"  # in every scratch folder this tool makes
+
+
+def _boot_id() -> str | None:
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as fh:
+            return fh.read().strip()
+    except OSError:
+        return None
+
+
+def _start_ticks(pid: int) -> int | None:
+    """When process ``pid`` started (clock ticks since boot, /proc); None if it is gone or unknown."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            fields = fh.read().rsplit(b")", 1)[1].split()
+        return int(fields[19])  # field 22 of stat(5), counted after the command name
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def make_scratch() -> Path:
+    """A new scratch folder with a marker naming its maker (pid, its start time, host, boot),
+    so that a later run removes it only when that process is provably gone."""
+    d = Path(tempfile.mkdtemp(prefix=f"clevr-remv-{os.getpid()}-", dir=scratch_root()))
+    marker = {"pid": os.getpid(), "start": _start_ticks(os.getpid()), "host": os.uname().nodename,
+              "boot": _boot_id()}
+    fd = os.open(d / SCRATCH_MARKER, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(marker, fh)
+    return d
+
+
+def _scratch_owner(folder: Path) -> dict | None:
+    """The marker of a scratch folder this tool made, or None (no marker, a link, damaged)."""
+    try:
+        fd = os.open(folder / SCRATCH_MARKER, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        text = os.read(fd, 4096)
+    finally:
+        os.close(fd)
+    try:
+        owner = json.loads(text)
+        return owner if isinstance(owner, dict) and isinstance(owner.get("pid"), int) else None
+    except ValueError:
+        return None
+
+
+def _owner_gone(owner: dict) -> bool:
+    if owner.get("host") != os.uname().nodename:
+        return False  # another machine's (a shared TMPDIR): its process cannot be seen from here
+    boot = _boot_id()
+    if owner.get("boot") and boot and owner["boot"] != boot:
+        return True  # made before this machine restarted
+    pid = owner["pid"]
+    if pid == os.getpid():
+        return False
+    start = _start_ticks(pid)
+    if start is None:
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
-            shutil.rmtree(d, ignore_errors=True)
+            return True
         except PermissionError:
-            pass
+            return False
+        return False  # alive, its start time unreadable: kept
+    return owner.get("start") is not None and start != owner["start"]  # the pid now names another process
+
+
+def clean_stale_scratch(root: Path | None = None) -> list[Path]:
+    """Remove scratch folders of killed drivers: only folders (never links) that carry this
+    tool's marker, whose process is provably gone (the pid's start time differs, or no such
+    process).  Anything else named clevr-remv-* is left alone.  Returns what was removed."""
+    root = Path(root or scratch_root())
+    removed = []
+    for d in root.glob("clevr-remv-*"):
+        try:
+            st = os.lstat(d)
+        except OSError:
+            continue
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+            continue
+        owner = _scratch_owner(d)
+        if owner is None or not _owner_gone(owner):
+            continue
+        shutil.rmtree(d, ignore_errors=True)  # does not follow links inside the tree
+        removed.append(d)
+    return removed
 
 
 class ReplyTimeouts:
     """How long the driver waits for a worker's next reply before it kills the worker.
 
-    * ``startup``: a worker's start (hello, configure) and its first render reply, which may
-      include building the scene and compiling GPU kernels;
+    * ``startup``: the process is up and answers ``hello`` and ``configure`` (short: a Blender
+      that never starts ends the run within minutes, not half an hour);
+    * ``first_view``: a worker's first render reply, which may include building the scene and
+      compiling GPU kernels (long; the run's heartbeat reports the compile meanwhile);
     * afterwards: ``factor`` x the slowest view measured so far in this run, at least
       ``minimum`` seconds (generous: a hung or stopped worker is what it is for).
-    Shared by every worker of a run, so a restarted worker inherits the measurements."""
+    Shared by every worker of a run, so a restarted worker inherits the measurements.  None:
+    wait for ever.  The run's values come from ``workers.*`` (scene_configs/default.json)."""
 
-    def __init__(self, startup: float | None = 1800.0, minimum: float = 60.0, factor: float = 20.0):
-        self.startup, self.minimum, self.factor = startup, minimum, factor
+    def __init__(self, startup: float | None = None, first_view: float | None = None,
+                 minimum: float = 60.0, factor: float = 20.0):
+        self.startup, self.first_view, self.minimum, self.factor = startup, first_view, minimum, factor
         self.slowest: float | None = None
         self._lock = threading.Lock()
 
     @classmethod
-    def from_config(cls, cfg: dict) -> "ReplyTimeouts":
+    def from_config(cls, cfg: dict) -> ReplyTimeouts:
         w = cfg["workers"]
-        return cls(w.get("startup_timeout", 1800.0), w.get("view_timeout_min", 60.0), w.get("view_timeout_factor", 20.0))
+        return cls(w["startup_timeout"], w["first_view_timeout"], w["view_timeout_min"], w["view_timeout_factor"])
 
     def observe(self, seconds: float) -> None:
         with self._lock:
             self.slowest = seconds if self.slowest is None else max(self.slowest, seconds)
 
     def view(self) -> float | None:
+        """The timeout of a view reply after the worker's first."""
         with self._lock:
             if self.slowest is None:
-                return self.startup
+                return self.first_view
             return max(self.minimum, self.factor * self.slowest)
 
 
@@ -107,16 +189,27 @@ class BlenderWorker:
     """One Blender child process speaking the JSON-lines protocol of ``worker.py``."""
 
     def __init__(self, blender: str | None = None, log_path: Path | None = None, name: str = "worker",
-                 timeouts: ReplyTimeouts | None = None):
+                 timeouts: ReplyTimeouts | None = None, denoiser: Denoise | None = None):
+        """``timeouts``: shared by the workers of a run (None: wait for ever); ``denoiser``:
+        the driver's denoiser for this worker's views (see :class:`protocol.Worker`)."""
         self.name = name
-        self.timeouts = timeouts or ReplyTimeouts(startup=None)
+        self.timeouts = timeouts or ReplyTimeouts()
+        self._phase = "start-up"
+        self.denoiser = denoiser
         self.timed_out: float | None = None
+        self.timed_out_in = ""  # the phase a timeout hit: start-up, first view, view
         self._rendered = False
         self.cmd = worker_command(blender)
-        self.scratch = Path(tempfile.mkdtemp(prefix=f"clevr-remv-{os.getpid()}-", dir=scratch_root()))
+        self.scratch = make_scratch()
         # stderr always goes to a file, so a worker that dies early can say why.
         self.log_path = Path(log_path) if log_path else self.scratch / "worker.log"
-        self._log_file = open(self.log_path, "ab")
+        try:  # never through a link: a log named by the run folder stays in it
+            self._log_file = os.fdopen(os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
+                                               | os.O_CLOEXEC, 0o644), "ab")
+        except OSError as exc:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+            raise UsageError(f"cannot write the worker log '{self.log_path}' ({exc.strerror}); "
+                             f"it must be a plain file, not a link") from None
         env = dict(os.environ)
         env.setdefault("PYTHONUNBUFFERED", "1")
         try:
@@ -143,6 +236,7 @@ class BlenderWorker:
 
     def _on_timeout(self, seconds: float) -> None:
         self.timed_out = seconds
+        self.timed_out_in = self._phase
         try:
             self.proc.kill()  # SIGKILL also ends a stopped (SIGSTOP) process
         except OSError:
@@ -178,13 +272,28 @@ class BlenderWorker:
         except subprocess.TimeoutExpired:
             code = None
         last = self._last_log_line()
-        where = "" if self.log_path.parent == self.scratch else f"; see {self.log_path}"
+        where = f"; see {self._kept_log()}"
         if self.timed_out is not None:
-            return WorkerError(f"{self.name}: no reply from Blender in {self.timed_out:.0f} s (hung or stopped), "
-                               f"killed it; raise workers.startup_timeout / workers.view_timeout_min if "
-                               f"it is only slow{where}")
+            phase = self.timed_out_in
+            key = {"start-up": "workers.startup_timeout", "first view": "workers.first_view_timeout"}.get(
+                phase, "workers.view_timeout_min")
+            return WorkerError(f"{self.name}: no reply from Blender in {self.timed_out:.0f} s at its {phase} "
+                               f"(hung or stopped), killed it; raise {key} if it is only slow{where}")
         return WorkerError(f"{self.name}: Blender process ended unexpectedly (exit code {code})"
                            + (f": {last}" if last else "") + where)
+
+    def _kept_log(self) -> Path:
+        """The worker's log, where it outlives the worker: a log in the scratch folder (no
+        run folder yet, e.g. the probe) is copied next to it first."""
+        if self.log_path.parent != self.scratch:
+            return self.log_path
+        kept = Path(tempfile.gettempdir()) / f"clevr-remv-{self.name}-{os.getpid()}-{self.proc.pid}.log"
+        try:
+            self._log_file.flush()
+            shutil.copyfile(self.log_path, kept)
+        except (OSError, ValueError, AttributeError):
+            return self.log_path
+        return kept
 
     def _last_log_line(self) -> str:
         try:
@@ -232,6 +341,10 @@ class BlenderWorker:
         return self._meshes
 
     @property
+    def pid(self) -> int | None:
+        return self.proc.pid
+
+    @property
     def rendered(self) -> bool:
         """Whether this worker has had a reply to a render (its first, slow one is behind it)."""
         return self._rendered
@@ -243,7 +356,8 @@ class BlenderWorker:
                     "out_dir": str(self.scratch), "tag": tag, "settings": settings or {}})
         while True:
             # A worker's first reply may include building the scene and compiling kernels.
-            reply = self._recv(self.timeouts.view() if self._rendered else self.timeouts.startup)
+            self._phase = "view" if self._rendered else "first view"
+            reply = self._recv(self.timeouts.view() if self._rendered else self.timeouts.first_view)
             self._rendered = True
             event = reply.get("event")
             if event == "view":

@@ -10,8 +10,9 @@ Each :class:`Output` says, in one place,
   ``Object Index.X``);
 * how to decode those channels into the stored array (``decode``; some need the view's
   camera, given as ``view = {"intrinsics": K, "world_to_camera": E}``);
-* its dtype and HDF5 dataset spec (shape tail after ``[N, U, V, H, W]``, one view per chunk,
-  fill value, compression class);
+* its dtype, shape tail after ``[N, U, V, H, W]``, fill value and compression class, and its
+  storage codec (``codec_for(cfg)``, :mod:`clevr_remv.render.codecs`): encode, decode and the
+  HDF5 dataset spec;
 * whether it is stored in the shards (``stored``); an output may be rendered for a consumer
   on the driver (e.g. an external denoiser) without being stored;
 * when it is rendered at all (``wanted(cfg)``), and the key under which readers return it.
@@ -22,10 +23,13 @@ driver sends (``render_passes``).  The format is described in docs/format.md.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
+
+from . import codecs
 
 DEPTH_SENTINEL_MIN = 1e9  # Cycles writes 1e10 where a ray hits nothing; stored as +inf
 
@@ -117,24 +121,39 @@ class Output:
     wanted: Callable[[dict], bool] = lambda cfg: True  # rendered for this config?
     reader_key: str = ""                       # key in Reader.view() / RefexpDataset samples
     doc: str = ""
+    since: str = "1.0"                         # first format version whose shards store it
 
     @property
     def key(self) -> str:
         return self.reader_key or self.name
 
     def dtype_for(self, cfg: dict) -> np.dtype:
-        if self.dtype_setting:
+        if self.dtype_setting and cfg.get("output", {}).get(self.dtype_setting):
             return np.dtype(cfg["output"][self.dtype_setting])
         return np.dtype(self.dtype)
 
+    def codec_for(self, cfg: dict):
+        """The storage codec a run with ``cfg`` writes this output with: ``output.codecs``
+        names it, else ``output.profile`` (:data:`clevr_remv.render.codecs.PROFILES`), else
+        ``array``.  A codec that cannot store this output is a :class:`UsageError`."""
+        oc = cfg.get("output", {})
+        name = (oc.get("codecs") or {}).get(self.name) or codecs.PROFILES[oc.get("profile") or "standard"].get(
+            self.name, "array")
+        codec = codecs.make(name, self.dtype_for(cfg))
+        problem = codec.fits(self.dtype_for(cfg), (0, 0, *self.tail))
+        if problem:
+            from ..errors import UsageError
+            raise UsageError(f"config output.codecs: {self.name} cannot use {name}: {problem}; "
+                             f"choose one of {', '.join(codecs.CODECS)} that fits")
+        return codec
+
     def dataset_spec(self, cfg: dict, n: int, grid, height: int, width: int) -> dict:
-        """h5py ``create_dataset`` arguments (except compression) for ``n`` scenes."""
-        rows, cols = grid
-        spec = {"shape": (n, rows, cols, height, width, *self.tail), "dtype": self.dtype_for(cfg),
-                "chunks": (1, 1, 1, height, width, *self.tail)}
-        if self.fillvalue is not None:
-            spec["fillvalue"] = self.fillvalue
-        return spec
+        """h5py ``create_dataset`` arguments for ``n`` scenes (compression from ``cfg["output"]``,
+        none when it names none)."""
+        oc = cfg.get("output", {})
+        return self.codec_for(cfg).dataset_spec((n, *grid), (height, width, *self.tail), self.fillvalue,
+                                                oc.get("compression", "none"), oc.get("compression_level", 4),
+                                                self.floating)
 
 
 REGISTRY: tuple[Output, ...] = (
@@ -147,7 +166,7 @@ REGISTRY: tuple[Output, ...] = (
            fillvalue=np.inf, floating=True, dtype_setting="depth_dtype",
            doc="planar depth along the camera's z axis, scene units; +inf where no surface"),
     Output("normals", "use_pass_normal", (("Normal.X",), ("Normal.Y",), ("Normal.Z",)), _decode_normals,
-           "float16", (3,), fillvalue=0.0, floating=True,
+           "float16", (3,), fillvalue=0.0, floating=True, since="1.1",
            doc="unit surface normals in the camera frame (OpenCV axes), facing the camera; 0 where no surface"),
 )
 
@@ -194,6 +213,28 @@ def rendered(cfg: dict) -> tuple[Output, ...]:
 def stored(cfg: dict | None = None) -> tuple[Output, ...]:
     """The outputs written to the shards (all stored ones when ``cfg`` is None)."""
     return tuple(o for o in REGISTRY if o.stored and (cfg is None or o.wanted(cfg)))
+
+
+def check_codecs(cfg: dict) -> None:
+    """Every output ``output.codecs`` names is a stored output and its codec fits it
+    (:class:`UsageError` otherwise)."""
+    from ..errors import UsageError
+
+    oc = cfg.get("output", {})
+    if (oc.get("profile") or "standard") not in codecs.PROFILES:
+        raise UsageError(f"config output.profile = {json.dumps(oc.get('profile'))} is invalid: expected one of "
+                         f"{', '.join(codecs.PROFILES)}")
+    for name, codec in (oc.get("codecs") or {}).items():
+        if codec not in codecs.CODECS:
+            raise UsageError(f"config output.codecs: unknown codec {json.dumps(codec)} for {name}; "
+                             f"known: {', '.join(codecs.CODECS)}")
+    names = {o.name for o in REGISTRY if o.stored}
+    for name in (oc.get("codecs") or {}):
+        if name not in names:
+            raise UsageError(f"config output.codecs names {name!r}, which is not a stored output "
+                             f"(stored: {', '.join(sorted(names))})")
+    for o in stored(cfg):
+        o.codec_for(cfg)
 
 
 def render_passes(outputs) -> list[str]:

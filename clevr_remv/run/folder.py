@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .. import FORMAT_VERSION, __version__
+from .. import __version__
 from ..errors import DiskFullError, UsageError
 from ..render import blender
 from ..store import files, schema, shards
@@ -24,11 +23,14 @@ from ..store.files import (
     disk_full_message,
     free_bytes,
     nearest_existing,
-    remove_inside,
 )
 from ..store.manifest import dataset_stats, manifest_problem
 from ..store.refexps import expression_stats, read_refexps
+from .guard import FolderGuard
+from .lock import LOCK_PREFIX, FolderLock
 from .plan import RunPlan, ShardPlan, split_ranges
+
+__all__ = ["LOCK_PREFIX", "FolderLock", "RunFolder"]
 
 log = logging.getLogger("clevr_remv")
 
@@ -43,7 +45,8 @@ class RunFolder:
         self.work_dir = self.out / ".work" / plan.part_tag if plan.part else self.out / ".work"
         self.log_dir = self.out / "logs" / plan.part_tag
         self.manifest_path = self.out / plan.manifest_name
-        self.attrs = schema.file_attrs(self.cfg, plan.digest, plan.grid)
+        self.guard = FolderGuard(self.out)  # every write and removal under OUT
+        self.attrs = schema.file_attrs(self.cfg, plan.digest, plan.grid, plan.format_version)
         self.lock = threading.Lock()
         self.done_shards: dict[str, dict] = {}
         self.done_scenes: set[int] = set()
@@ -65,6 +68,10 @@ class RunFolder:
         self.rebuild = False
         if not out.exists():
             return
+        # Links out of OUT where the run writes or cleans up: refused before anything is touched.
+        for folder in (self.work_dir, self.log_dir, *(out / split for split in self.cfg["output"]["splits"])):
+            self.guard.check_dir(folder)
+        self.guard.check_no_links(self.log_dir)  # the run appends to its logs
         manifests = self._manifests()
         for path, m in manifests.items():
             if m is None:
@@ -153,14 +160,14 @@ class RunFolder:
             self._remove_replaced_run()
         for attempt in range(5):  # another part may remove an empty .work at this moment
             try:
-                self.work_dir.mkdir(parents=True, exist_ok=True)
+                self.guard.mkdir(self.work_dir)
                 break
             except FileNotFoundError:
                 if attempt == 4:
                     raise
-        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.guard.mkdir(self.log_dir)
         for split in self.cfg["output"]["splits"]:
-            (self.out / split).mkdir(exist_ok=True)
+            self.guard.mkdir(self.out / split)
         blender.clean_stale_scratch()
         if self.rebuild:
             log.warning("'%s' is unreadable: rebuilding it from the shards' own attributes "
@@ -188,25 +195,25 @@ class RunFolder:
                 log.warning("--overwrite: %s is unreadable; removing only it, not the names in it", path.name)
             else:
                 for e in m["shards"]:
-                    removed += remove_inside(self.out, e["path"])
+                    removed += self.guard.remove(e["path"])
                 if not self.plan.part:  # the whole run: also shards the manifest did not list yet
                     for split in m["splits"]:
                         folder = self.out / split
                         if folder.is_symlink() or not folder.is_dir():
                             continue
                         for f in list(folder.glob(f"{split}-[0-9]*.h5")) + list(folder.glob(f".{split}-*.tmp")):
-                            removed += remove_inside(self.out, f.relative_to(self.out))
+                            removed += self.guard.remove(f.relative_to(self.out))
                         try:
                             folder.rmdir()  # only when empty: files of the user's stay
                         except OSError:
                             pass
-            remove_inside(self.out, path.name)
+            self.guard.remove(path.name)
         if self.plan.part:
-            remove_inside(self.out, self.work_dir.relative_to(self.out))
-            remove_inside(self.out, self.log_dir.relative_to(self.out))
+            self.guard.remove(self.work_dir.relative_to(self.out))
+            self.guard.remove(self.log_dir.relative_to(self.out))
         else:
-            remove_inside(self.out, ".work")
-            remove_inside(self.out, "logs")
+            self.guard.remove(".work")
+            self.guard.remove("logs")
         log.info("--overwrite: removed %d shards", removed)
 
     def recover(self) -> None:
@@ -214,7 +221,7 @@ class RunFolder:
         # This part's writer lock is held: every temporary file of its own is a leftover.
         for tmp in self._own_temporaries():
             log.info("removing unfinished file %s", tmp)
-            tmp.unlink(missing_ok=True)
+            self.guard.unlink(tmp)
         old = {}
         if self.manifest_path.exists() and not self.rebuild:
             old = self._manifests().get(self.manifest_path) or {}
@@ -222,6 +229,9 @@ class RunFolder:
         for plan in self.plan.plans_mine:
             path = self.out / plan.name
             entry = listed.get(plan.name)
+            if path.is_symlink():  # not a shard this tool wrote: the link goes, its target stays
+                log.warning("removing %s: a symbolic link where a shard belongs", path)
+                self.guard.unlink(path)
             if entry and path.exists() and path.stat().st_size == entry.get("bytes") \
                     and shards.sha256_file(path) == entry.get("sha256"):
                 self.done_shards[plan.name] = entry
@@ -229,7 +239,7 @@ class RunFolder:
                 log.warning("%s does not match its SHA-256 in %s: re-rendering its %d scenes",
                             plan.name, self.manifest_path.name, len(plan.scenes))
                 self.damaged.append(plan.name)
-                path.unlink()
+                self.guard.unlink(path)
             elif path.exists():
                 adopted = self.adopt(plan, path)
                 if adopted:
@@ -237,14 +247,14 @@ class RunFolder:
         plan_of = self.plan.plan_of()
         for i in self.plan.my_scenes:
             path = self.scene_path(i)
-            if not path.exists():
+            if not path.exists() and not path.is_symlink():
                 continue
-            if plan_of[i].name in self.done_shards:
+            if path.is_symlink() or plan_of[i].name in self.done_shards:
                 log.info("removing %s: its shard is finished", path)  # a kill after the shard's rename
-                path.unlink(missing_ok=True)
+                self.guard.unlink(path)
             elif not self._scene_file_ok(path, i):
                 log.warning("removing %s: not a finished scene %d of this run (other settings or damaged)", path, i)
-                path.unlink(missing_ok=True)
+                self.guard.unlink(path)
             else:
                 self.done_scenes.add(i)
         if self.done_shards or self.done_scenes:
@@ -281,7 +291,7 @@ class RunFolder:
                 records = [json.loads(r) for r in f["scenes"][:]]
         except (OSError, ValueError, KeyError):
             log.warning("removing %s: not a finished shard of this run", path)
-            path.unlink(missing_ok=True)
+            self.guard.unlink(path)
             return None
         return self.entry(plan, {"sha256": shards.sha256_file(path), "bytes": path.stat().st_size,
                                  "refexps": len(refexps), "expression_stats": expression_stats(refexps, records)})
@@ -348,7 +358,7 @@ class RunFolder:
             self.assembling.discard(plan.name)
             self.write_manifest(complete=False, stats=stats, device=device)
         for p in paths:
-            p.unlink(missing_ok=True)
+            self.guard.unlink(p)
         return entry
 
     @property
@@ -379,7 +389,7 @@ class RunFolder:
             if isinstance(old, dict):
                 created = old.get("created", now)
         manifest = {
-            "format_version": FORMAT_VERSION,
+            "format_version": plan.format_version,
             "generator": {"name": "clevr-remv", "version": __version__},
             "created": created,
             "updated": now,
@@ -399,111 +409,5 @@ class RunFolder:
             "last_run": stats,
             "config": self.cfg,
         }
-        files.write_json_atomic(self.manifest_path, manifest)
+        self.guard.write_json_atomic(self.manifest_path, manifest)
         return manifest
-
-
-# -- one writer per part per folder ------------------------------------------------------------
-LOCK_PREFIX = ".clevr-remv"
-
-
-class FolderLock:
-    """At most one writer per part of a run folder, and no part beside a whole run.
-
-    ``flock`` on lock files inside ``OUT``: a whole run holds ``OUT/.clevr-remv.lock``
-    exclusively; a part (``--part K/M``) holds it shared and ``OUT/.clevr-remv.part-K-of-M.lock``
-    exclusively.  The kernel releases the locks when the process ends, however it ends
-    (SIGKILL included), so a stale lock never blocks a re-run.  On NFS, Linux maps ``flock``
-    to POSIX locks that the server arbitrates (NFSv4, or NFSv3 with lockd): it works across
-    nodes unless the share is mounted with ``nolock`` (then it only sees writers on the same
-    node).  The lock files stay (removing a lock file races with a waiting writer).
-    """
-
-    def __init__(self, out: Path, part_tag: str = ""):
-        self.out = Path(out)
-        self.part_tag = part_tag
-        self._fds: list[int] = []
-        self._held: list[tuple[Path, int]] = []
-
-    def _path(self, tag: str) -> Path:
-        return self.out / (f"{LOCK_PREFIX}.{tag}.lock" if tag else f"{LOCK_PREFIX}.lock")
-
-    def acquire(self) -> None:
-        import fcntl
-
-        steps = [("", fcntl.LOCK_SH if self.part_tag else fcntl.LOCK_EX)]
-        if self.part_tag:
-            steps.append((self.part_tag, fcntl.LOCK_EX))
-        try:
-            for tag, mode in steps:
-                path = self._path(tag)
-                for _ in range(10):
-                    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-                    try:
-                        fcntl.flock(fd, mode | fcntl.LOCK_NB)
-                    except BaseException:
-                        os.close(fd)
-                        raise
-                    # A lock file removed (by a run that gave the folder up) between our open
-                    # and our flock: the lock is on a file nobody else will open; try again.
-                    try:
-                        same = os.stat(path).st_ino == os.fstat(fd).st_ino
-                    except FileNotFoundError:
-                        same = False
-                    if same:
-                        break
-                    os.close(fd)
-                self._fds.append(fd)
-                self._held.append((path, mode))
-                if mode == fcntl.LOCK_EX:
-                    os.ftruncate(fd, 0)
-                    os.write(fd, f"{os.getpid()} {os.uname().nodename}\n".encode())
-        except BlockingIOError:
-            path = self._path(tag)
-            holder = _holder(path) if (tag or self.part_tag) else ""
-            if tag:
-                k, m = (int(x) for x in tag.replace("part-", "").split("-of-"))
-                what = f"part {k}/{m}"
-            else:
-                what = "a whole run (without --part)" if self.part_tag else "this run (whole, or a --part)"
-            self.release()
-            raise UsageError(
-                f"another clevr-remv generate{holder} is writing {what} in '{self.out}'; "
-                f"wait for it to end (it is resumable), or use another --out") from None
-        except OSError as exc:
-            self.release()
-            raise UsageError(f"cannot lock '{self._path('')}' ({exc.strerror}); on NFS mount with locking "
-                             f"(not 'nolock'), or use a local --out") from None
-        except BaseException:
-            self.release()
-            raise
-
-    def release(self, remove_files: bool = False) -> None:
-        """Release the locks.  ``remove_files`` (a run that created OUT and gives it up before
-        writing anything): also remove the lock files this process alone holds, while holding
-        them (a waiting writer re-checks the file's inode after its flock)."""
-        import fcntl
-
-        if remove_files and len(self._held) == (2 if self.part_tag else 1):
-            for (path, mode), fd in reversed(list(zip(self._held, self._fds))):
-                try:
-                    if mode != fcntl.LOCK_EX:  # shared: only when no other part holds it
-                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    path.unlink(missing_ok=True)
-                except OSError:
-                    break
-        for fd in self._fds:
-            try:
-                os.close(fd)  # closing the last descriptor releases the flock
-            except OSError:
-                pass
-        self._fds = []
-        self._held = []
-
-
-def _holder(path: Path) -> str:
-    try:
-        pid, host = path.read_text().split()[:2]
-        return f" (pid {pid} on {host})"
-    except (OSError, ValueError):
-        return ""

@@ -11,14 +11,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from .. import FORMAT_VERSION
 from ..errors import DiskFullError, UsageError, WorkerError
 from ..gpu.prepare import FirstRenderWatch, GpuRunPrep, prepare_gpu_run
 from ..progress import Progress
 from ..render import denoise, outputs, system_libs
 from ..render.blender import BlenderWorker, ReplyTimeouts
 from ..render.devices import choose_device, render_settings, worker_count
+from ..render.protocol import Denoise, Worker
 from ..scene import layout
 from ..store.files import disk_full_message, is_disk_full
+from . import budget
+from ..store.manifest import follow_existing_run
 from .folder import RunFolder
 from .plan import RunPlan, ShardPlan, empty_split_warning
 from .scene_task import SceneResult, render_scene
@@ -44,10 +48,12 @@ class RunStats:
         return {k: v for k, v in self.__dict__.items() if k != "lock"}
 
 
-def blender_worker(cfg: dict, slot: int, log_path: Path | None) -> BlenderWorker:
-    """A started Blender worker that answered hello (the default worker factory)."""
+def blender_worker(cfg: dict, slot: int, log_path: Path | None, timeouts: ReplyTimeouts | None = None,
+                   denoiser: Denoise | None = None) -> Worker:
+    """A started Blender worker that answered hello (the default worker factory).  A worker
+    factory takes these arguments and returns a :class:`Worker` that answered hello."""
     w = BlenderWorker(cfg["workers"]["blender"], log_path=log_path, name=f"worker-{slot}",
-                             timeouts=ReplyTimeouts.from_config(cfg))
+                      timeouts=timeouts or ReplyTimeouts.from_config(cfg), denoiser=denoiser)
     try:
         w.hello()
     except WorkerError as exc:
@@ -61,15 +67,37 @@ def blender_worker(cfg: dict, slot: int, log_path: Path | None) -> BlenderWorker
     return w
 
 
+def check_split_folders(out: Path, cfg: dict) -> None:
+    """Each split's folder under OUT is a folder that can be written, or is not there yet:
+    anything else (a file in its place, a read-only folder) is bad input, said before the
+    lock, Blender or a manifest."""
+    from ..store.files import can_write
+
+    for split in cfg["output"]["splits"]:
+        path = out / split
+        if path.is_symlink() or (path.exists() and not path.is_dir()):
+            raise UsageError(f"'{path}' is not a folder, but the {split} split's shards go there; "
+                             f"move it out of '{out}' and run again")
+        if path.is_dir() and not can_write(path):
+            raise UsageError(f"cannot write to the {split} split's folder '{path}'; make it writable "
+                             f"(chmod u+w) and run again")
+
+
 class GenerateJob:
     def __init__(self, out: Path, scenes: int, seed: int, cfg: dict, *, workers: int | None = None,
                  overwrite: bool = False, part: str | None = None, progress: bool | None = None,
-                 worker_factory: Callable[[dict, int, Path | None], object] = blender_worker,
+                 worker_factory: Callable[..., Worker] = blender_worker,
                  cpus: int | None = None):
         """``cpus``: the CPU cores this task may use (``farm.schedulers.usable_cpus``); None:
         the device policy's count, which knows no scheduler's variables."""
-        self.plan = RunPlan.from_args(scenes, seed, cfg, workers=workers, part=part)
+        version = FORMAT_VERSION
+        if not overwrite:  # a folder of an older format keeps its storage settings
+            cfg, version = follow_existing_run(Path(out), cfg, seed, scenes)
+            if version != FORMAT_VERSION:
+                log.info("resuming a format %s run in %s: its storage settings are kept", version, out)
+        self.plan = RunPlan.from_args(scenes, seed, cfg, workers=workers, part=part, format_version=version)
         self.cfg = cfg
+        check_split_folders(Path(out), cfg)
         self.folder = RunFolder(out, self.plan, overwrite=overwrite)
         self.worker_factory = worker_factory
         self.cpus = cpus
@@ -81,6 +109,7 @@ class GenerateJob:
         self.progress: Progress | None = None
         self.pool: WorkerPool | None = None
         self.timeouts = ReplyTimeouts.from_config(cfg)  # shared: restarted workers keep the measurements
+        self.nworkers = 1
         self.gpu_prep = GpuRunPrep()
         self.view_threads = 1
         self.denoisers: dict[int, denoise.Denoiser] = {}  # per worker slot, outliving restarts
@@ -97,9 +126,12 @@ class GenerateJob:
                              "pip install pyoidn, or set render.denoiser to auto or cycles")
         self.folder.check()
         layout.check_feasible(self.cfg, self.plan.seed)  # an impossible layout fails here
+        # A rig whose scene cannot fit the disk or whose views cannot fit the memory: refused
+        # with the figures, before the lock file, the folder or Blender exist.
+        budget.check(self.cfg, self.folder.out, self.plan.requested_workers or 1)
         self.folder.take_lock()  # one writer per part: a second one is refused before Blender starts
         try:
-            probe = self.worker_factory(self.cfg, 0, None)  # asks Blender which devices exist
+            probe = self.worker_factory(self.cfg, 0, None, timeouts=self.timeouts, denoiser=None)  # which devices exist
             try:
                 hello = probe.info
                 self.device_info = choose_device(self.cfg["render"]["device"], hello.get("devices", {}))
@@ -128,6 +160,8 @@ class GenerateJob:
 
     # -- the run ------------------------------------------------------------------------------
     def run(self) -> dict:
+        if self.plan.part and not self.plan.plans_mine:
+            log.warning(self.plan.nothing_to_do())
         self.prepare()
         warning = empty_split_warning(self.plan.scenes, self.cfg["output"]["splits"])
         if warning:  # after the checks of bad input, so an error stays one line
@@ -164,9 +198,10 @@ class GenerateJob:
         self.progress = Progress(total_scenes=len(queue), views_per_scene=plan.views_per_scene,
                                  shards_total=len(plan.plans_mine), shards_done=len(folder.done_shards),
                                  enabled=self.progress_enabled)
+        self.nworkers = nworkers
         self.pool = WorkerPool(start=self._start_worker, setup=lambda w, slot: self._setup_worker(w, slot, nworkers),
                                restart_every=self.cfg["workers"]["restart_every"], retire=self._record_peak,
-                               tries=self.cfg["workers"].get("tries", 3))
+                               tries=self.cfg["workers"]["tries"])
         t0 = time.perf_counter()
         try:
             self.pool.run(queue, nworkers, self._scene_task)
@@ -197,35 +232,38 @@ class GenerateJob:
             log.info("(expression, view) pairs kept but not valid in that view (target or anchor hidden "
                      "there, or a relation false there): %d of %d (%.3f%%)",
                      st["view_pairs_not_valid"], st["view_pairs"], 100.0 * st["view_pairs_not_valid_share"])
+        warn_unseen(st, self.cfg)
         return manifest
 
-    def _setup_worker(self, worker, slot: int, nworkers: int) -> None:
-        settings = self._settings(slot, nworkers)
-        worker.configure(settings)
-        if denoise.driver_denoises(self.cfg):
-            if slot not in self.denoisers:  # one per slot, kept when its Blender is restarted
-                self.denoisers[slot] = denoise.open_denoiser(
-                    settings["device"], settings.get("gpu_index"), settings.get("threads"),
-                    quality=settings.get("denoise_quality", "high"), prefilter=settings["denoise_prefilter"])
-            worker.denoiser = self.denoisers[slot]
+    def _setup_worker(self, worker: Worker, slot: int, nworkers: int) -> None:
+        worker.configure(self._settings(slot, nworkers))
 
-    def _start_worker(self, slot: int):
-        w = self.worker_factory(self.cfg, slot, self.folder.log_dir / f"worker-{slot}.log")
-        if isinstance(w, BlenderWorker):
-            w.timeouts = self.timeouts
-        return w
+    def _denoiser(self, slot: int) -> Denoise | None:
+        """The driver's denoiser of a worker slot (one per slot, kept when its Blender is
+        restarted); None where Cycles denoises."""
+        if not denoise.driver_denoises(self.cfg):
+            return None
+        if slot not in self.denoisers:
+            settings = self._settings(slot, self.nworkers)
+            self.denoisers[slot] = denoise.open_denoiser(
+                settings["device"], settings.get("gpu_index"), settings.get("threads"),
+                quality=settings.get("denoise_quality", "high"), prefilter=settings["denoise_prefilter"])
+        return self.denoisers[slot]
 
-    def _record_peak(self, worker) -> None:
+    def _start_worker(self, slot: int) -> Worker:
+        return self.worker_factory(self.cfg, slot, self.folder.log_dir / f"worker-{slot}.log",
+                                   timeouts=self.timeouts, denoiser=self._denoiser(slot))
+
+    def _record_peak(self, worker: Worker) -> None:
         rss = worker.peak_rss_bytes()
         with self.stats.lock:
             self.stats.peak_worker_rss = max(self.stats.peak_worker_rss, rss or 0)
 
-    def _scene_task(self, worker, index: int) -> None:
+    def _scene_task(self, worker: Worker, index: int) -> None:
         path = self.folder.scene_path(index)
         self.folder.ensure_space(path.parent, self.folder.scene_bytes_needed(), path)
-        first = not getattr(worker, "rendered", False)  # fakes in tests have no such attribute
         # A worker's first GPU render may wait minutes on the driver's JIT: say so meanwhile.
-        with FirstRenderWatch(self.gpu_prep.kernels if first else [], name=getattr(worker, "name", "worker")) as watch:
+        with FirstRenderWatch(self.gpu_prep.kernels if not worker.rendered else [], name=worker.name) as watch:
             def on_view():
                 watch.seen()
                 self.progress.advance_view()
@@ -240,7 +278,7 @@ class GenerateJob:
         if self.folder.claim_if_ready(p):
             self._assemble(p)
 
-    def _record(self, result: SceneResult, worker) -> None:
+    def _record(self, result: SceneResult, worker: Worker) -> None:
         t = result.timings
         with self.stats.lock:
             s = self.stats
@@ -256,10 +294,10 @@ class GenerateJob:
                 "visibility_resamples": len(result.rejections),
                 "layout_restarts": result.record["layout"]["restarts"],
                 "expressions_dropped_hidden": result.record.get("expressions", {}).get("dropped_hidden", 0),
-                "worker": getattr(worker, "name", None), "worker_pid": worker.proc.pid, "worker_rss": worker.rss_bytes(),
+                "worker": worker.name, "worker_pid": worker.pid, "worker_rss": worker.rss_bytes(),
                 "worker_peak_rss": worker.peak_rss_bytes()}
         with self.folder.lock:
-            with open(self.folder.log_dir / "scenes.jsonl", "a", encoding="utf-8") as fh:
+            with self.folder.guard.open_append(self.folder.log_dir / "scenes.jsonl") as fh:
                 fh.write(json.dumps(line) + "\n")
 
     def _assemble(self, p: ShardPlan) -> None:
@@ -267,3 +305,17 @@ class GenerateJob:
         entry = self.folder.assemble(p, self.stats.as_dict(), self.device_info.get("device"))
         if self.progress is not None:
             self.progress.shard_done(p.name, entry, time.perf_counter() - t0)
+
+
+def warn_unseen(st: dict, cfg: dict) -> bool:
+    """Warn (True) when more objects than ``rig.warn_unseen_share`` show 0 pixels in some view:
+    expressions then quietly describe only the objects every view shows."""
+    limit = cfg["rig"].get("warn_unseen_share", 0.05)
+    if not st.get("objects") or st["objects_unseen_share"] <= limit:
+        return False
+    log.warning("%d of %d objects (%.1f%%) show 0 pixels in some view (out of its frame, or wholly "
+                "hidden there), more than rig.warn_unseen_share = %g; expressions can only refer to "
+                "the others. A smaller rig.baseline (now %g) keeps the objects in every view's frame",
+                st["objects_unseen"], st["objects"], 100.0 * st["objects_unseen_share"], limit,
+                cfg["rig"]["baseline"])
+    return True

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .. import config
+from .. import FORMAT_VERSION, config
 from ..errors import UsageError
 
 # Scenes one --out may hold: bounds the plan's memory and time (2 million scenes: ~0.3 GB and
@@ -111,10 +111,11 @@ class RunPlan:
     plans: list[ShardPlan]
     plans_mine: list[ShardPlan]
     my_scenes: set[int] = field(default_factory=set)
+    format_version: str = FORMAT_VERSION   # a run resumed from an older format keeps writing it
 
     @classmethod
     def from_args(cls, scenes: int, seed: int, cfg: dict, *, workers: int | None = None,
-                  part: str | None = None) -> "RunPlan":
+                  part: str | None = None, format_version: str = FORMAT_VERSION) -> "RunPlan":
         check_run(scenes, seed)
         parsed = parse_part(part)
         requested = workers if workers is not None else cfg["workers"]["count"]
@@ -123,8 +124,9 @@ class RunPlan:
         plans = plan_shards(int(scenes), cfg["output"]["splits"], cfg["output"]["shard_size"])
         mine = select_part(plans, parsed)
         return cls(scenes=int(scenes), seed=int(seed), cfg=cfg, part=parsed, requested_workers=requested,
-                   digest=config.digest(cfg, seed, scenes), grid=(cfg["rig"]["grid"], cfg["rig"]["grid"]),
-                   plans=plans, plans_mine=mine, my_scenes={i for p in mine for i in p.scenes})
+                   digest=config.digest(cfg, seed, scenes, format_version),
+                   grid=(cfg["rig"]["grid"], cfg["rig"]["grid"]), plans=plans, plans_mine=mine,
+                   my_scenes={i for p in mine for i in p.scenes}, format_version=format_version)
 
     @property
     def part_tag(self) -> str:
@@ -133,6 +135,12 @@ class RunPlan:
     @property
     def manifest_name(self) -> str:
         return manifest_name(self.part)
+
+    def nothing_to_do(self) -> str:
+        """The line for a part that gets no shard (more parts than shards)."""
+        k, m = self.part
+        return (f"part {k}/{m} has nothing to do: this run has {len(self.plans)} shard"
+                f"{'s' if len(self.plans) != 1 else ''}, so only parts 1 to {len(self.plans)} of {m} render any")
 
     @property
     def views_per_scene(self) -> int:

@@ -13,6 +13,7 @@ from ..language import selection, validity
 from ..render import denoise, outputs
 from ..render.codecs import encode_view_chunks
 from ..render.devices import CHEAP_CHECK
+from ..render.protocol import Worker
 from ..scene import layout, lightfield, visibility
 from ..store import shards
 from . import viewpool
@@ -30,29 +31,60 @@ class SceneResult:
     wall: float
 
 
-def render_scene(worker, cfg: dict, seed: int, index: int, grid, path: Path, attrs: dict, *,
+@dataclass
+class RenderedViews:
+    """What the render step leaves for the finish step: the visibility table and cameras."""
+
+    table: visibility.Table
+    ks: object          # intrinsics per view
+    es: object          # world-to-camera per view
+    views: int
+    timings: dict       # render_s, build_s, driver_view_s, view_work_s, denoise_s
+
+
+def render_scene(worker: Worker, cfg: dict, seed: int, index: int, grid, path: Path, attrs: dict, *,
                  on_view: Callable[[], None] | None = None,
                  stopping: threading.Event | None = None, view_threads: int = 1,
                  wanted: list | None = None) -> SceneResult:
-    """Sample scene ``index`` (with the visibility check), render every view, count visible
-    pixels, generate the expressions and commit the scene file at ``path``.
+    """Scene ``index`` from its seed to a committed scene file at ``path``, in three steps:
+    :func:`sample_visible_scene` (the layout, with the visibility check), :func:`render_views`
+    (every view into the scene file) and :func:`finish_scene` (expressions, commit).
+    ``wanted``: ``outputs.rendered(cfg)``, when the caller has it already."""
+    t_scene = time.perf_counter()
+    record, rejections, check_s = sample_visible_scene(worker, cfg, seed, index)
+    # The scene's temporary file: opened last, so that everything that may fail before the
+    # try below leaves no open handle and no file behind (SceneWriter cleans up its own
+    # failure).
+    writer = shards.SceneWriter(path, cfg, grid, attrs)
+    try:
+        rendered = render_views(worker, cfg, record, grid, writer, wanted=wanted, on_view=on_view,
+                                stopping=stopping, view_threads=view_threads)
+        finished = finish_scene(cfg, seed, record, rendered, writer)
+    except BaseException:
+        writer.abort()
+        raise
+    timings = {"render_s": rendered.timings["render_s"], "check_s": check_s, **rendered.timings, **finished}
+    return SceneResult(index, record, rendered.views, rejections, timings, time.perf_counter() - t_scene)
+
+
+def render_views(worker: Worker, cfg: dict, record: dict, grid, writer: shards.SceneWriter, *,
+                 wanted: list | None = None, on_view: Callable[[], None] | None = None,
+                 stopping: threading.Event | None = None, view_threads: int = 1) -> RenderedViews:
+    """Render every view of ``record`` and write it into ``writer``; count visible pixels.
 
     Each view is decoded and compressed in a pool of ``view_threads`` threads while Blender
     renders the next ones (the stored bytes do not depend on the thread count); this thread
-    only writes the compressed chunks, in view order.  ``wanted``: ``outputs.rendered(cfg)``,
-    when the caller has it already."""
-    t_scene = time.perf_counter()
-    record, rejections, check_s = sample_visible_scene(worker, cfg, seed, index)
+    only writes the compressed chunks, in view order."""
     views = [(u, v) for u in range(grid[0]) for v in range(grid[1])]
-    n = len(record["objects"])
-    table = visibility.Table(grid, cfg["scene"]["max_objects"], n)
+    table = visibility.Table(grid, cfg["scene"]["max_objects"], len(record["objects"]))
     ks, es = lightfield.all_cameras(record["rig"])
     if wanted is None:
         wanted = outputs.rendered(cfg)
     driver_denoises = denoise.driver_denoises(cfg)
-    denoiser = getattr(worker, "denoiser", None) if driver_denoises else None
+    denoiser = worker.denoiser if driver_denoises else None
     if driver_denoises and denoiser is None:
         raise WorkerError("the driver denoises but this worker has no denoiser")
+    codecs = writer.chunk_codecs()
     render_s = driver_s = work_s = denoise_s = 0.0
     done: dict = {}
 
@@ -79,12 +111,7 @@ def render_scene(worker, cfg: dict, seed: int, index: int, grid, path: Path, att
                 on_view()
 
     pool = viewpool.ViewPool(view_threads)  # its threads start on the first submit
-    # The scene's temporary file: opened last, so that everything that may fail before the
-    # try below leaves no open handle and no file behind (SceneWriter cleans up its own
-    # failure).
-    writer = shards.SceneWriter(path, cfg, grid, attrs)
     try:
-        codecs = writer.chunk_codecs()
         gen = worker.render(record, views, tag="view")
         while True:
             try:
@@ -101,24 +128,25 @@ def render_scene(worker, cfg: dict, seed: int, index: int, grid, path: Path, att
         t0 = time.perf_counter()
         store(pool.drain())
         driver_s += time.perf_counter() - t0
-        t0 = time.perf_counter()
-        refexps = scene_expressions(cfg, seed, record, table.pixels)
-        expr_s = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        writer.finish(record, ks, es, table.pixels, refexps)
-        writer.commit()
-        commit_s = time.perf_counter() - t0
-    except BaseException:
+    finally:
         pool.close()
-        writer.abort()
-        raise
-    pool.close()
     # driver_view_s: time this thread spent on views (waiting on the pool included);
     # view_work_s: the per-view work itself, summed over the pool's threads.
-    timings = {"render_s": render_s, "check_s": check_s, "build_s": done.get("build_seconds", 0.0),
-               "driver_view_s": driver_s, "view_work_s": work_s, "denoise_s": denoise_s,
-               "expressions_s": expr_s, "commit_s": commit_s}
-    return SceneResult(index, record, len(views), rejections, timings, time.perf_counter() - t_scene)
+    timings = {"render_s": render_s, "build_s": done.get("build_seconds", 0.0), "driver_view_s": driver_s,
+               "view_work_s": work_s, "denoise_s": denoise_s}
+    return RenderedViews(table, ks, es, len(views), timings)
+
+
+def finish_scene(cfg: dict, seed: int, record: dict, rendered: RenderedViews, writer: shards.SceneWriter) -> dict:
+    """The expressions from the visible pixels, then the scene file completed and committed
+    (atomic rename).  Returns its timings (expressions_s, commit_s)."""
+    t0 = time.perf_counter()
+    refexps = scene_expressions(cfg, seed, record, rendered.table.pixels)
+    expr_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    writer.finish(record, rendered.ks, rendered.es, rendered.table.pixels, refexps)
+    writer.commit()
+    return {"expressions_s": expr_s, "commit_s": time.perf_counter() - t0}
 
 
 def scene_expressions(cfg: dict, seed: int, record: dict, visible) -> list[dict]:
@@ -133,7 +161,7 @@ def scene_expressions(cfg: dict, seed: int, record: dict, visible) -> list[dict]
     return got.kept
 
 
-def sample_visible_scene(worker, cfg: dict, seed: int, index: int):
+def sample_visible_scene(worker: Worker, cfg: dict, seed: int, index: int):
     """The scene record for ``index`` whose objects all show enough pixels in the central
     view, judged on a 1-sample render of the object-index pass.  Bounded re-sampling; the
     rejected attempts are recorded.  Returns (record, rejections, seconds spent checking)."""

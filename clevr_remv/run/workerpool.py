@@ -8,8 +8,8 @@
   Ctrl-C stops waiting;
 * the first error of any slot stops the others and is raised by :meth:`run`.
 
-Workers are created by a factory, so the pool runs with any object speaking the worker
-interface (``clevr_remv.render.BlenderWorker``, or a fake in the tests).
+Workers are created by a factory, so the pool runs with any :class:`render.protocol.Worker`
+(``render.blender.BlenderWorker``, or a fake in the tests).
 """
 
 from __future__ import annotations
@@ -17,18 +17,23 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from typing import Callable
 
-from ..errors import WorkerError
+from ..errors import Terminated, WorkerError
+from ..render.protocol import Worker
 
 log = logging.getLogger("clevr_remv")
 
+CLEANUP_WAIT = 10.0  # seconds an interrupted run waits for its slots to clean up
+
 
 class WorkerPool:
-    def __init__(self, start: Callable[[int], object], setup: Callable[[object, int], None],
-                 restart_every: int, retire: Callable[[object], None] | None = None, tries: int = 2):
+    def __init__(self, start: Callable[[int], Worker], setup: Callable[[Worker, int], None],
+                 restart_every: int, tries: int, retire: Callable[[Worker], None] | None = None):
         """``start(slot)`` returns a new worker; ``setup(worker, slot)`` configures it (it may
-        be killed in between when the pool stops); ``retire(worker)`` runs before it closes."""
+        be killed in between when the pool stops); ``retire(worker)`` runs before it closes;
+        ``tries`` per item (``workers.tries``; its default is in scene_configs/default.json)."""
         self.start = start
         self.setup = setup
         self.restart_every = restart_every
@@ -36,6 +41,7 @@ class WorkerPool:
         self.tries = max(1, int(tries))  # per item, each try on a fresh worker
         self.stopping = threading.Event()   # set: slots take no new item
         self.interrupted = threading.Event()
+        self.terminated = False  # the interrupt was a SIGTERM (exit 143, not 130)
         self.lock = threading.Lock()
         self.workers: list = []
         self.errors: list[BaseException] = []
@@ -50,8 +56,10 @@ class WorkerPool:
         restore = {}
         if threading.current_thread() is threading.main_thread():
             def on_signal(signum, frame):  # noqa: ARG001
+                if signum == signal.SIGTERM:
+                    self.terminated = True
                 if self.interrupted.is_set():  # a second Ctrl-C: stop waiting for clean-up
-                    raise KeyboardInterrupt
+                    raise Terminated if self.terminated else KeyboardInterrupt
                 self.interrupted.set()
                 self.stopping.set()
             for sig in (signal.SIGINT, signal.SIGTERM):
@@ -68,14 +76,21 @@ class WorkerPool:
                     t.join(timeout=0.2)
                 if self.interrupted.is_set():
                     self.kill_all()
+                    # Each slot removes its own half-written file; a slot stuck in a long
+                    # computation is not waited for beyond CLEANUP_WAIT (a scheduler's SIGKILL
+                    # follows SIGTERM within seconds): its temporary file is removed by the next run.
+                    deadline = time.monotonic() + CLEANUP_WAIT
                     for t in threads:
-                        t.join()
+                        t.join(timeout=max(0.0, deadline - time.monotonic()))
+                    if any(t.is_alive() for t in threads):
+                        log.warning("stopping without waiting longer for a worker slot's clean-up; "
+                                    "the next run removes what it left")
                     break
         finally:
             for sig, handler in restore.items():
                 signal.signal(sig, handler)
         if self.interrupted.is_set():
-            raise KeyboardInterrupt
+            raise Terminated if self.terminated else KeyboardInterrupt
         if self.errors:
             raise self.errors[0]
 

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
 from ..errors import LayoutError
 from . import catalogue, lightfield
 from .seeding import rng, scene_seed

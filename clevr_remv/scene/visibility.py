@@ -18,6 +18,16 @@ def count(instances: np.ndarray, num_objects: int) -> np.ndarray:
     return np.bincount(np.asarray(instances).ravel(), minlength=num_objects + 1)[1:num_objects + 1]
 
 
+def unseen(pixels: np.ndarray) -> tuple[int, int]:
+    """(objects, objects with 0 visible pixels in at least one view) of one scene's
+    ``visible_pixels`` [U, V, max_objects]; unused slots (:data:`ABSENT`) are not objects.
+    An object unseen in a view is out of its frame or wholly behind others there; a wide
+    ``rig.baseline`` pushes objects out of the corner views' frames."""
+    px = np.asarray(pixels).reshape(-1, np.asarray(pixels).shape[-1])
+    used = (px != ABSENT).all(axis=0)
+    return int(used.sum()), int(((px == 0).any(axis=0) & used).sum())
+
+
 class Table:
     """``visible_pixels`` of one scene, [U, V, max_objects] int32, filled view by view."""
 

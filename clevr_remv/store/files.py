@@ -35,12 +35,16 @@ def _fsync_dir(path: Path) -> None:
 def write_json_atomic(path: Path, data: dict) -> None:
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=2, sort_keys=False)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=2, sort_keys=False)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk or a kill leaves no temporary file behind
+        raise
     _fsync_dir(path.parent)
 
 
@@ -147,3 +151,38 @@ def is_disk_full(exc: BaseException) -> bool:
         return True
     text = str(exc)
     return "No space left on device" in text or "errno = 28" in text or "Disk quota exceeded" in text
+
+
+# -- folders written whole ---------------------------------------------------------------------
+class AtomicFolder:
+    """A folder written under a temporary sibling name (``.NAME.PID.partial``) and renamed into
+    place by :meth:`commit`: a killed writer leaves no half folder under the final name (only
+    the hidden temporary one, removed on any failure it sees).  ``out`` must not exist or be an
+    empty folder (which the rename replaces)."""
+
+    def __init__(self, out: Path, what: str = "output folder"):
+        self.out = Path(out)
+        writable_folder(self.out, what)
+        if self.out.exists() and any(self.out.iterdir()):
+            raise UsageError(f"'{self.out}' is not empty; give a new or empty {what}")
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = self.out.with_name(f".{self.out.name}.{os.getpid()}.partial")
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        self.tmp.mkdir()
+
+    def commit(self) -> Path:
+        os.replace(self.tmp, self.out)  # replaces an empty folder of that name
+        _fsync_dir(self.out.parent)
+        return self.out
+
+    def abort(self) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def __enter__(self) -> Path:
+        return self.tmp
+
+    def __exit__(self, kind, exc, tb) -> None:
+        if kind is None:
+            self.commit()
+        else:
+            self.abort()

@@ -7,14 +7,15 @@ import re
 from pathlib import Path
 
 from ..config import check_split_name
-from ..errors import BadManifestError, NotADatasetError, UsageError
+from ..errors import BadManifestError, DiskFullError, NotADatasetError, UsageError
 from . import files, manifest
 
 
 def dataset_stats(entries: list[dict]) -> dict:
     """Totals over finished shards: scenes, views, bytes, expressions, the expressions dropped
     (target or anchor hidden in some view) and the (expression, view) pairs not valid."""
-    counts = ("expressions", "words", "view_pairs", "view_pairs_not_valid", "expressions_dropped_hidden")
+    counts = ("expressions", "words", "view_pairs", "view_pairs_not_valid", "expressions_dropped_hidden",
+              "objects", "objects_unseen")
     out = {"shards": len(entries), "scenes": sum(e["num_scenes"] for e in entries),
            "views": sum(e["views"] for e in entries), "bytes": sum(e["bytes"] for e in entries),
            **{k: 0 for k in counts}, "families": {}, "scenes_short": {}}
@@ -30,7 +31,50 @@ def dataset_stats(entries: list[dict]) -> dict:
     out["view_pairs_not_valid_share"] = out["view_pairs_not_valid"] / out["view_pairs"] if out["view_pairs"] else 0.0
     chosen = out["expressions"] + out["expressions_dropped_hidden"]
     out["expressions_dropped_hidden_share"] = out["expressions_dropped_hidden"] / chosen if chosen else 0.0
+    # Objects with 0 pixels in some view (out of frame, or wholly hidden there); shards made
+    # before this count was kept carry no "objects" and are left out of the share.
+    out["objects_unseen_share"] = out["objects_unseen"] / out["objects"] if out["objects"] else 0.0
     return out
+
+
+# Storage settings whose defaults changed with format 1.2, with their value before it (for a
+# manifest whose config lacks them).
+STORAGE_BEFORE_1_2 = {"depth_dtype": "float32", "profile": "standard", "codecs": {}}
+
+
+def follow_existing_run(out: Path, cfg: dict, seed: int, scenes: int) -> tuple[dict, str]:
+    """(configuration, format version) for a run into ``out``.  A folder holding a run of an
+    older format keeps that run's storage: where this command leaves a storage setting at its
+    default (``output.depth_dtype``, ``profile``, ``codecs``), the folder's value is taken, and
+    when that (with the folder's format version) gives the folder's settings digest, the run
+    resumes writing that format.  Otherwise ``cfg`` and this version (the folder's own checks
+    then refuse other settings)."""
+    import copy
+
+    from .. import FORMAT_VERSION, config
+
+    def key(v: str) -> tuple[int, ...]:
+        return tuple(int(x) for x in v.split(".")) if re.fullmatch(r"\d+(\.\d+)*", v) else (999,)
+
+    defaults = config.default_config()["output"]
+    for path in sorted(Path(out).glob("manifest*.json")) if Path(out).is_dir() else []:
+        try:
+            m = files.read_json(path)
+        except (OSError, ValueError):
+            continue
+        if not isinstance(m, dict) or not isinstance(m.get("config_digest"), str):
+            continue
+        version = str(m.get("format_version") or "")
+        if m["config_digest"] == config.digest(cfg, seed, scenes) or key(version) >= key(FORMAT_VERSION):
+            continue
+        old = (m.get("config") or {}).get("output") or {}
+        trial = copy.deepcopy(cfg)
+        for name, before in STORAGE_BEFORE_1_2.items():
+            if trial["output"].get(name) == defaults.get(name):
+                trial["output"][name] = copy.deepcopy(old.get(name, before))
+        if config.digest(trial, seed, scenes, version) == m["config_digest"]:
+            return config.validate(trial), version
+    return cfg, FORMAT_VERSION
 
 
 # What to run when a manifest is damaged: generate finds the shards by their own attributes.
@@ -41,8 +85,29 @@ REBUILD_HINT = ("re-run the same 'clevr-remv generate' command into this folder:
 _SHARD_PATH = re.compile(r"(?P<split>[^/]+)/(?P=split)-\d{5,}\.h5")
 
 
+# Bounds on what a manifest may claim (a folder is untrusted input): far above any real run,
+# low enough that nothing sized from them runs out of memory.
+MAX_SCENES = 2_000_000          # as generate's --scenes
+MAX_GRID = 1001                 # views per side
+MAX_SIDE = 1 << 15              # pixels per image side
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _pair_problem(name: str, value, low: int, high: int) -> str | None:
+    if not (isinstance(value, list) and len(value) == 2 and all(_is_int(x) for x in value)):
+        return f"'{name}' is {json.dumps(value)[:60]}, not two integers"
+    if not all(low <= x <= high for x in value):
+        return f"'{name}' {value} is outside {low}-{high}"
+    return None
+
+
 def manifest_problem(m) -> str | None:
-    """None when ``m`` has the manifest's shape and only safe names, else what is wrong."""
+    """None when ``m`` has the manifest's shape, only safe names and numbers within bounds
+    (scene ranges of whole numbers inside the run, none overlapping, each as long as its
+    ``num_scenes``, at most ``output.shard_size``), else what is wrong."""
     if not isinstance(m, dict):
         return "it does not hold a JSON object"
     for key in ("config_digest", "scenes", "seed", "grid", "resolution", "splits", "shards", "config"):
@@ -50,16 +115,42 @@ def manifest_problem(m) -> str | None:
             return f"it lacks '{key}'"
     if not isinstance(m["splits"], dict) or not isinstance(m["shards"], list):
         return "'splits' or 'shards' has the wrong type"
+    if not _is_int(m["scenes"]) or not 0 <= m["scenes"] <= MAX_SCENES:
+        return f"'scenes' is {json.dumps(m['scenes'])[:60]}, not a whole number from 0 to {MAX_SCENES:,}"
+    problem = (_pair_problem("grid", m["grid"], 1, MAX_GRID)
+               or _pair_problem("resolution", m["resolution"], 1, MAX_SIDE))
+    if problem:
+        return problem
+    shard_size = (m["config"].get("output", {}).get("shard_size") if isinstance(m["config"], dict) else None)
     for name in m["splits"]:
         problem = check_split_name(name)
         if problem:
             return f"split name {json.dumps(name)} {problem}"
+    taken: list[tuple[int, int, str]] = []
     for e in m["shards"]:
         if not isinstance(e, dict) or not {"path", "split", "scene_range", "sha256", "bytes"} <= set(e):
             return "a shard entry lacks path, split, scene_range, sha256 or bytes"
         match = _SHARD_PATH.fullmatch(str(e["path"]))
         if not match or match["split"] != e["split"] or e["split"] not in m["splits"]:
             return f"shard path {json.dumps(e['path'])} is not <split>/<split>-NNNNN.h5 of a known split"
+        where = f"shard {e['path']}"
+        problem = _pair_problem(f"{where} scene_range", e["scene_range"], 0, m["scenes"])
+        if problem:
+            return problem
+        a, b = e["scene_range"]
+        if a >= b:
+            return f"{where} scene_range {e['scene_range']} is empty"
+        if not _is_int(e.get("num_scenes")) or e["num_scenes"] != b - a:
+            return f"{where} num_scenes is {json.dumps(e.get('num_scenes'))}, not {b - a} (its scene range)"
+        if _is_int(shard_size) and b - a > shard_size:
+            return f"{where} holds {b - a} scenes, more than output.shard_size ({shard_size})"
+        if not _is_int(e["bytes"]) or e["bytes"] < 0:
+            return f"{where} bytes is {json.dumps(e['bytes'])[:60]}, not a whole number"
+        taken.append((a, b, e["path"]))
+    taken.sort()
+    for (a0, b0, p0), (a1, b1, p1) in zip(taken, taken[1:]):
+        if a1 < b0:
+            return f"shards {p0} and {p1} both claim scene {a1}"
     return None
 
 
@@ -107,5 +198,11 @@ def merge_parts(out: Path) -> dict:
                  "parts_expected": expected, "shards_planned": planned,
                  "stats": manifest.dataset_stats(entries),
                  "complete": all(m["complete"] for m in loaded) and len(loaded) == expected})
-    files.write_json_atomic(out / "manifest.json", base)
+    try:
+        files.write_json_atomic(out / "manifest.json", base)
+    except OSError as exc:
+        if files.is_disk_full(exc):
+            raise DiskFullError(files.disk_full_message(out / "manifest.json")) from None
+        raise UsageError(f"cannot write '{out / 'manifest.json'}' ({exc.strerror or exc}); nothing was "
+                         f"changed: fix that (room, permissions), then run 'clevr-remv merge' again") from None
     return base

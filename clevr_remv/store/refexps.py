@@ -7,48 +7,74 @@ import json
 import h5py
 import numpy as np
 
-from .schema import STR
+from .schema import REFEXP_COLUMNS, STR
 
 
 def write_refexps(f: h5py.File, refexps: list[dict], grid) -> None:
-    """The ``refexps/*`` datasets for a list of expression records (may be empty)."""
+    """The ``refexps/*`` datasets (:data:`clevr_remv.store.schema.REFEXP_COLUMNS`) for a list of
+    expression records (may be empty)."""
     rows, cols = grid
     g = f.create_group("refexps", track_order=False)
     r = len(refexps)
-    common = {"track_times": False}
-    g.create_dataset("scene", data=np.array([e["scene"] for e in refexps], np.int32).reshape(r), **common)
-    g.create_dataset("object", data=np.array([e["object"] for e in refexps], np.int32).reshape(r), **common)
-    g.create_dataset("text", data=np.array([e["text"] for e in refexps], dtype=object).reshape(r), dtype=STR, **common)
-    g.create_dataset("family", data=np.array([e["family"] for e in refexps], dtype=object).reshape(r), dtype=STR, **common)
-    g.create_dataset("num_relations", data=np.array([e["num_relations"] for e in refexps], np.uint8).reshape(r), **common)
-    g.create_dataset("program", data=np.array([json.dumps(e["program"], sort_keys=True) for e in refexps],
-                                              dtype=object).reshape(r), dtype=STR, **common)
-    valid = np.array([e["valid_views"] for e in refexps], dtype=bool).reshape(r, rows, cols)
-    g.create_dataset("valid_views", data=valid, **common)
-    # Extension: the anchor object of a one-relation expression (-1 for none).
-    anchors = [(-1 if e.get("anchor") is None else e["anchor"]) for e in refexps]
-    g.create_dataset("anchor", data=np.array(anchors, np.int32).reshape(r), **common)
+    values = {
+        "scene": [e["scene"] for e in refexps], "object": [e["object"] for e in refexps],
+        "text": [e["text"] for e in refexps], "family": [e["family"] for e in refexps],
+        "num_relations": [e["num_relations"] for e in refexps],
+        "program": [json.dumps(e["program"], sort_keys=True) for e in refexps],
+        "valid_views": [e["valid_views"] for e in refexps],
+        # the anchor object of a one-relation expression (-1 for none)
+        "anchor": [(-1 if e.get("anchor") is None else e["anchor"]) for e in refexps],
+    }
+    for name, dtype, per_view in REFEXP_COLUMNS:
+        if dtype is STR:
+            data = np.array(values[name], dtype=object).reshape(r)
+        else:
+            data = np.array(values[name], dtype).reshape((r, rows, cols) if per_view else (r,))
+        g.create_dataset(name, data=data, dtype=dtype, track_times=False)
 
 
 def read_refexps(f: h5py.File) -> list[dict]:
-    g = f["refexps"]
+    """The one reader of a shard's expressions: one dict per ``refexps/*`` row with every column
+    the shard holds, under its own name; strings decoded, ``program`` parsed (None when it does
+    not parse), ``valid_views`` bool [U, V], ``anchor`` None for none (absent in shards without the
+    column: see :func:`anchor`), ``scene`` the row of the scene within the shard, ``row`` the expression's row."""
+    cols = _columns(f)
     out = []
-    for i in range(g["scene"].shape[0]):
-        out.append({
-            "scene": int(g["scene"][i]),
-            "object": int(g["object"][i]),
-            "text": g["text"][i].decode("utf-8") if isinstance(g["text"][i], bytes) else g["text"][i],
-            "family": g["family"][i].decode("utf-8") if isinstance(g["family"][i], bytes) else g["family"][i],
-            "num_relations": int(g["num_relations"][i]),
-            "program": json.loads(g["program"][i]),
-            "valid_views": g["valid_views"][i],
-            "anchor": (None if "anchor" not in g or int(g["anchor"][i]) < 0 else int(g["anchor"][i])),
-        })
+    for i in range(len(cols.get("scene", ()))):
+        rec = {name: col[i] for name, col in cols.items()}
+        rec["scene"] = int(rec["scene"])
+        rec["object"] = int(rec["object"])
+        rec["text"] = str(rec.get("text", ""))
+        rec["family"] = str(rec.get("family", ""))
+        rec["num_relations"] = int(rec.get("num_relations", 0))
+        try:
+            rec["program"] = json.loads(rec["program"]) if "program" in rec else None
+        except (TypeError, json.JSONDecodeError):
+            rec["program"] = None
+        rec["valid_views"] = np.asarray(rec["valid_views"], bool)
+        if "anchor" in rec:
+            rec["anchor"] = None if int(rec["anchor"]) < 0 else int(rec["anchor"])
+        rec["row"] = i
+        out.append(rec)
     return out
 
 
-def expression_stats(refexps: list[dict], scenes: list[dict] = ()) -> dict:
+def anchor(expression: dict, scene: dict):
+    """The anchor object of an expression: the stored one; for shards without the
+    ``refexps/anchor`` column, what its program picks before the relation."""
+    if "anchor" in expression:
+        return expression["anchor"]
+    from ..language.programs import anchor_of
+
+    return anchor_of(expression.get("program"), scene)
+
+
+def expression_stats(refexps: list[dict], scenes: list[dict] = (), visible_pixels=None) -> dict:
     """Counts a manifest entry carries, so dataset statistics survive resumed runs.
+
+    With ``visible_pixels`` (the shard's [scenes, U, V, max_objects]): ``objects`` and
+    ``objects_unseen``, the objects with 0 visible pixels in some view
+    (:func:`clevr_remv.scene.visibility.unseen`).
 
     ``view_pairs_not_valid``: (expression, view) pairs that are kept but not valid in that view.
     From the scene records (``record["expressions"]``): ``expressions_dropped_hidden``, the
@@ -66,34 +92,20 @@ def expression_stats(refexps: list[dict], scenes: list[dict] = ()) -> dict:
         reason = rec.get("expressions", {}).get("shortfall")
         if reason:
             short[reason] = short.get(reason, 0) + 1
-    return {"expressions": len(refexps), "words": sum(word_count(e["text"]) for e in refexps),
-            "families": families, "view_pairs": pairs, "view_pairs_not_valid": pairs - valid,
-            "expressions_dropped_hidden": sum(rec.get("expressions", {}).get("dropped_hidden", 0) for rec in scenes),
-            "scenes_short": short}
+    out = {"expressions": len(refexps), "words": sum(word_count(e["text"]) for e in refexps),
+           "families": families, "view_pairs": pairs, "view_pairs_not_valid": pairs - valid,
+           "expressions_dropped_hidden": sum(rec.get("expressions", {}).get("dropped_hidden", 0) for rec in scenes),
+           "scenes_short": short}
+    if visible_pixels is not None:
+        from ..scene.visibility import unseen
 
-
-def refexp_records(f: h5py.File) -> list[dict]:
-    """One dict per expression with the fields every tool uses (``program`` parsed), plus any
-    other per-expression field the shard holds, under its own name."""
-    cols = read_refexp_columns(f)
-    n = len(cols.get("scene", ()))
-    out = []
-    for i in range(n):
-        rec = {name: col[i] for name, col in cols.items()}
-        rec["scene"] = int(rec["scene"])
-        rec["object"] = int(rec["object"])
-        rec["num_relations"] = int(rec.get("num_relations", 0))
-        try:
-            rec["program"] = json.loads(rec["program"]) if "program" in rec else None
-        except (TypeError, json.JSONDecodeError):
-            rec["program"] = None
-        rec["valid_views"] = np.asarray(rec["valid_views"], bool)
-        rec["row"] = i
-        out.append(rec)
+        counts = [unseen(px) for px in visible_pixels]
+        out["objects"] = sum(n for n, _ in counts)
+        out["objects_unseen"] = sum(k for _, k in counts)
     return out
 
 
-def read_refexp_columns(f: h5py.File) -> dict[str, np.ndarray]:
+def _columns(f: h5py.File) -> dict[str, np.ndarray]:
     """Every ``refexps/*`` dataset by name; strings decoded to ``str``."""
     out = {}
     if "refexps" not in f:

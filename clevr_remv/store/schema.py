@@ -1,57 +1,122 @@
-"""The shard format (docs/format.md): every dataset, its shape, dtype and compression; the file attributes."""
+"""The shard format (docs/format.md), defined once: every dataset with its shape, dtype, chunks
+and compression (:func:`layout`), derived from the output registry; the file attributes; and
+the per-view outputs read back through their codecs (:func:`read_output`).
+
+``create_datasets`` builds a shard from :func:`layout` and ``clevr-remv validate`` checks a
+shard against it.
+"""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 
 import h5py
 import numpy as np
 
 from .. import FORMAT_VERSION, __version__
-from ..render import denoise, outputs
+from ..render import codecs, denoise, outputs
+from ..render.codecs import compression_kwargs, needs_plugin  # noqa: F401  (the format's filters)
 
 STR = h5py.string_dtype("utf-8")
 
 
-def compression_kwargs(name: str, level: int, *, floating: bool = False) -> dict:
-    """h5py dataset-creation keywords for a compression choice (see docs/benchmarks.md)."""
-    if name == "none":
-        return {}
-    if name == "gzip":
-        return {"compression": "gzip", "compression_opts": int(min(level, 9)), "shuffle": floating}
-    if name == "lzf":
-        return {"compression": "lzf", "shuffle": floating}
-    import hdf5plugin  # registers the filters with HDF5
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One dataset of the format: what ``create_dataset`` gets, and what validate checks."""
 
-    if name == "zstd":
-        return {"compression": hdf5plugin.Zstd(clevel=int(level)), "shuffle": floating}
-    if name.startswith("blosc2-"):
-        shuffle = hdf5plugin.Blosc2.SHUFFLE if floating else hdf5plugin.Blosc2.NOFILTER
-        return {"compression": hdf5plugin.Blosc2(cname=name.split("-", 1)[1], clevel=int(min(level, 9)),
-                                                  filters=shuffle)}
-    raise ValueError(f"unknown compression {name!r}")
+    name: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    chunks: tuple[int, ...] | None = None
+    options: dict = field(default_factory=dict)   # compression, shuffle, fillvalue
+    codec: object = None                          # per-view outputs: how a view is stored (render/codecs.py)
+
+    @property
+    def is_string(self) -> bool:
+        return h5py.check_string_dtype(self.dtype) is not None
+
+    def create(self, f: h5py.File) -> h5py.Dataset:
+        group, _, _ = self.name.rpartition("/")
+        if group and group not in f:
+            f.create_group(group, track_order=False)
+        return f.create_dataset(self.name, self.shape, self.dtype, chunks=self.chunks, track_times=False,
+                                **self.options)
+
+    def problem(self, ds) -> str | None:
+        """None when the open dataset ``ds`` has this spec's shape and dtype, else what differs."""
+        if not isinstance(ds, h5py.Dataset):
+            return f"{self.name} is not a dataset"
+        if tuple(ds.shape) != tuple(self.shape):
+            return f"{self.name} has shape {ds.shape}, expected {self.shape}"
+        if self.is_string:
+            if h5py.check_string_dtype(ds.dtype) is None:
+                return f"{self.name} has dtype {ds.dtype}, expected UTF-8 strings"
+        elif h5py.check_vlen_dtype(self.dtype) is not None:
+            if h5py.check_vlen_dtype(ds.dtype) != h5py.check_vlen_dtype(self.dtype):
+                return f"{self.name} has dtype {ds.dtype}, expected variable-length {h5py.check_vlen_dtype(self.dtype)}"
+        elif ds.dtype != self.dtype:
+            return f"{self.name} has dtype {ds.dtype}, expected {self.dtype}"
+        return None
 
 
-def needs_plugin(name: str) -> bool:
-    return name not in ("gzip", "lzf", "none")
+def _version(v: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in str(v).split("."))
 
 
-def create_datasets(f: h5py.File, n: int, cfg: dict, grid) -> None:
-    """Create every dataset of the shard format (docs/format.md) for ``n`` scenes: one per
-    stored per-view output of the registry (one view per chunk), then the per-scene ones."""
-    rc, oc = cfg["render"], cfg["output"]
-    common = {"track_times": False}
-    for out in outputs.stored(cfg):
-        spec = out.dataset_spec(cfg, n, grid, rc["height"], rc["width"])
-        f.create_dataset(out.name, **spec, **compression_kwargs(oc["compression"], oc["compression_level"],
-                                                                floating=out.floating), **common)
+# The expression columns (store/refexps.py writes them): name -> (dtype, per-view tail?)
+REFEXP_COLUMNS: tuple[tuple[str, object, bool], ...] = (
+    ("scene", np.int32, False), ("object", np.int32, False), ("text", STR, False),
+    ("family", STR, False), ("num_relations", np.uint8, False), ("program", STR, False),
+    ("valid_views", np.bool_, True), ("anchor", np.int32, False),
+)
+
+
+def stored_outputs(cfg: dict, version: str = FORMAT_VERSION) -> tuple[outputs.Output, ...]:
+    """The per-view outputs a shard of format ``version`` made with ``cfg`` stores."""
+    return tuple(o for o in outputs.stored(cfg) if _version(o.since) <= _version(version))
+
+
+def layout(n: int, grid, height: int, width: int, max_objects: int, cfg: dict, refexps: int | None = None,
+           version: str = FORMAT_VERSION) -> dict[str, DatasetSpec]:
+    """Every dataset of a shard of ``n`` scenes, by name, in creation order; the ``refexps/*``
+    columns too when ``refexps`` (their row count) is given."""
     rows, cols = grid
-    f.create_dataset("visible_pixels", (n, rows, cols, cfg["scene"]["max_objects"]), np.int32,
-                     fillvalue=-1, **common)
-    cams = f.create_group("cameras", track_order=False)
-    cams.create_dataset("intrinsics", (n, rows, cols, 3, 3), np.float64, **common)
-    cams.create_dataset("world_to_camera", (n, rows, cols, 4, 4), np.float64, **common)
-    f.create_dataset("scenes", (n,), STR, **common)
+    oc = cfg.get("output", {})
+    specs: dict[str, DatasetSpec] = {}
+    for out in stored_outputs(cfg, version):
+        codec = out.codec_for(cfg)
+        kw = codec.dataset_spec((n, rows, cols), (height, width, *out.tail), out.fillvalue,
+                                oc.get("compression", "gzip"), oc.get("compression_level", 4), out.floating)
+        shape, dtype, chunks = kw.pop("shape"), kw.pop("dtype"), kw.pop("chunks")
+        specs[out.name] = DatasetSpec(out.name, shape, dtype, chunks, kw, codec)
+    for spec in (
+        DatasetSpec("visible_pixels", (n, rows, cols, max_objects), np.dtype(np.int32), options={"fillvalue": -1}),
+        DatasetSpec("cameras/intrinsics", (n, rows, cols, 3, 3), np.dtype(np.float64)),
+        DatasetSpec("cameras/world_to_camera", (n, rows, cols, 4, 4), np.dtype(np.float64)),
+        DatasetSpec("scenes", (n,), STR),
+    ):
+        specs[spec.name] = spec
+    if refexps is not None:
+        for name, dtype, per_view in REFEXP_COLUMNS:
+            shape = (refexps, rows, cols) if per_view else (refexps,)
+            specs[f"refexps/{name}"] = DatasetSpec(f"refexps/{name}", shape, np.dtype(dtype) if dtype is not STR
+                                                   else STR)
+    return specs
+
+
+def shard_layout(cfg: dict, n: int, grid, refexps: int | None = None,
+                 version: str = FORMAT_VERSION) -> dict[str, DatasetSpec]:
+    """:func:`layout` with the sizes a run's configuration gives."""
+    rc = cfg["render"]
+    return layout(n, grid, rc["height"], rc["width"], cfg["scene"]["max_objects"], cfg, refexps, version)
+
+
+def create_datasets(f: h5py.File, n: int, cfg: dict, grid, version: str = FORMAT_VERSION) -> None:
+    """Create every dataset of the shard format for ``n`` scenes (the ``refexps/*`` columns are
+    written with their data by :func:`clevr_remv.store.refexps.write_refexps`)."""
+    for spec in shard_layout(cfg, n, grid, version=version).values():
+        spec.create(f)
 
 
 def set_file_attrs(f: h5py.File, attrs: dict) -> None:
@@ -59,10 +124,19 @@ def set_file_attrs(f: h5py.File, attrs: dict) -> None:
         f.attrs[key] = json.dumps(value) if isinstance(value, (dict, list)) else value
 
 
-def file_attrs(cfg: dict, digest: str, grid) -> dict:
+def codec_descriptions(cfg: dict, version: str = FORMAT_VERSION) -> dict:
+    """{output name: {"codec": ..., "dtype": ...}} of the stored outputs: the shard attribute
+    ``codecs`` (format 1.2 on) and the manifest's."""
+    return {o.name: o.codec_for(cfg).describe() for o in stored_outputs(cfg, version)}
+
+
+def file_attrs(cfg: dict, digest: str, grid, version: str = FORMAT_VERSION) -> dict:
+    """The attributes of every shard of a run (``version``: the run's format version; a run
+    resumed from an older version keeps writing that version's attributes)."""
     rc = cfg["render"]
-    return {
-        "format_version": FORMAT_VERSION,
+    outputs.check_codecs(cfg)
+    attrs = {
+        "format_version": version,
         "generator": "clevr-remv",
         "generator_version": __version__,
         "grid": list(grid),
@@ -76,3 +150,35 @@ def file_attrs(cfg: dict, digest: str, grid) -> dict:
         "normals": outputs.get("normals").doc,
         "visible_pixels_absent": -1,
     }
+    if _version(version) >= (1, 2):
+        attrs["codecs"] = codec_descriptions(cfg, version)
+    return attrs
+
+
+# -- reading --------------------------------------------------------------------------------
+def file_codecs(f: h5py.File) -> dict:
+    """{output name: codec} of an open shard: its ``codecs`` attribute (format 1.2 on); the
+    ``array`` codec in the dataset's dtype for outputs it does not name (formats 1.0, 1.1).
+    An unknown codec name raises ValueError (a newer format: update clevr-remv)."""
+    raw = f.attrs.get("codecs")
+    named = json.loads(raw) if raw is not None else {}
+    out = {}
+    for name in stored_names(f):
+        if name in named:
+            out[name] = codecs.from_description(named[name])
+        else:
+            out[name] = codecs.ArrayCodec(str(f[name].dtype))
+    return out
+
+
+def read_output(f: h5py.File, name: str, index, codec=None) -> np.ndarray:
+    """The decoded per-view output ``name`` at ``index`` (e.g. ``(row, u, v)`` for one view,
+    ``row`` for every view of a scene) of an open shard (``codec``: from :func:`file_codecs`,
+    read from the file when not given)."""
+    codec = codec or file_codecs(f)[name]
+    return codec.decode(f[name][index])
+
+
+def stored_names(f: h5py.File) -> list[str]:
+    """The registry's per-view outputs an open shard holds."""
+    return [o.name for o in outputs.stored() if o.name in f]

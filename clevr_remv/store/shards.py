@@ -9,10 +9,10 @@ from pathlib import Path
 
 import h5py
 
-from ..render import outputs
+from .. import FORMAT_VERSION
 from .files import _fsync, _fsync_dir
 from .refexps import expression_stats, read_refexps, write_refexps
-from .schema import create_datasets, set_file_attrs
+from .schema import create_datasets, set_file_attrs, stored_outputs
 
 
 class SceneWriter:
@@ -23,10 +23,12 @@ class SceneWriter:
         # Unique per process: two writers never share (or delete) each other's temporary file.
         self.tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
         self.grid = tuple(grid)
-        self.outputs = outputs.stored(cfg)
+        version = attrs.get("format_version", FORMAT_VERSION)
+        self.outputs = stored_outputs(cfg, version)
+        self.codecs = {o.name: o.codec_for(cfg) for o in self.outputs}
         self.f = h5py.File(self.tmp, "w", track_order=False)
         try:
-            create_datasets(self.f, 1, cfg, grid)
+            create_datasets(self.f, 1, cfg, grid, version)
             set_file_attrs(self.f, attrs)
         except BaseException:
             self.abort()
@@ -35,26 +37,26 @@ class SceneWriter:
     def write_view(self, u: int, v: int, arrays: dict, chunks: dict | None = None) -> None:
         """Store every stored output of one view (``arrays``: output name -> array).  An
         output in ``chunks`` is written as those already-compressed bytes (see
-        :meth:`chunk_codecs`), the rest through h5py's filters."""
+        :meth:`chunk_codecs`), the rest encoded by its codec and written through h5py's filters."""
         for out in self.outputs:
             if chunks and out.name in chunks:
                 offset = (0, u, v) + (0,) * (self.f[out.name].ndim - 3)
                 self.f[out.name].id.write_direct_chunk(offset, chunks[out.name], 0)
             else:
-                self.f[out.name][0, u, v] = arrays[out.name]
+                self.f[out.name][0, u, v] = self.codecs[out.name].encode(arrays[out.name])
 
     def chunk_codecs(self) -> dict:
-        """{output name: (deflate level, shuffle, dtype, chunk shape)} for the stored outputs
-        whose chunks the driver may compress itself, byte-identical to HDF5's filters (gzip,
-        the default); outputs with any other compression are not listed."""
+        """{output name: (deflate level, shuffle, dtype, chunk shape, codec)} for the stored
+        outputs whose chunks the driver may compress itself, byte-identical to HDF5's filters
+        (gzip, the default); outputs with any other compression or codec are not listed."""
         from ..render.codecs import gzip_spec
 
         out = {}
         for o in self.outputs:
             ds = self.f[o.name]
-            spec = gzip_spec(ds)
+            spec = gzip_spec(ds) if self.codecs[o.name].raw_chunks else None
             if spec is not None:
-                out[o.name] = (*spec, ds.dtype, ds.chunks[3:])
+                out[o.name] = (*spec, ds.dtype, ds.chunks[3:], self.codecs[o.name])
         return out
 
     def finish(self, scene: dict, intrinsics, extrinsics, visible_pixels, refexps: list[dict]) -> None:
@@ -91,8 +93,10 @@ def assemble_shard(scene_paths: list[Path], final: Path, cfg: dict, grid, attrs:
         tmp.unlink(missing_ok=True)  # a failed write (a full disk) leaves no temporary file
         raise
     _fsync(tmp)
+    with h5py.File(tmp, "r") as f:
+        visible = f["visible_pixels"][()]
     entry = {"sha256": sha256_file(tmp), "bytes": tmp.stat().st_size, "refexps": len(refexps),
-             "expression_stats": expression_stats(refexps, records)}
+             "expression_stats": expression_stats(refexps, records, visible)}
     os.replace(tmp, final)
     _fsync_dir(final.parent)
     return entry
@@ -101,12 +105,17 @@ def assemble_shard(scene_paths: list[Path], final: Path, cfg: dict, grid, attrs:
 def _assemble_into(tmp: Path, scene_paths: list[Path], cfg: dict, grid, attrs: dict, refexps: list,
                    records: list) -> None:
     rows, cols = grid
+    version = attrs.get("format_version", FORMAT_VERSION)
     with h5py.File(tmp, "w", track_order=False) as out:
-        create_datasets(out, len(scene_paths), cfg, grid)
-        names = [o.name for o in outputs.stored(cfg)]
+        create_datasets(out, len(scene_paths), cfg, grid, version)
+        stored = stored_outputs(cfg, version)
         for i, path in enumerate(scene_paths):
             with h5py.File(path, "r") as src:
-                for name in names:
+                for o in stored:
+                    name = o.name
+                    if not o.codec_for(cfg).raw_chunks:  # chunks that point into the file's heap
+                        out[name][i] = src[name][0]
+                        continue
                     s, d = src[name].id, out[name].id
                     tail = (0,) * (len(src[name].shape) - 3)
                     for u in range(rows):

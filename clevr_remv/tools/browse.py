@@ -9,7 +9,9 @@ Layout of SITE:
   function call, because a page opened from ``file://`` may not fetch JSON files;
 * ``img/K/U-V.webp``: view (u, v) of scene K; ``img/K/U-V.png``: its overlays stacked
   vertically, one H-pixel strip each: strip 0 the instance masks, strip 1 + k object k
-  highlighted (the rest dimmed).  The page draws strips onto a canvas over the photo.
+  highlighted (the rest dimmed, outlined in yellow), strip 1 + N + k object k outlined in cyan
+  (an anchor, as ``preview`` draws it; N objects).  The page draws strips onto a canvas over
+  the photo.
 
 The site is built in ``SITE/.partial`` and moved into place at the end: an interrupted run
 leaves the previous site (or none) intact.
@@ -22,15 +24,12 @@ import shutil
 import time
 from pathlib import Path
 
-import h5py
 import numpy as np
 
 from ..errors import UsageError
-from ..language.programs import anchor_of
-from ..read.reader import shard_errors
+from ..store import refexps
 from ..store.files import writable_folder
-from ..store.refexps import refexp_records
-from .common import open_dataset, palette, shard_path
+from .common import open_dataset, palette
 
 ASSETS = Path(__file__).resolve().parent / "browse_site"
 MARKER = ".clevr-remv-browse"
@@ -77,12 +76,16 @@ def _check_site(out: Path) -> None:
     writable_folder(out, "--out")  # the folder, or the one it is made in, can be written
 
 
+ANCHOR_RGB = (0, 220, 255)  # as preview.highlight outlines an anchor
+
+
 def overlay_strips(ids: np.ndarray, nobj: int) -> np.ndarray:
-    """RGBA [(1 + nobj) * H, W, 4]: strip 0 all masks, strip 1 + k object k highlighted."""
+    """RGBA [(1 + 2 nobj) * H, W, 4]: strip 0 all masks, strip 1 + k object k highlighted,
+    strip 1 + nobj + k object k outlined as an anchor (transparent elsewhere)."""
     from .preview import outline
 
     h, w = ids.shape
-    out = np.zeros(((1 + nobj) * h, w, 4), np.uint8)
+    out = np.zeros(((1 + 2 * nobj) * h, w, 4), np.uint8)
     masks = out[:h]
     on = ids > 0
     masks[on, :3] = palette(ids[on])
@@ -93,13 +96,9 @@ def overlay_strips(ids: np.ndarray, nobj: int) -> np.ndarray:
         s[~m] = (0, 0, 0, 150)          # dim everything else
         s[m] = (255, 230, 0, 70)        # tint the target
         s[outline(m)] = (255, 230, 0, 255)
+        a = out[(1 + nobj + k) * h:(2 + nobj + k) * h]
+        a[outline(m)] = ANCHOR_RGB + (255,)
     return out
-
-
-def _read_scene(f: h5py.File, row: int) -> dict:
-    """What the site shows of one scene, read from its open shard."""
-    return {"scene": json.loads(f["scenes"].asstr()[row]), "images": f["images"][row],
-            "instances": f["instances"][row], "visible_pixels": f["visible_pixels"][row]}
 
 
 def _scene_files(d: dict, entry: dict, row: int, exprs: list[dict], grid, img_dir: Path) -> dict:
@@ -116,18 +115,27 @@ def _scene_files(d: dict, entry: dict, row: int, exprs: list[dict], grid, img_di
         for v in range(cols):
             Image.fromarray(images[u, v]).save(img_dir / f"{u}-{v}.webp", quality=90, method=4)
             Image.fromarray(overlay_strips(ids[u, v], nobj), "RGBA").save(img_dir / f"{u}-{v}.png", optimize=False)
-    mine = [e for e in exprs if e["scene"] == row]
+    mine = [e for e in exprs if e["scene"] == index]
     return {
         "index": index, "split": entry["split"], "shard": entry["path"], "grid": [rows, cols],
         "width": int(images.shape[3]), "height": int(images.shape[2]),
         "objects": [{k: o.get(k) for k in ("size", "color", "material", "shape")} for o in scene["objects"]],
-        "colors": [palette(np.array([k + 1]))[0].tolist() for k in range(nobj)],
+        "colors": [palette(np.array([k + 1]))[0].tolist() for k in range(nobj)],  # in the masks overlay
+        "object_colors": [_rgb(o.get("rgb")) for o in scene["objects"]],  # the object's own colour
         "visible_pixels": d["visible_pixels"][:, :, :nobj].tolist(),
-        "expressions": [{"id": f"{index}-{k}", "text": str(e["text"]), "family": str(e["family"]),
-                         "object": e["object"], "anchor": anchor_of(e["program"], scene),
+        "expressions": [{"id": e["id"], "text": str(e["text"]), "family": str(e["family"]),
+                         "object": e["object"], "anchor": refexps.anchor(e, scene),
                          "num_relations": e["num_relations"],
-                         "valid_views": e["valid_views"].astype(int).tolist()} for k, e in enumerate(mine)],
+                         "valid_views": e["valid_views"].astype(int).tolist()} for e in mine],
     }
+
+
+def _rgb(value) -> list[int] | None:
+    """An object's [r, g, b] from its record, or None when the record has no usable one."""
+    if (isinstance(value, list) and len(value) == 3
+            and all(isinstance(x, (int, float)) and not isinstance(x, bool) and 0 <= x <= 255 for x in value)):
+        return [int(x) for x in value]
+    return None
 
 
 def _js(call: str, data) -> str:
@@ -150,24 +158,18 @@ def build_site(root: Path, out: Path, scenes_spec: str | None = None, echo=None)
     try:
         by_shard: dict[int, list[int]] = {}
         for i in wanted:
-            si, row = reader._where[i]
+            si, row = reader.location(i)
             by_shard.setdefault(si, []).append(row)
         for si, rows_in in sorted(by_shard.items()):
             entry = reader.shards[si]
-            path = shard_path(reader, entry)
-            with shard_errors(path, reader.root, "open it"):
-                f = h5py.File(path, "r")
-            with f:
-                with shard_errors(path, reader.root, "read its expressions"):
-                    exprs = refexp_records(f)
-                for row in rows_in:
-                    index = entry["scene_range"][0] + row
-                    with shard_errors(path, reader.root, f"read row {row}"):
-                        d = _read_scene(f, row)
-                    data = _scene_files(d, entry, row, exprs, reader.grid, part / "img" / str(index))
-                    (part / "data" / f"scene-{index}.js").write_text(_js("CLEVR_REMV.scene", data), encoding="utf-8")
-                    listing.append({"index": index, "split": entry["split"], "objects": len(data["objects"]),
-                                    "expressions": len(data["expressions"])})
+            exprs = reader.expressions(shard=si)
+            for row in rows_in:
+                index = entry["scene_range"][0] + row
+                d = reader.scene_views(index, ("images", "instances"))
+                data = _scene_files(d, entry, row, exprs, reader.grid, part / "img" / str(index))
+                (part / "data" / f"scene-{index}.js").write_text(_js("CLEVR_REMV.scene", data), encoding="utf-8")
+                listing.append({"index": index, "split": entry["split"], "objects": len(data["objects"]),
+                                "expressions": len(data["expressions"])})
             if echo:
                 echo(f"browse: {len(listing)}/{len(wanted)} scenes written ({time.perf_counter() - t0:.1f} s)")
         meta = {"root": str(root), "grid": list(reader.grid), "resolution": [reader.width, reader.height],

@@ -40,11 +40,11 @@ def shard_path(reader: Reader, entry: dict) -> Path:
 
 def scene_location(reader: Reader, index: int) -> tuple[dict, int]:
     """(manifest shard entry, row) of a global scene index, or a one-line UsageError."""
-    if index not in reader._where:
+    if not reader.has_scene(index):
         have = reader.scene_indices
         span = f"{have[0]}-{have[-1]}" if have else "none"
         raise UsageError(f"scene {index} is not in a finished shard of '{reader.root}' (scenes: {span})")
-    si, row = reader._where[index]
+    si, row = reader.location(index)
     return reader.shards[si], row
 
 
@@ -62,3 +62,12 @@ def check_output_file(path: Path, suffixes: tuple[str, ...]) -> Path:
         raise UsageError(f"'{path}' must end in {' or '.join(suffixes)}")
     writable_folder(path.parent, f"folder of '{path}'")
     return path
+
+
+def progress_bar(total: int, desc: str, unit: str = "it"):
+    """A tqdm bar with rate and ETA on a terminal; silent off one (logs, pipes, tests)."""
+    from tqdm import tqdm
+
+    from ..progress import bar_usable
+
+    return tqdm(total=total, desc=desc, unit=unit, disable=not bar_usable(), dynamic_ncols=True)

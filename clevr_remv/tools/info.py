@@ -40,9 +40,12 @@ def describe(out: Path, verify: bool, echo) -> bool:
              f"{human_bytes(sum(e['bytes'] for e in done))}")
     ok = True
     if verify:
-        from ..read.reader import check_shard_readable
+        from ..errors import CorruptShardError
+        from ..read.reader import Reader, check_shard_readable
 
-        for e in m["shards"]:
+        reader = Reader(out)
+        mismatched = False
+        for si, e in enumerate(m["shards"]):
             path = Path(out) / e["path"]
             if not path.exists():
                 echo(f"  MISSING {e['path']}")
@@ -57,6 +60,17 @@ def describe(out: Path, verify: bool, echo) -> bool:
                 if problem:
                     echo(f"  UNREADABLE {e['path']}: {problem}")
                     ok = False
+                    continue
+                try:  # the file is the one its entry names (settings, scene count and indices)
+                    reader._shard(si)
+                except CorruptShardError as exc:
+                    echo(f"  MISMATCH {e['path']}: {str(exc).split('(', 1)[-1].split(');')[0]}")
+                    ok, mismatched = False, True
+        reader.close()
+        if mismatched:
+            from ..read.reader import MISMATCH_REPAIR
+
+            echo("  manifest entries that do not match their shards: " + MISMATCH_REPAIR.format(root=out))
         echo("  checksums and contents: " + ("all match and read" if ok else
                                               "problems found; re-run the same 'clevr-remv generate' "
                                               "command to re-render the damaged shards"))

@@ -10,15 +10,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import h5py
 import numpy as np
 
-from ..read.reader import shard_errors
-from ..store.refexps import refexp_records
-from .common import open_dataset, palette, scene_location, shard_path
+from ..store import refexps
+from .common import open_dataset, palette, scene_location
 
 BG = (255, 255, 255)
 INK = (20, 20, 20)
@@ -98,16 +95,10 @@ def load_scene(root: Path, index: int) -> dict:
     """Everything the pictures need about one scene, read once."""
     reader = open_dataset(root)
     try:
-        entry, row = scene_location(reader, index)
-        path = shard_path(reader, entry)
-        with shard_errors(path, reader.root), h5py.File(path, "r") as f:
-            data = {
-                "index": index, "split": entry["split"], "shard": entry["path"], "grid": tuple(reader.grid),
-                "scene": json.loads(f["scenes"].asstr()[row]),
-                "images": f["images"][row], "instances": f["instances"][row],
-                "visible_pixels": f["visible_pixels"][row],
-                "expressions": [e for e in refexp_records(f) if e["scene"] == row],
-            }
+        entry, _ = scene_location(reader, index)
+        data = {"index": index, "split": entry["split"], "shard": entry["path"], "grid": tuple(reader.grid),
+                **reader.scene_views(index, ("images", "instances")),
+                "expressions": reader.expressions(scene=index)}
         if reader.has_amodal():  # the target's whole silhouette in the view each row shows
             data["amodal_targets"] = [reader.amodal_mask(index, e["object"], *_view_for(e["valid_views"], data["grid"]))
                                       for e in data["expressions"]]
@@ -127,8 +118,6 @@ def _view_for(valid: np.ndarray, grid) -> tuple[int, int]:
 
 def render_png(d: dict):
     from PIL import Image, ImageDraw
-
-    from ..language.programs import anchor_of
 
     rows, cols = d["grid"]
     h, w = d["images"].shape[2:4]
@@ -167,7 +156,7 @@ def render_png(d: dict):
         valid = e["valid_views"]
         u, v = _view_for(valid, d["grid"])
         target = d["instances"][u, v] == e["object"] + 1
-        a = anchor_of(e["program"], sc)
+        a = refexps.anchor(e, sc)
         anchor = d["instances"][u, v] == a + 1 if a is not None else None
         pic = _resize(highlight(d["images"][u, v], target, anchor), big)
         if wholes:

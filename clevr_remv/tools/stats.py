@@ -33,11 +33,12 @@ import h5py
 import numpy as np
 
 from ..errors import UsageError
-from ..language.programs import anchor_of
 from ..language.templates import word_count
+from ..read.checks import check_shard
 from ..read.reader import shard_errors
-from ..scene import amodal, lightfield
-from ..store.refexps import refexp_records
+from ..scene import amodal, lightfield, visibility
+from ..store import refexps
+from ..store.refexps import read_refexps
 from .common import min_visible_pixels, open_dataset, shard_path
 
 # Thesis section 6.4.  (Section 6.3.3 gives 11,992 val and 11,989 test pairs instead: the
@@ -85,6 +86,7 @@ def _empty() -> dict:
             "families": Counter(), "with_relation": 0, "view_pairs": 0, "not_valid": 0,
             "not_valid_target_hidden": 0, "not_valid_anchor_hidden": 0, "not_valid_predicate": 0,
             "valid_in_no_view": 0, "dropped_hidden": 0, "scenes_with_drop_record": 0,
+            "scene_objects": 0, "objects_unseen": 0,
             "occ_shards": 0, "occ_centre": Counter(), "occ_corners": Counter(), "occ_all": Counter(),
             "occ_ring_sum": Counter(), "occ_ring_n": Counter()}
 
@@ -111,13 +113,18 @@ def collect(root: Path) -> dict:
             except OSError as exc:
                 raise UsageError(f"cannot read shard '{path}' ({exc}); run 'clevr-remv validate {root}'") from None
             with f, shard_errors(path, root):
+                check_shard(f, path, root)
                 scenes = [json.loads(s) for s in f["scenes"].asstr()[()]]
                 visible = f["visible_pixels"][()]
                 amodal_px = f["amodal_pixels"][()] if "amodal_pixels" in f else None
-                exprs = refexp_records(f)
+                exprs = read_refexps(f)
             acc["shards"] += 1
             acc["occ_shards"] += int(amodal_px is not None)
             acc["scenes"] += len(scenes)
+            for px in visible:
+                n, k = visibility.unseen(px)
+                acc["scene_objects"] += n
+                acc["objects_unseen"] += k
             acc["bytes"] += int(entry.get("bytes") or path.stat().st_size)
             for sc in scenes:  # newer scene records say what the generator's drop rule removed
                 rec = sc.get("expressions")
@@ -138,7 +145,7 @@ def collect(root: Path) -> dict:
                 acc["valid_in_no_view"] += int(not valid.any())
                 vis = visible[e["scene"]]
                 hidden_t = vis[:, :, e["object"]] < min_px
-                a = anchor_of(e["program"], scene)
+                a = refexps.anchor(e, scene)
                 hidden_a = (vis[:, :, a] < min_px) & ~hidden_t if a is not None else np.zeros_like(bad)
                 acc["not_valid_target_hidden"] += int((bad & hidden_t).sum())
                 acc["not_valid_anchor_hidden"] += int((bad & hidden_a).sum())
@@ -248,6 +255,11 @@ def _figures(acc: dict, source: dict | None, scenes_at_10k: float) -> dict:
         "expressions_dropped_hidden": acc["dropped_hidden"] if acc["scenes_with_drop_record"] else None,
         "expressions_dropped_hidden_share": (_share(acc["dropped_hidden"], acc["pairs"] + acc["dropped_hidden"])
                                              if acc["scenes_with_drop_record"] else None),
+        # Objects with 0 pixels in some view: out of that view's frame (a wide rig.baseline), or
+        # wholly behind others there.  Expressions can only refer to the objects every view shows.
+        "objects": acc["scene_objects"],
+        "objects_unseen": acc["objects_unseen"],
+        "objects_unseen_share": _share(acc["objects_unseen"], acc["scene_objects"]),
         "bytes": acc["bytes"],
         "bytes_per_scene": _share(acc["bytes"], acc["scenes"]),
         "target_occlusion": _occlusion_figures(acc),
@@ -305,6 +317,8 @@ def format_table(s: dict) -> str:
          lambda f: "not recorded" if f["expressions_dropped_hidden"] is None else
          f"{f['expressions_dropped_hidden']:,} ({_pct(f['expressions_dropped_hidden_share'])})",
          lambda src: SOURCE_NOT_VALID + " (removed)"),
+        ("objects with 0 px in some view", lambda f: f"{f['objects_unseen']:,} ({_pct(f['objects_unseen_share'], 1)})",
+         lambda src: "-"),
         ("bytes per scene", lambda f: _mb(f["bytes_per_scene"]),
          lambda src: f"> {SOURCE_BYTES_PER_SCENE / 1e6:.0f} MB (480x320)"),
     ]
@@ -339,38 +353,46 @@ def _occlusion_lines(occ: dict | None) -> list[str]:
 
 
 # -- plots ------------------------------------------------------------------------------------
-def write_plots(s: dict, folder: Path) -> list[Path]:
-    """One PNG per split, as the source's Figures 6.5-6.7: (a) objects per pair, (b) words per
-    expression; our mean as a solid line, the source's as a dashed one."""
+def draw_plots(name: str, fig: dict):
+    """The figure of one split (a matplotlib Figure): (a) objects per pair, (b) words per
+    expression; integer ticks on both axes, the legend below each plot (never over a bar)."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display needed
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
+    src = fig.get("source") or {}
+    f = Figure(figsize=(10, 4.2), dpi=100, layout="constrained")
+    axes = f.subplots(1, 2)
+    for ax, key, mean_key, xlabel in (
+            (axes[0], "objects_per_pair_histogram", "objects_per_pair", "objects in the scene"),
+            (axes[1], "words_per_expression_histogram", "words_per_expression", "words in the expression")):
+        hist = {int(k): v for k, v in fig[key].items()}
+        ax.bar(list(hist), list(hist.values()), color="#4878a8", width=0.8, label="pairs")
+        if fig[mean_key] is not None:
+            ax.axvline(fig[mean_key], color="#c03030", lw=1.5, label=f"mean {fig[mean_key]:.3f}")
+        if src.get(mean_key) is not None:
+            ax.axvline(src[mean_key], color="#303030", lw=1.2, ls="--", label=f"source {src[mean_key]:.4g}")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("pairs")
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # counts: no 0.25 ticks
+        if hist:
+            ax.set_xticks(range(min(hist), max(hist) + 1))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.legend(fontsize=8, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3)
+    axes[0].set_title(f"(a) {name}: objects per pair ({fig['pairs']:,} pairs)", fontsize=10)
+    axes[1].set_title(f"(b) {name}: words per expression", fontsize=10)
+    return f
+
+
+def write_plots(s: dict, folder: Path) -> list[Path]:
+    """One PNG per split, as the source's Figures 6.5-6.7 (see :func:`draw_plots`); our mean
+    as a solid line, the source's as a dashed one."""
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for name, fig in list(s["splits"].items()) + [("all", s["all"])]:
-        src = fig.get("source") or {}
-        f, axes = plt.subplots(1, 2, figsize=(10, 3.6), dpi=100)
-        for ax, key, mean_key, xlabel in (
-                (axes[0], "objects_per_pair_histogram", "objects_per_pair", "objects in the scene"),
-                (axes[1], "words_per_expression_histogram", "words_per_expression", "words in the expression")):
-            hist = {int(k): v for k, v in fig[key].items()}
-            ax.bar(list(hist), list(hist.values()), color="#4878a8", width=0.8)
-            if fig[mean_key] is not None:
-                ax.axvline(fig[mean_key], color="#c03030", lw=1.5, label=f"mean {fig[mean_key]:.3f}")
-            if src.get(mean_key) is not None:
-                ax.axvline(src[mean_key], color="#303030", lw=1.2, ls="--", label=f"source {src[mean_key]:.4g}")
-            ax.set_xlabel(xlabel)
-            ax.set_ylabel("pairs")
-            if hist:
-                ax.set_xticks(range(min(hist), max(hist) + 1))
-            ax.legend(fontsize=8, frameon=False)
-        axes[0].set_title(f"(a) {name}: objects per pair ({fig['pairs']:,} pairs)", fontsize=10)
-        axes[1].set_title(f"(b) {name}: words per expression", fontsize=10)
-        f.tight_layout()
         path = folder / f"stats-{name}.png"
-        f.savefig(path)
-        plt.close(f)
+        draw_plots(name, fig).savefig(path)
         written.append(path)
     return written

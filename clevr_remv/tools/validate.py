@@ -4,8 +4,9 @@ Checksums (``info --verify``) only prove that a file did not change after the ma
 written; a shard corrupted while it was written carries a matching checksum.  This reads the
 data and checks it against itself, the rig formulas and the manifest:
 
-* ``structure``: every dataset of the shard format (docs/format.md) is there with its shape and dtype (and the
-  optional ``normals``, when present); the file's grid, resolution and config digest;
+* ``structure``: every dataset of the shard format (docs/format.md, defined once in
+  :func:`clevr_remv.store.schema.layout` for the run's settings and format version) is there
+  with its shape and dtype; the file's grid, resolution and config digest;
 * ``split``: each split's scene range against its shards and the manifest's counts;
 * ``scene_record``: the scene JSON parses and carries its global index;
 * ``unreadable``: a chunk that does not decompress;
@@ -13,7 +14,8 @@ data and checks it against itself, the rig formulas and the manifest:
 * ``ids_without_depth``: an object id on a pixel whose depth is not finite;
 * ``visible_pixels``: the stored counts against the instance maps (-1 past the last object);
 * ``camera``: intrinsics and world-to-camera against :mod:`clevr_remv.scene.lightfield`;
-* ``program``: every program re-executes on its scene to its stored target;
+* ``program``: every program re-executes on its scene to its stored target, and its stored
+  anchor is what the program picks before its relation;
 * ``valid_views``: against the visibility in the instance maps and each view's own directions;
 * ``checksum``: the file's SHA-256 against the manifest.
 
@@ -31,13 +33,14 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from .. import FORMAT_VERSION
 from ..language import programs, validity
 from ..language.programs import anchor_of
+from ..read.checks import shard_problem
 from ..scene import lightfield
-from ..store.refexps import read_refexp_columns as read_refexps
+from ..store import refexps, schema
+from ..store.refexps import read_refexps
 from .common import min_visible_pixels, open_dataset
-
-STR = "string"
 
 
 @dataclass
@@ -60,38 +63,6 @@ class Violation:
         return f"VIOLATION {self.kind}: {', '.join(place)}: {self.message}"
 
 
-def _expected_layout(n, grid, height, width, max_objects, r) -> dict:
-    rows, cols = grid
-    return {
-        "images": ((n, rows, cols, height, width, 3), "u1"),
-        "instances": ((n, rows, cols, height, width), "u1"),
-        "depth": ((n, rows, cols, height, width), "f"),
-        "visible_pixels": ((n, rows, cols, max_objects), "i4"),
-        "cameras/intrinsics": ((n, rows, cols, 3, 3), "f"),
-        "cameras/world_to_camera": ((n, rows, cols, 4, 4), "f"),
-        "scenes": ((n,), STR),
-        "refexps/scene": ((r,), "i"),
-        "refexps/object": ((r,), "i"),
-        "refexps/text": ((r,), STR),
-        "refexps/family": ((r,), STR),
-        "refexps/num_relations": ((r,), "u1"),
-        "refexps/program": ((r,), STR),
-        "refexps/valid_views": ((r, rows, cols), "b"),
-    }
-
-
-OPTIONAL = {"normals": lambda n, rows, cols, h, w: ((n, rows, cols, h, w, 3), "f2")}
-
-
-def _dtype_ok(ds: h5py.Dataset, want: str) -> bool:
-    if want == STR:
-        return h5py.check_string_dtype(ds.dtype) is not None
-    dt = ds.dtype
-    if want in ("f", "i", "b"):
-        return dt.kind == want or (want == "i" and dt.kind == "u")
-    return dt == np.dtype(want)
-
-
 def _attr(f, key):
     value = f.attrs.get(key)
     if isinstance(value, bytes):
@@ -111,7 +82,7 @@ class Validator:
         self.report = report        # called with each Violation as it is found
         self.progress = progress    # called with one line per shard
         self.min_px = min_visible_pixels(self.reader)
-        cfg = self.reader.manifest.get("config", {})
+        cfg = self.cfg = self.reader.manifest.get("config", {})
         self.max_objects = int(cfg.get("scene", {}).get("max_objects", 10))
         self.violations: list[Violation] = []
         self.counts = {"shards": 0, "scenes": 0, "views": 0, "expressions": 0}
@@ -176,25 +147,15 @@ class Validator:
         w, h = self.reader.width, self.reader.height
         n = entry["scene_range"][1] - entry["scene_range"][0]
         r = f["refexps/scene"].shape[0] if "refexps/scene" in f else 0
+        version = _attr(f, "format_version") or self.reader.manifest.get("format_version") or FORMAT_VERSION
         broken = set()
-        for key, (shape, dt) in _expected_layout(n, (rows, cols), h, w, self.max_objects, r).items():
-            if key not in f or not isinstance(f[key], h5py.Dataset):
-                self._v("structure", name, f"dataset {key} missing")
+        for key, spec in schema.layout(n, (rows, cols), h, w, self.max_objects, self.cfg, r, version).items():
+            if key == "refexps/anchor" and key not in f:
+                continue  # an extension: shards may predate it (the reader derives it)
+            problem = f"dataset {key} missing" if key not in f else spec.problem(f[key])
+            if problem:
+                self._v("structure", name, problem)
                 broken.add(key)
-                continue
-            ds = f[key]
-            if ds.shape != shape:
-                self._v("structure", name, f"{key} has shape {ds.shape}, expected {shape}")
-                broken.add(key)
-            if not _dtype_ok(ds, dt):
-                self._v("structure", name, f"{key} has dtype {ds.dtype}, expected {dt}")
-                broken.add(key)
-        for key, spec in OPTIONAL.items():
-            if key in f:
-                shape, dt = spec(n, rows, cols, h, w)
-                if f[key].shape != shape or not _dtype_ok(f[key], dt):
-                    self._v("structure", name, f"{key} has shape {f[key].shape} {f[key].dtype}, expected {shape} {dt}")
-                    broken.add(key)
         if entry.get("refexps") is not None and entry["refexps"] != r:
             self._v("structure", name, f"{r} expressions in the file, the manifest says {entry['refexps']}")
         for key, want in (("grid", [rows, cols]), ("resolution", [w, h]),
@@ -202,14 +163,16 @@ class Validator:
             got = _attr(f, key)
             if got is not None and want is not None and got != want:
                 self._v("structure", name, f"file attribute {key} is {got!r}, the manifest says {want!r}")
-        view_keys = {"images", "instances", "depth", "visible_pixels", "cameras/intrinsics",
-                     "cameras/world_to_camera", "scenes"}
-        if broken & view_keys:
+        if any(not key.startswith("refexps/") for key in broken):
             return  # shapes are off: per-scene checks would only repeat it
-        refs = read_refexps(f) if not broken else {}
+        problem = shard_problem(f) if not broken else None
+        if problem:  # records or expressions out of bounds: the checks below would trip on them
+            self._v("structure", name, problem)
+            return
+        refs = read_refexps(f) if not broken else []
         by_scene: dict[int, list[int]] = {}
-        for i, row in enumerate(refs.get("scene", [])):
-            by_scene.setdefault(int(row), []).append(i)
+        for i, e in enumerate(refs):
+            by_scene.setdefault(e["scene"], []).append(i)
         bad_rows = [int(x) for x in by_scene if not 0 <= x < n]
         for row in bad_rows:
             for i in by_scene[row]:
@@ -233,9 +196,9 @@ class Validator:
             self._v("scene_record", name, f"scene record says index {scene.get('index')}, its place says {index}", **where)
         nobj = len(objects)
         datasets = {}
-        for key in ("images", "instances", "depth") + tuple(k for k in OPTIONAL if k in f):
+        for key in schema.stored_names(f):
             try:
-                datasets[key] = f[key][row]
+                datasets[key] = schema.read_output(f, key, row)
             except OSError as exc:  # a chunk that does not decompress: find which views
                 self._unreadable_views(f, key, name, row, index, exc)
         self.counts["scenes"] += 1
@@ -294,7 +257,7 @@ class Validator:
         for u in range(rows):
             for v in range(cols):
                 try:
-                    f[key][row, u, v]
+                    schema.read_output(f, key, (row, u, v))
                 except OSError:
                     found = True
                     self._v("unreadable", name, f"{key} does not decompress", scene=index, view=(u, v))
@@ -306,25 +269,32 @@ class Validator:
         eid = f"{index}-{k}"
         where = {"scene": index, "expression": eid}
         nobj = len(scene["objects"])
-        target = int(refs["object"][i])
+        e = refs[i]
+        target = e["object"]
         if not 0 <= target < nobj:
             self._v("program", name, f"target object {target} is not among the scene's {nobj} objects", **where)
             return
+        program = e["program"]
+        if program is None:
+            self._v("program", name, "program is not JSON", **where)
+            return
         try:
-            program = json.loads(refs["program"][i])
             got = programs.execute(program, scene)
-        except (json.JSONDecodeError, programs.ProgramError, KeyError, TypeError, IndexError) as exc:
+        except (programs.ProgramError, KeyError, TypeError, IndexError) as exc:
             self._v("program", name, f"program does not execute ({type(exc).__name__}: {exc})", **where)
             return
         if got != target:
             self._v("program", name, f"program picks {got}, the stored target is object {target} "
-                    f"(text: {refs['text'][i]!r})", **where)
+                    f"(text: {e['text']!r})", **where)
             return
+        anchor = refexps.anchor(e, scene)
+        if "anchor" in e and anchor != anchor_of(program, scene):
+            self._v("program", name, f"stored anchor {anchor}, the program's is {anchor_of(program, scene)}", **where)
         if counts is None:
             return
-        expr = {"object": target, "program": program, "anchor": anchor_of(program, scene)}
+        expr = {"object": target, "program": program, "anchor": anchor}
         want = validity.valid_views(expr, scene, counts, self.min_px)
-        stored = np.asarray(refs["valid_views"][i], bool)
+        stored = e["valid_views"]
         for u, v in zip(*np.nonzero(stored != want)):
             why = self._why(expr, scene, counts[u, v], int(u), int(v))
             self._v("valid_views", name, f"stored {bool(stored[u, v])}, should be {bool(want[u, v])} ({why})",

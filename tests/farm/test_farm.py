@@ -360,3 +360,14 @@ def test_slurm_time_and_memory_syntax_accepts_what_sbatch_accepts():
         check_time("--time", ok)
     for ok in ("16G", "16000", "512M", "1t"):
         check_mem("--mem", ok)
+
+
+@pytest.mark.render
+def test_a_part_beyond_the_shard_count_says_it_has_nothing_to_do(tmp_path, tiny_config_file):
+    out = tmp_path / "o"
+    r = run_cli("generate", "--out", out, "--config", tiny_config_file, "--scenes", 4, "--shard-size", 1,
+                "--width", 48, "--height", 32, "--part", "5/5")
+    assert r.returncode == 0, r.stderr
+    assert "part 5/5 has nothing to do: this run has 4 shards, so only parts 1 to 4 of 5 render any" in r.stderr
+    assert "complete" not in r.stderr.splitlines()[-1]
+    assert files.read_json(out / "manifest.part-005-of-005.json")["shards"] == []

@@ -30,12 +30,27 @@ def test_registry_names_passes_and_datasets():
         outputs.get("albedo")
 
 
-def test_a_rendered_but_unstored_output_is_not_written(monkeypatch):
+def test_a_rendered_but_unstored_output_is_not_written(monkeypatch, tmp_path):
+    from clevr_remv import config
+    from clevr_remv.store import schema, shards
+
     extra = outputs.Output("albedo", "use_pass_diffuse_color", (("DiffCol",),), lambda px, view: px, "float16",
                            (3,), stored=False)
     monkeypatch.setattr(outputs, "REGISTRY", outputs.REGISTRY + (extra,))
-    assert extra in outputs.rendered({}) and extra not in outputs.stored({})
-    assert "use_pass_diffuse_color" in outputs.render_passes(outputs.rendered({}))
+    cfg = config.load_config(overrides={"rig.grid": 1, "render.width": 16, "render.height": 8})
+    assert extra in outputs.rendered(cfg) and extra not in outputs.stored(cfg)
+    assert "use_pass_diffuse_color" in outputs.render_passes(outputs.rendered(cfg))
+    assert "albedo" not in schema.shard_layout(cfg, 1, (1, 1))
+    # A view that carries the rendered output is written without it.
+    arrays = {"images": np.zeros((8, 16, 3), np.uint8), "instances": np.zeros((8, 16), np.uint8),
+              "depth": np.ones((8, 16), np.float32), "normals": np.zeros((8, 16, 3), np.float16),
+              "albedo": np.full((8, 16, 3), 0.5, np.float16)}
+    writer = shards.SceneWriter(tmp_path / "s.h5", cfg, (1, 1), {})
+    writer.write_view(0, 0, arrays)
+    writer.commit()
+    with h5py.File(tmp_path / "s.h5", "r") as f:
+        assert "albedo" not in f and {"images", "instances", "depth", "normals"} <= set(f)
+        assert (f["depth"][0, 0, 0] == 1).all()
 
 
 def test_camera_normals_of_the_ground_face_the_camera():

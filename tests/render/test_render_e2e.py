@@ -378,7 +378,7 @@ def test_sigterm_stops_cleanly_and_resumes(tmp_path, tiny_cfg):
     proc.send_signal(signal.SIGTERM)
     proc.send_signal(signal.SIGCONT)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
+    assert proc.returncode == 143, err
     assert "interrupted" in err and "resume" in err and "Traceback" not in err
     assert not list(out.rglob("*.tmp")), err
     r = run_cli("generate", "--out", out, "--config", tiny_cfg, *ARGS)

@@ -195,6 +195,7 @@ import signal  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 from clevr_remv.store import files, shards
 
@@ -393,7 +394,7 @@ def test_scheduler_kill_of_a_part_is_finished_by_rerunning(small_run, small_cfg,
     time.sleep(0.3)
     p.kill()
     p.communicate()
-    assert p.returncode in (130, -9)
+    assert p.returncode in (143, -9)
     for k in (1, 2):
         r = _gen(out, small_cfg, "--part", f"{k}/2")
         assert r.returncode == 0, r.stderr
@@ -471,13 +472,13 @@ def test_scene_files_of_a_finished_shard_are_cleaned_on_the_next_run(small_run, 
     assert _digests(out) == _digests(small_run)
 
 
-def test_sigterm_in_the_first_second_exits_130(small_cfg, tmp_path):
+def test_sigterm_in_the_first_second_exits_143(small_cfg, tmp_path):
     out = tmp_path / "out"
     p = _start(out, small_cfg)
     time.sleep(1.0)
     p.send_signal(signal.SIGTERM)
     _, err = p.communicate(timeout=120)
-    assert p.returncode == 130, (p.returncode, err)
+    assert p.returncode == 143, (p.returncode, err)
     assert "interrupted" in err and "Traceback" not in err
     r = _gen(out, small_cfg)
     assert r.returncode == 0, r.stderr
@@ -501,29 +502,46 @@ for line in sys.stdin:
 """
 
 
-def test_a_worker_that_never_starts_times_out(tmp_path):
+def test_a_worker_that_never_starts_times_out_at_start_up_not_at_the_first_view(tmp_path):
+    """The start-up (hello) has its own short deadline: the long first-view one does not apply
+    to a Blender that never answers.  One line, naming the worker's log, which says why."""
     fake = tmp_path / "blender"
-    fake.write_text("#!/bin/sh\nexec sleep 3600\n")
+    fake.write_text("#!/bin/sh\necho 'stand-in Blender: sleeping' >&2\nexec sleep 3600\n")
     fake.chmod(0o755)
-    cfg = _cfg_with(tmp_path, workers={"startup_timeout": 3})
+    cfg = _cfg_with(tmp_path, workers={"startup_timeout": 3, "first_view_timeout": 1800})
     t0 = time.time()
     r = run_cli(*_cmd(tmp_path / "out", cfg, "--blender", fake)[3:], timeout=120)
     assert time.time() - t0 < 3 + 30
     line = _one_line(r, 2)
-    assert "no reply from Blender in 3 s" in line
+    assert "no reply from Blender in 3 s at its start-up" in line and "workers.startup_timeout" in line
+    log = Path(line.rsplit("see ", 1)[1].split(";")[0].strip())
+    assert "stand-in Blender: sleeping" in log.read_text()
+    log.unlink()
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_start_up_deadline_is_short_by_default_and_the_first_view_long():
+    from clevr_remv import config
+    from clevr_remv.render.blender import ReplyTimeouts
+
+    t = ReplyTimeouts.from_config(config.load_config())
+    assert t.startup <= 120 < 1800 <= t.first_view
+    assert t.view() == t.first_view, "no view measured yet"
+    t.observe(0.5)
+    assert t.view() == t.minimum
 
 
 def test_a_worker_that_hangs_on_render_is_retried_then_given_up(tmp_path):
     fake = tmp_path / "blender"
     fake.write_text(FAKE_BLENDER.format(python=sys.executable))
     fake.chmod(0o755)
-    cfg = _cfg_with(tmp_path, workers={"startup_timeout": 3, "tries": 2})
+    cfg = _cfg_with(tmp_path, workers={"startup_timeout": 3, "first_view_timeout": 3, "tries": 2})
     out = tmp_path / "out"
     t0 = time.time()
     r = run_cli(*_cmd(out, cfg, "--blender", fake)[3:], timeout=120)
     assert time.time() - t0 < 2 * 3 + 30
     line = _last_line(r, 1)
-    assert "gave up after 2 tries" in line and "no reply from Blender in 3 s" in line
+    assert "gave up after 2 tries" in line and "no reply from Blender in 3 s at its first view" in line
     assert str(out / "logs" / "worker-0.log") in line
 
 
@@ -567,3 +585,79 @@ def test_a_full_disk_stops_with_one_line_and_resumes(small_run, small_cfg, small
     assert f"{6 - len(kept)} scenes to render" in r.stderr
     assert _digests(out) == _digests(small_run)
     assert not (out / ".work").exists() and not list(out.rglob("*.tmp"))
+
+
+def test_sigint_exits_130_and_sigterm_143(small_cfg, tmp_path):
+    """Ctrl-C keeps 130; SIGTERM (scancel, kill) is 128 + 15, as schedulers and shells expect."""
+    for sig, code in ((signal.SIGINT, 130), (signal.SIGTERM, 143)):
+        out = tmp_path / f"out-{code}"
+        p = _start(out, small_cfg)
+        assert _wait_for(lambda: (out / "logs").exists())
+        p.send_signal(sig)
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == code, (sig, p.returncode, err)
+        assert "interrupted" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("argv", [["info", "."], ["stats", "."], ["validate", "."], ["merge", "."],
+                                  ["doctor"], ["generate", "--scenes", "1", "--out", "o"]])
+def test_every_subcommand_ends_143_on_a_sigterm(tmp_path, argv):
+    """A SIGTERM that arrives while the command line starts is handled as one a moment later,
+    whatever the subcommand: one line, exit 143."""
+    code = ("import sys; from clevr_remv.cli import main; "
+            f"sys.exit(main({argv!r}, pending_signals=[15]))")
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 143, r.stderr
+    assert "interrupted (SIGTERM)" in r.stderr and r.stderr.count("\n") == 1
+
+
+# -- a rig far too large: refused up front; SIGTERM ends a large rig within seconds ---------------
+def test_a_grid_above_the_bound_is_refused_before_anything_is_written(tmp_path):
+    out = tmp_path / "out"
+    r = run_cli("generate", "--config", "preview", "--scenes", 8, "--grid", 1001, "--out", out, timeout=120)
+    line = _one_line(r, 2)
+    assert "rig.grid" in line and "from 1 to 101" in line
+    assert not out.exists()
+
+
+def test_a_rig_too_large_for_the_disk_is_refused_with_the_figures(tmp_path):
+    out = tmp_path / "out"
+    t0 = time.time()
+    r = run_cli("generate", "--scenes", 8, "--grid", 101, "--width", 8192, "--height", 8192, "--out", out,
+                timeout=120)
+    line = _one_line(r, 2)
+    assert "too large for the disk" in line and "10201 views" in line and "MB are free at" in line, line
+    assert time.time() - t0 < 60, "refused before Blender starts"
+    assert not out.exists()
+
+
+def test_the_budget_of_a_rig_against_given_disk_and_memory():
+    from clevr_remv import config
+    from clevr_remv.errors import UsageError
+    from clevr_remv.run import budget
+
+    cfg = config.load_config(None, {"rig.grid": 9, "render.width": 480, "render.height": 320})
+    b = budget.estimate(cfg)
+    assert b.views == 81 and b.scene_disk == 81 * 480 * 320 * 16 + (64 << 10)
+    assert b.view_memory == 480 * 320 * budget.VIEW_BYTES_PER_PIXEL
+    budget.check(cfg, Path("/nonexistent/out"), free=b.scene_disk, memory=b.run_memory)  # just fits
+    with pytest.raises(UsageError, match=r"disk: one scene takes up to 190 MB .* 189 MB are free"):
+        budget.check(cfg, Path("/nonexistent/out"), free=189 << 20, memory=1 << 40)
+    with pytest.raises(UsageError, match="memory: about .* 4 worker"):
+        budget.check(cfg, Path("/nonexistent/out"), 4, free=1 << 40, memory=b.run_memory)
+
+
+def test_sigterm_ends_a_large_rig_within_seconds(tmp_path):
+    cfg = _cfg_with(tmp_path, rig={"grid": 101}, render={"width": 8, "height": 8})
+    out = tmp_path / "out"
+    p = subprocess.Popen([sys.executable, "-m", "clevr_remv", "generate", "--out", str(out), "--config", str(cfg),
+                          "--scenes", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert _wait_for(lambda: list((out / ".work").glob("*.tmp")) if (out / ".work").exists() else False,
+                     timeout=300), "the first scene's views started"
+    time.sleep(2)
+    t0 = time.time()
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 143, err
+    assert time.time() - t0 < 15, f"took {time.time() - t0:.1f} s"
+    assert not list(out.rglob("*.tmp")), "nothing torn left"

@@ -3,7 +3,7 @@ interface renders synthetic arrays; everything else (plan, folder, shards, manif
 expressions) is the real code."""
 
 import json
-import types
+import os
 
 import h5py
 import numpy as np
@@ -19,16 +19,20 @@ from clevr_remv.store import files
 
 
 class FakeWorker:
-    """Speaks the worker interface; 'renders' each object of the scene as a vertical stripe."""
+    """Implements the worker protocol (render.protocol.Worker); 'renders' each object of the
+    scene as a vertical stripe."""
 
     renders: list = []        # (scene index, tag) of every render request, across instances
     fail_at: int | None = None  # raise (not a worker error) when asked to render this scene
 
-    def __init__(self, cfg, slot, log_path):
+    def __init__(self, cfg, slot, log_path, timeouts=None, denoiser=None):
         self.cfg = cfg
         self.name = f"worker-{slot}"
-        self.proc = types.SimpleNamespace(pid=10_000 + slot)
+        self.pid = 10_000 + slot
         self.info = {"blender": "fake", "devices": {"cpu": ["CPU"]}}
+        self.denoiser = denoiser
+        self.timeouts = timeouts
+        self.rendered = False
         self.settings = None
         self.scene = None
         self.closed = False
@@ -42,6 +46,7 @@ class FakeWorker:
             raise RuntimeError(f"fake failure at scene {scene['index']}")
         FakeWorker.renders.append((scene["index"], tag))
         self.scene = scene
+        self.rendered = True
         for u, v in views:
             yield ViewEvent(u, v, f"{tag}_{u}_{v}", 0.0)
         return {"event": "done", "build_seconds": 0.0}
@@ -232,8 +237,8 @@ def test_pool_restarts_workers_and_retries_a_crashed_scene_once_on_a_new_one(tmp
     class Crashy(FakeWorker):
         crashed = False
 
-        def __init__(self, *a):
-            super().__init__(*a)
+        def __init__(self, *a, **kw):
+            super().__init__(*a, **kw)
             made.append(self)
 
         def render(self, scene, views, tag, settings=None):
@@ -251,15 +256,124 @@ def test_pool_restarts_workers_and_retries_a_crashed_scene_once_on_a_new_one(tmp
     assert [x["scene"] for x in lines] == [0, 1, 2, 3, 4, 5]
 
 
-def test_a_second_crash_of_the_same_scene_stops_the_run(tmp_path, cfg):
+@pytest.mark.parametrize("tries", [None, 1, 5])
+def test_a_scene_that_keeps_crashing_is_tried_workers_tries_times_then_stops_the_run(tmp_path, cfg, tries):
+    """As many tries of the failing scene as workers.tries says, each on a new worker; the
+    default is the one in scene_configs/default.json."""
     from clevr_remv.errors import WorkerError
+
+    if tries is not None:
+        cfg["workers"]["tries"] = tries
+    from clevr_remv.resources import resource_dir
+    expected = tries or json.loads((resource_dir("scene_configs") / "default.json").read_text())["workers"]["tries"]
+    attempts = []
 
     class Broken(FakeWorker):
         def render(self, scene, views, tag, settings=None):
             if tag == "view" and scene["index"] == 1:
+                attempts.append(self)
                 raise WorkerError("worker-0: render failed")
             return (yield from super().render(scene, views, tag, settings))
 
-    with pytest.raises(WorkerError, match="render failed"):
+    with pytest.raises(WorkerError, match=f"gave up after {expected} tries.*render failed"):
         GenerateJob(tmp_path / "o", 6, 1, cfg, workers=1, progress=False, worker_factory=Broken).run()
+    assert len(attempts) == expected and len(set(map(id, attempts))) == expected, "each try on a new worker"
     assert not list((tmp_path / "o").rglob("*.tmp")), "no half-written scene left"
+
+
+def test_workers_get_the_runs_timeouts_and_denoiser_when_made_and_speak_the_protocol(tmp_path, cfg):
+    from clevr_remv.render.protocol import Worker
+
+    made = []
+
+    class Kept(FakeWorker):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, **kw)
+            made.append(self)
+
+    j = GenerateJob(tmp_path / "o", 4, 1, cfg, workers=1, progress=False, worker_factory=Kept)
+    j.run()
+    assert len(made) >= 2 and all(w.timeouts is j.timeouts for w in made), "one shared ReplyTimeouts"
+    assert all(w.denoiser is None for w in made), "Cycles denoises here: no driver denoiser"
+    assert all(isinstance(w, Worker) for w in made)
+
+
+# -- links planted in a run folder: nothing outside it is written, truncated or removed ----------
+
+@pytest.mark.parametrize("lock, part, overwrite", [
+    (".clevr-remv.lock", None, False),
+    (".clevr-remv.lock", None, True),
+    (".clevr-remv.part-001-of-002.lock", "1/2", False),
+])
+def test_a_link_at_a_lock_files_name_is_refused_and_its_target_untouched(tmp_path, cfg, lock, part, overwrite):
+    out = tmp_path / "o"
+    out.mkdir()
+    victim = tmp_path / "bashrc"
+    victim.write_text("alias ll='ls -l'\n")
+    (out / lock).symlink_to(victim)
+    dangling = tmp_path / "made-by-a-dangling-link"
+    with pytest.raises(UsageError, match="symbolic link"):
+        job(out, cfg, part=part, overwrite=overwrite).run()
+    assert victim.read_text() == "alias ll='ls -l'\n", "not truncated, not written"
+    (out / lock).unlink()
+    (out / lock).symlink_to(dangling)
+    with pytest.raises(UsageError, match="symbolic link"):
+        job(out, cfg, part=part).run()
+    assert not dangling.exists(), "a dangling link creates nothing"
+    assert FakeWorker.renders == [], "refused before any render"
+
+
+def test_a_foreign_file_at_the_lock_name_is_never_truncated(tmp_path, cfg):
+    out = tmp_path / "o"
+    job(out, cfg).run()
+    lock = out / ".clevr-remv.lock"
+    lock.unlink()
+    victim = tmp_path / "thesis.tex"
+    victim.write_text("chapter 1\n")
+    os.link(victim, lock)  # a second name of a file of the user's
+    job(out, cfg).run()
+    assert victim.read_text() == "chapter 1\n"
+    lock.unlink()
+    lock.write_text("notes of mine\n")
+    job(out, cfg).run()
+    assert lock.read_text() == "notes of mine\n"
+
+
+@pytest.mark.parametrize("name", [".work", "logs", "train"])
+def test_resume_refuses_a_linked_folder_and_leaves_its_target_alone(tmp_path, cfg, name):
+    out = tmp_path / "o"
+    job(out, cfg).run()
+    outside = tmp_path / "proj"
+    outside.mkdir()
+    keep = {"notes.tmp": b"draft", "scene-0000001.h5": b"not hdf5", "train-00000.h5": b"mine",
+            "scenes.jsonl": b"{}\n"}
+    for f, data in keep.items():
+        (outside / f).write_bytes(data)
+    target = out / name
+    if target.exists():
+        import shutil
+        shutil.rmtree(target)
+    target.symlink_to(outside, target_is_directory=True)
+    with pytest.raises(UsageError, match="symbolic link"):
+        job(out, cfg).run()
+    assert {f: (outside / f).read_bytes() for f in keep} == keep, "nothing outside removed or written"
+
+
+def test_resume_removes_a_linked_shard_or_log_as_a_link_only(tmp_path, cfg):
+    out = tmp_path / "o"
+    job(out, cfg).run()
+    outside = tmp_path / "elsewhere.h5"
+    outside.write_bytes(b"someone's file")
+    shard = out / "train" / "train-00000.h5"
+    shard.unlink()
+    shard.symlink_to(outside)
+    FakeWorker.renders = []
+    m = job(out, cfg).run()
+    assert m["complete"] and not shard.is_symlink() and outside.read_bytes() == b"someone's file"
+    assert rendered_scenes() == [0, 1], "the shard was rendered again"
+    log = out / "logs" / "scenes.jsonl"
+    log.unlink()
+    log.symlink_to(outside)
+    with pytest.raises(UsageError, match="symbolic link"):
+        job(out, cfg).run()
+    assert outside.read_bytes() == b"someone's file", "no log appended outside"

@@ -36,3 +36,13 @@ def test_valid_views_need_target_and_anchor_pixels():
     assert validity.valid_views is validity.valid_views, "still importable from expressions"
     marked = validity.mark_valid_views({"expressions": {"min_visible_pixels": 4}}, [dict(e)], scene, visible)
     assert np.array_equal(marked[0]["valid_views"], ok)
+
+
+def test_unseen_counts_objects_with_zero_pixels_in_some_view():
+    px = np.full((3, 3, 5), visibility.ABSENT, np.int32)
+    px[:, :, :3] = 40
+    px[0, 0, 1] = 0          # object 1 leaves the frame of one corner
+    px[2, 2, 2] = 0          # object 2 in another
+    assert visibility.unseen(px) == (3, 2)
+    px[0, 0, 1] = 1
+    assert visibility.unseen(px) == (3, 1)

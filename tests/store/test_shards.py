@@ -5,7 +5,7 @@ import h5py
 import numpy as np
 import pytest
 
-from clevr_remv import config
+from clevr_remv import FORMAT_VERSION, config
 from clevr_remv.run import plan
 from clevr_remv.scene import layout, lightfield, visibility
 from clevr_remv.store import files, schema, shards
@@ -54,8 +54,10 @@ def test_scene_files_assemble_into_a_shard_exactly(tmp_path, compression):
                  "program": [{"op": "scene"}], "valid_views": np.ones(grid, bool)}]
         wr, ks = _write_scene(path, cfg, grid, attrs, rec, views, refs)
         assert not path.exists(), "no final name before commit"
+        assert wr.tmp.exists() and wr.tmp.name.endswith(".tmp"), "written under its temporary name"
         wr.commit()
-        assert path.exists() and not path.with_name(path.name + ".tmp").exists()
+        assert path.exists() and not wr.tmp.exists()
+        assert not list(tmp_path.glob("*.tmp")), "no temporary file left"
         paths.append(path)
         truth.append((rec, views, ks))
     final = tmp_path / "train" / "train-00000.h5"
@@ -69,12 +71,15 @@ def test_scene_files_assemble_into_a_shard_exactly(tmp_path, compression):
     with h5py.File(final, "r") as f:
         assert f["images"].shape == (2, 3, 3, 24, 40, 3) and f["images"].chunks == (1, 1, 1, 24, 40, 3)
         assert f["instances"].dtype == np.uint8 and f["depth"].chunks == (1, 1, 1, 24, 40)
-        assert f.attrs["config_digest"] == "abc" and f.attrs["format_version"] == "1.1"
+        assert f.attrs["config_digest"] == "abc" and f.attrs["format_version"] == FORMAT_VERSION
         assert f["normals"].shape == (2, 3, 3, 24, 40, 3) and f["normals"].dtype == np.float16
         for i, (rec, views, ks) in enumerate(truth):
             for (u, v), arrays in views.items():
                 for name, arr in arrays.items():
-                    assert np.array_equal(f[name][i, u, v], arr), name
+                    assert np.array_equal(f[name][i, u, v], arr.astype(f[name].dtype)), name
+                stored = f["depth"][i, u, v].astype(np.float64)  # float16 by default: bounded error
+                assert f["depth"].dtype == np.float16
+                assert np.abs(stored / arrays["depth"] - 1).max() <= 2.0 ** -11
                 ids = arrays["instances"]
                 n = len(rec["objects"])
                 assert np.array_equal(f["visible_pixels"][i, u, v, :n], np.bincount(ids.ravel(), minlength=n + 1)[1:])
@@ -151,6 +156,7 @@ def test_manifest_written_atomically(tmp_path, monkeypatch):
         files.write_json_atomic(p, {"a": 3, "long": "x" * 1000})
     monkeypatch.setattr(files.json, "dump", real_dump)
     assert files.read_json(p) == {"a": 2}
+    assert [x.name for x in tmp_path.iterdir()] == ["manifest.json"], "the temporary file is removed"
 
 
 def test_scene_file_appears_only_on_commit(tmp_path):

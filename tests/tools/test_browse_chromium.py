@@ -74,6 +74,30 @@ def test_browse_site_in_headless_chromium(generated, tmp_path):
         assert np.abs(moved - after).mean() > 0.5, "another view shows another picture"
         assert page.inner_text("#view-label") == "view (0,0)"
 
+        # Each object shows two labelled squares: its own colour (from the record) and its
+        # colour in the masks overlay.
+        data = page.evaluate("CLEVR_REMV.state.scene")
+        for k, o in enumerate(data["objects"]):
+            own = page.eval_on_selector(f"#object-{k} .object-colour", "e => getComputedStyle(e).backgroundColor")
+            mask = page.eval_on_selector(f"#object-{k} .mask-colour", "e => getComputedStyle(e).backgroundColor")
+            assert own == "rgb({}, {}, {})".format(*data["object_colors"][k])
+            assert mask == "rgb({}, {}, {})".format(*data["colors"][k])
+            assert page.get_attribute(f"#object-{k} .object-colour", "title") == "object colour"
+        assert "mask colour" in page.inner_text("#expressions-box h2:nth-of-type(2)")
+
+        # An expression with an anchor: the anchor is outlined (cyan) over the target layer.
+        with_anchor = page.evaluate("CLEVR_REMV.state.scene.expressions.findIndex(e => e.anchor !== null)")
+        assert with_anchor >= 0, "scene 4 of the test run has expressions with an anchor"
+        e = data["expressions"][with_anchor]
+        plain = _stage(page)
+        page.click(f"#expr-{with_anchor}")
+        page.wait_for_function("document.getElementById('overlay').dataset.layers === "
+                               f"'target-{e['object']} anchor-{e['anchor']}'")
+        cyan = _stage(page)
+        cyan = (cyan[..., 0] < 80) & (cyan[..., 1] > 170) & (cyan[..., 2] > 200)
+        assert cyan.sum() > 0 and not ((plain[..., 0] < 80) & (plain[..., 1] > 170) & (plain[..., 2] > 200)).any()
+        page.click("#expr-0")
+
         # Masks on: both layers are drawn; another scene from the list loads.
         page.check("#masks")
         page.wait_for_function(f"document.getElementById('overlay').dataset.layers === 'masks target-{target}'")

@@ -47,10 +47,12 @@ def test_overlay_strips_layout():
     ids[1, 1] = 1
     ids[2, 3] = 2
     s = overlay_strips(ids, 2)
-    assert s.shape == (12, 5, 4)
+    assert s.shape == (20, 5, 4)  # masks, two targets, two anchors
     assert s[1, 1, 3] > 0 and s[0, 0, 3] == 0                  # strip 0: masks only on objects
     assert tuple(s[4 + 1, 1]) == (255, 230, 0, 255)            # strip 1: object 0 outlined
     assert s[4 + 2, 3, 3] == 150 and s[8 + 2, 3, :3].tolist() == [255, 230, 0]  # others dimmed
+    assert tuple(s[12 + 1, 1]) == (0, 220, 255, 255) and s[12:16, :, 3].sum() == 255  # anchor 0 outlined
+    assert tuple(s[16 + 2, 3]) == (0, 220, 255, 255) and s[16 + 1, 1, 3] == 0          # anchor 1 only
 
 
 def test_parse_scenes():
@@ -434,3 +436,24 @@ def test_validate_refuses_a_shard_outside_its_split_before_reading(copy, field, 
     r = run_cli("validate", copy)
     assert r.returncode == 2, r.stdout + r.stderr
     assert r.stderr.count("\n") == 1 and "is not <split>/<split>-NNNNN.h5 of a known split" in r.stderr
+
+
+def test_stats_plots_have_integer_count_ticks_and_the_legend_outside():
+    from clevr_remv.tools.stats import draw_plots
+
+    fig = {"pairs": 2, "objects_per_pair_histogram": {"4": 2}, "objects_per_pair": 4.0,
+           "words_per_expression_histogram": {"5": 1, "7": 1}, "words_per_expression": 6.0,
+           "source": {"objects_per_pair": 6.495, "words_per_expression": 8.042}}
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    f = draw_plots("val", fig)
+    canvas = FigureCanvasAgg(f)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    for ax in f.axes:
+        ticks = [t for t in ax.get_yticks() if ax.get_ylim()[0] <= t <= ax.get_ylim()[1]]
+        assert ticks and all(float(t).is_integer() for t in ticks), ticks
+        legend = ax.get_legend().get_window_extent(renderer)
+        assert not legend.overlaps(ax.get_window_extent(renderer)), "the legend covers the plot"
+        assert legend.y1 <= ax.get_window_extent(renderer).y0
+        assert f.bbox.contains(legend.x0, legend.y0) and f.bbox.contains(legend.x1, legend.y1)

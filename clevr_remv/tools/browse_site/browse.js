@@ -79,25 +79,34 @@ const CLEVR_REMV = (() => {
     list.replaceChildren();
     data.expressions.forEach((e, k) => {
       const n = e.valid_views.flat().reduce((a, b) => a + b, 0);
-      const li = el("li", { id: `expr-${k}` }, el("span", { className: "swatch" }), e.text, " ",
+      const li = el("li", { id: `expr-${k}` }, swatches(data, e.object), e.text, " ",
         el("span", { className: "info" }, `${e.id} ${e.family}, target ${e.object}` +
           (e.anchor !== null ? `, anchor ${e.anchor}` : "") + `, valid in ${n}/${rows * cols} views `),
         el("span", { className: "here" }));
-      li.querySelector(".swatch").style.background = `rgb(${data.colors[e.object].join(",")})`;
       li.addEventListener("click", () => select(state.selected === k ? null : k));
       list.append(li);
     });
     const objs = $("objects");
     objs.replaceChildren();
     data.objects.forEach((o, k) => {
-      const li = el("li", { id: `object-${k}` }, el("span", { className: "swatch" }),
+      const li = el("li", { id: `object-${k}` }, swatches(data, k),
         `${o.size} ${o.color} ${o.material} ${o.shape}`, el("span", { className: "info" }));
-      li.querySelector(".swatch").style.background = `rgb(${data.colors[k].join(",")})`;
       objs.append(li);
     });
     $("viewer").hidden = false;
     $("expressions-box").hidden = false;
     setView(state.u, state.v);
+  }
+
+  // Two squares per object, labelled: its own colour (from the scene record), then its colour
+  // in the masks overlay (a blue cylinder may be red there).
+  function swatches(data, k) {
+    const own = (data.object_colors || [])[k];
+    const a = el("span", { className: "swatch object-colour", title: "object colour" });
+    if (own) a.style.background = `rgb(${own.join(",")})`; else a.classList.add("unknown");
+    const b = el("span", { className: "swatch mask-colour", title: "mask colour (overlay)" });
+    b.style.background = `rgb(${data.colors[k].join(",")})`;
+    return el("span", { className: "swatches" }, a, b);
   }
 
   function select(k) {
@@ -158,9 +167,13 @@ const CLEVR_REMV = (() => {
     const h = s.height;
     if (state.masks) { ctx.drawImage(img, 0, 0, s.width, h, 0, 0, s.width, h); layers.push("masks"); }
     if (state.selected !== null) {
-      const obj = s.expressions[state.selected].object;
-      ctx.drawImage(img, 0, (1 + obj) * h, s.width, h, 0, 0, s.width, h);
-      layers.push(`target-${obj}`);
+      const e = s.expressions[state.selected];
+      ctx.drawImage(img, 0, (1 + e.object) * h, s.width, h, 0, 0, s.width, h);
+      layers.push(`target-${e.object}`);
+      if (e.anchor !== null && e.anchor >= 0 && e.anchor < s.objects.length) {
+        ctx.drawImage(img, 0, (1 + s.objects.length + e.anchor) * h, s.width, h, 0, 0, s.width, h);
+        layers.push(`anchor-${e.anchor}`);
+      }
     }
     canvas.dataset.layers = layers.join(" ");
     canvas.dataset.view = `${state.u},${state.v}`;
