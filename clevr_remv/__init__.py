@@ -9,4 +9,5 @@ __version__ = "0.1.0"
 # Version of the shard format (docs/format.md). Bump on any change to a fixed point.
 # 1.1: per-view surface normals (``normals``).
 # 1.2: per-output storage codecs (shard attribute ``codecs``); depth float16 by default.
-FORMAT_VERSION = "1.2"
+# 1.4: amodal masks per object and view (``amodal``, codec ``bits``) and ``amodal_pixels``.
+FORMAT_VERSION = "1.4"

@@ -220,13 +220,15 @@ def export_coco_cmd(root, out, views, splits, amodal):
               help="New (or empty) folder to write; written under a temporary name and renamed when complete.")
 @click.option("--views", default="all", show_default=True, help="center, corners, all, or 'u,v;u,v'.")
 @click.option("--split", "splits", multiple=True, help="Only these splits (repeatable) [default: all].")
-def export_hf_cmd(root, out, views, splits):
+@click.option("--amodal", is_flag=True, help="Also the columns amodal_mask (the targets' whole silhouettes, PNG) "
+              "and occlusion (datasets of format 1.4 on).")
+def export_hf_cmd(root, out, views, splits, amodal):
     """Hugging Face layout: OUT/data/<split>-*.parquet (one row per expression and valid view),
     OUT/README.md (dataset card) and OUT/croissant.json.  Load with
     datasets.load_dataset(OUT) or mlcroissant.Dataset(OUT/croissant.json)."""
     from ..tools.export_hf import export_hf
 
-    rows = export_hf(root, out, _views_checked(root, views), list(splits) or None)
+    rows = export_hf(root, out, _views_checked(root, views), list(splits) or None, amodal=amodal)
     click.echo(f"{out}: " + ", ".join(f"{split} {n} rows" for split, n in rows.items()), err=True)
 
 

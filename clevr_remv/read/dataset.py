@@ -12,6 +12,10 @@ from .reader import Reader
 from .views import resolve_views
 
 
+# Per-item extras of the target (not per-view outputs of the registry): amodal masks, from 1.4.
+TARGET_ITEMS = ("amodal_mask", "occlusion")
+
+
 class RefexpDataset:
     """Map-style dataset of valid (expression, view) pairs.
 
@@ -27,8 +31,10 @@ class RefexpDataset:
     array [u, v]: a DataLoader's default collate makes it a tensor of shape [batch, 2]),
     ``expression`` (id "scene-row"), ``family``; plus, on request, further stored per-view
     outputs by dataset name (``outputs=("normals", "depth")``: the items get ``normals``
-    float16 HxWx3, ``depth`` float HxW).  ``transform(sample) -> sample`` is applied last
-    (e.g. to make tensors or resize).
+    float16 HxWx3, ``depth`` float HxW), and the target's ``amodal_mask`` (bool HxW: its whole
+    silhouette, as if nothing hid it) and ``occlusion`` (float: ``1 - visible / amodal`` pixels)
+    from datasets with amodal masks (format 1.4 on; ``outputs=("amodal_mask", "occlusion")``).
+    ``transform(sample) -> sample`` is applied last (e.g. to make tensors or resize).
     """
 
     def __init__(self, root: str | os.PathLike, split: str = "train",
@@ -37,7 +43,12 @@ class RefexpDataset:
         self.reader = Reader(root)
         if verify:  # once here, not in every DataLoader worker
             self.reader.verify(split)
-        self.outputs = tuple(outputs_mod.get(name).name for name in outputs)
+        self.target_items = tuple(name for name in outputs if name in TARGET_ITEMS)
+        self.outputs = tuple(outputs_mod.get(name).name for name in outputs if name not in TARGET_ITEMS)
+        if self.target_items and self.reader.shards and not self.reader.has_amodal():
+            raise ValueError(f"{', '.join(self.target_items)} not stored in {root} (format "
+                             f"{self.reader.manifest.get('format_version')}; amodal masks are stored from "
+                             f"format 1.4 on); regenerate it to have them")
         if self.outputs and self.reader.shards:
             have = self.reader.stored_outputs()
             missing = [name for name in self.outputs if name not in have]
@@ -66,7 +77,8 @@ class RefexpDataset:
     def __getitem__(self, i: int) -> dict:
         k, u, v = (int(x) for x in self._items[i])
         e = self._exprs[k]
-        arrays = self.reader.outputs(e["scene"], u, v, dict.fromkeys(("images", "instances", *self.outputs)))
+        extra = ("amodal",) if "amodal_mask" in self.target_items else ()
+        arrays = self.reader.outputs(e["scene"], u, v, dict.fromkeys(("images", "instances", *self.outputs, *extra)))
         sample = {
             "image": arrays["images"],
             "mask": arrays["instances"] == e["object"] + 1,
@@ -78,6 +90,10 @@ class RefexpDataset:
             "family": e["family"],
         }
         sample.update({name: arrays[name] for name in self.outputs})
+        if "amodal_mask" in self.target_items:
+            sample["amodal_mask"] = arrays["amodal"][e["object"]]
+        if "occlusion" in self.target_items:
+            sample["occlusion"] = float(self.reader.occlusion(e["scene"])[u, v, e["object"]])
         return self.transform(sample) if self.transform is not None else sample
 
     def pairs(self) -> list[tuple[str, int, int]]:

@@ -150,7 +150,7 @@ def test_a_format_1_1_run_resumes_with_its_codec_and_format(tmp_path):
     assert m2["format_version"] == "1.1" and m2["config_digest"] == m["config_digest"]
     reader = Reader(out)
     assert reader.output("depth", 1, 1, 1).dtype == np.float32
-    assert reader.stored_outputs() == [o.name for o in outputs.stored()]
+    assert reader.stored_outputs() == [o.name for o in outputs.stored() if o.since <= "1.1"], "1.1's outputs"
     # Asking for another codec explicitly is another run: refused, as before.
     r = run_cli("generate", "--out", out, "--config", _tiny(tmp_path, "new"), *ARGS, "--profile", "compact")
     assert r.returncode == 2 and "other settings" in r.stderr

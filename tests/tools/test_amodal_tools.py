@@ -13,7 +13,7 @@ import pytest
 from conftest import run_cli
 
 from clevr_remv.errors import UsageError
-from clevr_remv.read import Reader, RefexpDataset
+from clevr_remv.data import Reader, RefexpDataset
 from clevr_remv.scene import amodal
 from clevr_remv.store import files, shards
 from clevr_remv.tools.browse import overlay_strips
@@ -267,3 +267,19 @@ def test_validate_catches_amodal_corruptions(copy, corrupt):
     r, lines = _validate(copy)
     assert r.returncode == 1, r.stdout + r.stderr
     assert any(f"VIOLATION {kind}: shard {SHARD}" in x and place in x for x in lines), lines
+
+
+def test_export_hf_amodal_columns_load_in_datasets(generated, tmp_path):
+    import datasets
+
+    res = run_cli("export", "hf", generated, "--out", tmp_path / "hf", "--split", "val", "--amodal")
+    assert res.returncode == 0, res.stderr
+    ds = datasets.load_dataset(str(tmp_path / "hf"), split="val")
+    assert {"amodal_mask", "occlusion"} <= set(ds.column_names)
+    r = Reader(generated)
+    for row in ds.select(range(min(5, len(ds)))):
+        whole = np.asarray(row["amodal_mask"]) > 0
+        want = r.amodal_mask(row["scene"], row["targets"][0], row["u"], row["v"])
+        assert np.array_equal(whole, want)
+        visible = np.asarray(row["mask"]) > 0
+        assert row["occlusion"] == pytest.approx(1 - visible.sum() / whole.sum(), abs=1e-5)
