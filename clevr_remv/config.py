@@ -89,6 +89,18 @@ _SCHEMA: dict[str, tuple[type | tuple, object, str]] = {
     "expressions.when_hidden": (str, lambda v: v in ("drop_expression", "mark_views"),
                                 "\"drop_expression\" (the source's rule: drop an expression whose target or anchor "
                                 "is hidden in any view) or \"mark_views\" (keep it; valid_views marks those views)"),
+    "expressions.targets": (str, lambda v: v in ("single", "generalized"),
+                            "\"single\" (the source: every expression names one object) or \"generalized\" "
+                            "(the GRES setting: also expressions that name several objects or none; docs/expressions.md)"),
+    "expressions.max_relations": (int, lambda v: v in (1, 2),
+                                  "1 (the source) or 2 (also two-relation chains: \"the cube left of the sphere "
+                                  "that is behind the red cylinder\")"),
+    "expressions.multi_target_share": (float, lambda v: 0 <= v <= 1,
+                                       "a number from 0 to 1: the share of several-target expressions under "
+                                       "targets \"generalized\" (gRefCOCO: about a third)"),
+    "expressions.no_target_share": (float, lambda v: 0 <= v <= 1,
+                                    "a number from 0 to 1: the share of no-target expressions under targets "
+                                    "\"generalized\" (gRefCOCO: about a tenth)"),
     "output.shard_size": (int, lambda v: v >= 1, "an integer >= 1 (scenes per shard)"),
     "output.splits": (dict, lambda v: len(v) >= 1 and all(
         _is_number(x) and x >= 0 for x in v.values()) and sum(v.values()) > 0,
@@ -263,6 +275,11 @@ def validate(cfg: dict) -> dict:
     if scene["min_objects"] > scene["max_objects"]:
         raise UsageError(f"config scene.min_objects ({scene['min_objects']}) is larger than "
                          f"scene.max_objects ({scene['max_objects']}); lower min_objects or raise max_objects")
+    ex = cfg["expressions"]
+    if ex["multi_target_share"] + ex["no_target_share"] > 1:
+        raise UsageError(f"config expressions.multi_target_share ({ex['multi_target_share']:g}) and "
+                         f"expressions.no_target_share ({ex['no_target_share']:g}) add up to more than 1; "
+                         f"lower one of them")
     scene["camera_position"] = [float(x) for x in scene["camera_position"]]
     names = set()
     for i, light in enumerate(scene["lights"]):

@@ -53,6 +53,22 @@ def tiny_cfg(tmp_path_factory) -> Path:
     return path
 
 
+# The generalized setting on a real render: several targets or none, chains of two relations,
+# hidden targets marked per view.  4 scenes, 3x3 views at 64x48.
+GRES_EXPRESSIONS = {"targets": "generalized", "max_relations": 2, "per_scene": 12, "when_hidden": "mark_views"}
+
+
+@pytest.fixture(scope="session")
+def generated_gres(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("gres")
+    cfg = folder / "gres.json"
+    cfg.write_text(json.dumps({**TINY, "expressions": GRES_EXPRESSIONS}))
+    out = folder / "run"
+    r = run_cli("generate", "--out", out, "--config", cfg, "--scenes", 4, "--shard-size", 2, "--seed", 5)
+    assert r.returncode == 0, r.stderr
+    return out
+
+
 @pytest.fixture(scope="session")
 def generated(tmp_path_factory, tiny_cfg) -> Path:
     out = tmp_path_factory.mktemp("run") / "a"

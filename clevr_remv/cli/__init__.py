@@ -196,6 +196,26 @@ def export_refcoco_cmd(root, out, views, splits):
 
     counts = export_refcoco(root, out, _views_checked(root, views), list(splits) or None)
     click.echo(f"{out}: {counts['images']} images, {counts['refs']} refs, {counts['sentences']} sentences", err=True)
+    if counts["skipped"]:
+        click.echo(f"left out {counts['skipped']} expressions with several targets or none (RefCOCO names one "
+                   f"object); 'clevr-remv export grefcoco' exports them", err=True)
+
+
+@export.command("grefcoco")
+@click.argument("root", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--views", default="center", show_default=True,
+              help="center, corners, all, or views as 'u,v;u,v' (row, column from the top left).")
+@click.option("--split", "splits", multiple=True, help="Only these splits (repeatable) [default: all].")
+def export_grefcoco_cmd(root, out, views, splits):
+    """gRefCOCO layout (GRES: several targets or none) for the G_REFER API:
+    OUT/grefcoco/grefs(unc).json, OUT/grefcoco/instances.json and OUT/images/train2014/.
+    Load with G_REFER(OUT, 'grefcoco', 'unc'); a no-target ref has ann_id [-1]."""
+    from ..tools.export_grefcoco import export_grefcoco
+
+    counts = export_grefcoco(root, out, _views_checked(root, views), list(splits) or None)
+    click.echo(f"{out}: {counts['images']} images, {counts['refs']} refs ({counts['no_target_refs']} without "
+               f"target), {counts['sentences']} sentences", err=True)
 
 
 @export.command("coco")

@@ -21,6 +21,11 @@ class ProgramError(ValueError):
     """A program that does not execute (unknown op, unique of not exactly one object)."""
 
 
+# What a family's expressions name: one object (the source), several, or none.
+TARGET_KINDS = ("one", "several", "none")
+HOP_OPS = ("relate", "same")
+
+
 # -- execution ------------------------------------------------------------------------------
 def _matches(obj: dict, attrs: dict) -> bool:
     return all(obj[k] == v for k, v in attrs.items())
@@ -28,8 +33,9 @@ def _matches(obj: dict, attrs: dict) -> bool:
 
 def execute(program: list[dict], scene: dict, directions: dict | None = None):
     """Run ``program`` on ``scene``; returns the list of object indices it ends with (a single
-    index after a final ``unique``).  Raises :class:`ProgramError` when a ``unique`` does not
-    see exactly one object."""
+    index after a final ``unique``; the list as it is after ``all``).  Raises
+    :class:`ProgramError` when a ``unique`` does not see exactly one object, or a relation
+    starts from anything but one object."""
     objs = scene["objects"]
     dirs = directions or scene["directions"]
     state: list[int] | int | None = None
@@ -43,14 +49,17 @@ def execute(program: list[dict], scene: dict, directions: dict | None = None):
             if not isinstance(state, list) or len(state) != 1:
                 raise ProgramError(f"unique over {0 if not isinstance(state, list) else len(state)} objects")
             state = state[0]
+        elif op == "all":
+            if not isinstance(state, list):
+                raise ProgramError("all after unique")
         elif op == "relate":
-            a = state
+            a = _one(state, op)
             d = np.asarray(dirs[node["relation"]][:2])
             pa = np.asarray(objs[a]["position"][:2])
             state = [j for j in range(len(objs))
                      if j != a and float((np.asarray(objs[j]["position"][:2]) - pa) @ d) > RELATION_THRESHOLD]
         elif op == "same":
-            a = state
+            a = _one(state, op)
             attr = node["attribute"]
             state = [j for j in range(len(objs)) if j != a and objs[j][attr] == objs[a][attr]]
         else:
@@ -58,15 +67,63 @@ def execute(program: list[dict], scene: dict, directions: dict | None = None):
     return state
 
 
+def _one(state, op):
+    if not isinstance(state, int):
+        raise ProgramError(f"{op} needs one object (a unique before it)")
+    return state
+
+
+def targets_of(program: list[dict], scene: dict, directions: dict | None = None) -> tuple[int, ...]:
+    """The objects ``program`` names, as a sorted tuple (empty for none)."""
+    got = execute(program, scene, directions)
+    return (got,) if isinstance(got, int) else tuple(sorted(got))
+
+
 def num_relations(program: list[dict]) -> int:
-    return sum(1 for node in program if node["op"] in ("relate", "same"))
+    return sum(1 for node in program if node["op"] in HOP_OPS)
 
 
-def filtered_attributes(program: list[dict]) -> list[tuple[str, str]]:
-    return [(k, v) for node in program if node["op"] == "filter" for k, v in node["attrs"].items()]
+def hop_suffix(hop: int) -> str:
+    """Placeholder suffix of hop ``hop`` (0 = the target's own relation): '', '2', '3', ..."""
+    return "" if hop == 0 else str(hop + 1)
 
 
-def _uses_directions(program) -> bool:
+def chain_of(program: list[dict]) -> tuple[list[str], str]:
+    """The shape of a family's program template: (its hops from the target outward, each
+    ``relate`` or ``same``; its final op, ``unique`` or ``all``).  A template reads
+
+        scene, filter $anchorN, unique, <hop N>, ..., filter $anchor, unique, <hop 1>, filter $target, unique|all
+
+    where hop i is ``relate`` with ``$relation<i>`` or ``same`` with ``$attribute<i>`` (suffix
+    '' for the first hop, then 2, 3, ...).  Raises :class:`ProgramError` on anything else."""
+    ops = [node.get("op") for node in program] if isinstance(program, list) else []
+    if len(ops) < 3 or (len(ops) - 3) % 3 or ops[0] != "scene":
+        raise ProgramError("a program is scene, filter, unique|all with (relate|same, filter, unique) hops between")
+    n = (len(ops) - 3) // 3
+    hops = []
+    for i in range(n + 1):
+        pos = 1 + 3 * i
+        hop = n - i  # hops outward from the target: the first filter names the outermost anchor
+        want = "$target" if hop == 0 else "$anchor" + hop_suffix(hop - 1)
+        node = program[pos]
+        if ops[pos] != "filter" or node.get("attrs") != want:
+            raise ProgramError(f"step {pos + 1} must be filter {want}")
+        last = ops[pos + 1]
+        if hop > 0 and last != "unique":
+            raise ProgramError(f"step {pos + 2} must be unique (an anchor is one object)")
+        if hop == 0 and last not in ("unique", "all"):
+            raise ProgramError(f"step {pos + 2} must be unique or all")
+        if hop > 0:
+            node = program[pos + 2]
+            slot = {"relate": "relation", "same": "attribute"}.get(ops[pos + 2])
+            if slot is None or node.get(slot) != f"${slot}{hop_suffix(hop - 1)}":
+                raise ProgramError(f"step {pos + 3} must be relate ${'relation' + hop_suffix(hop - 1)} "
+                                   f"or same ${'attribute' + hop_suffix(hop - 1)}")
+            hops.append(ops[pos + 2])
+    return hops[::-1], ops[-1]
+
+
+def uses_directions(program) -> bool:
     return any(node["op"] == "relate" for node in program)
 
 
@@ -82,16 +139,17 @@ def view_directions(rig: dict, u: int, v: int) -> dict:
     return _view_directions_cached(json.dumps(rig, sort_keys=True), u, v)
 
 
-def anchor_of(program, scene: dict):
-    """The anchor object of a one-relation program (what the part before ``relate``/``same``
-    picks), or None for a zero-hop program or one that does not execute."""
-    if not program:
-        return None
-    for k, node in enumerate(program):
-        if node.get("op") in ("relate", "same"):
-            try:
-                a = execute(program[:k], scene)
-            except (ProgramError, KeyError, TypeError, IndexError):
-                return None
-            return a if isinstance(a, int) else None
-    return None
+def anchors_of(program, scene: dict, directions: dict | None = None) -> tuple[int, ...]:
+    """The anchors of a program, one per hop from the target outward (what the part before
+    each ``relate``/``same`` picks); empty for a zero-hop program or one that does not execute."""
+    out = []
+    try:
+        for k, node in enumerate(program or ()):
+            if node.get("op") in HOP_OPS:
+                a = execute(program[:k], scene, directions)
+                if not isinstance(a, int):
+                    return ()
+                out.append(a)
+    except (ProgramError, KeyError, TypeError, IndexError, AttributeError):
+        return ()
+    return tuple(out[::-1])

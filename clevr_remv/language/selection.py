@@ -3,107 +3,30 @@
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import json
 
 import numpy as np
 
 from ..scene.seeding import rng as make_rng
-from .programs import ATTRIBUTES, RELATION_THRESHOLD, RELATIONS, execute, num_relations
-from .templates import load_templates, render_text
-from .validity import (
-    hidden_objects,
-)
-
-PATTERNS = [frozenset(c) for r in range(len(ATTRIBUTES) + 1) for c in itertools.combinations(ATTRIBUTES, r)]
+from .candidates import SceneIndex, candidates
+from .programs import ProgramError, hop_suffix, num_relations, targets_of
+from .templates import active_families, load_templates, render_text
+from .validity import hidden_objects
 
 
-# -- candidate enumeration (bitmasks; every emitted program is re-executed) ---------------------
-class _SceneIndex:
-    def __init__(self, scene: dict):
-        self.scene = scene
-        objs = scene["objects"]
-        self.n = n = len(objs)
-        self.all = (1 << n) - 1
-        # match[k][pattern]: objects equal to object k on every attribute of the pattern
-        self.match = [{p: sum(1 << j for j in range(n) if all(objs[j][a] == objs[k][a] for a in p))
-                       for p in PATTERNS} for k in range(n)]
-        self.unique = [[p for p in PATTERNS if p and self.match[k][p] == 1 << k] for k in range(n)]
-        pos = np.asarray([o["position"][:2] for o in objs])
-        self.relate = {}
-        for rel in RELATIONS:
-            d = np.asarray(scene["directions"][rel][:2])
-            for a in range(n):
-                proj = (pos - pos[a]) @ d
-                self.relate[(a, rel)] = sum(1 << j for j in range(n) if j != a and proj[j] > RELATION_THRESHOLD)
-        self.same = {(a, attr): sum(1 << j for j in range(n) if j != a and objs[j][attr] == objs[a][attr])
-                     for a in range(n) for attr in ATTRIBUTES}
+def _program(family: dict, cand: dict) -> list[dict]:
+    """The family's program with the candidate's descriptions and slots filled in."""
+    fills = {"$target": cand["target_desc"]}
+    for i, (desc, slot) in enumerate(zip(cand["anchor_descs"], cand["slots"])):
+        sfx = hop_suffix(i)
+        fills.update({"$anchor" + sfx: desc, "$relation" + sfx: slot, "$attribute" + sfx: slot})
+    return [{k: fills.get(v, v) if isinstance(v, str) else v for k, v in node.items()}
+            for node in family["program"]]
 
 
-def _candidates(idx: _SceneIndex, family: dict, reserve: bool = False) -> list[dict]:
-    """The family's candidate descriptions, each with ``cost``: how many attributes it names
-    beyond the shortest unique description.
-
-    ``reserve=False`` gives the first choice: the shortest descriptions (zero-hop: also those
-    with one attribute more, for variety).  ``reserve=True`` gives every other unique
-    description (over-specified ones): drawn only when a scene runs out of the first kind."""
-    out = []
-    hop = family["_hop"]
-    if hop is None:
-        for k in range(idx.n):
-            if not idx.unique[k]:
-                continue
-            m = min(len(p) for p in idx.unique[k])
-            for p in idx.unique[k]:
-                if (len(p) - m > 1) == reserve:
-                    out.append({"target": k, "target_pattern": p, "cost": len(p) - m})
-        return out
-    slots = RELATIONS if hop == "relate" else ATTRIBUTES
-    for a in range(idx.n):
-        if not idx.unique[a]:
-            continue
-        ma = min(len(p) for p in idx.unique[a])
-        for slot in slots:
-            group = idx.relate[(a, slot)] if hop == "relate" else idx.same[(a, slot)]
-            if not group:
-                continue
-            # A same-attribute expression never names the shared attribute itself.
-            anchors = [p for p in idx.unique[a] if hop != "same" or slot not in p]
-            if not reserve:
-                anchors = [p for p in anchors if len(p) == ma]
-            for k in range(idx.n):
-                if not group >> k & 1:
-                    continue
-                # The target's own description must not be unique on its own (the relation
-                # must narrow something), but must be unique within the related group.
-                ok = [p for p in PATTERNS
-                      if (hop != "same" or slot not in p)
-                      and idx.match[k][p] & group == 1 << k and idx.match[k][p] != 1 << k]
-                if not ok:
-                    continue
-                mt = min(len(p) for p in ok)
-                for tp in ok if reserve else [p for p in ok if len(p) == mt]:
-                    for ap in anchors:
-                        cost = len(tp) - mt + len(ap) - ma
-                        if (cost > 0) == reserve:
-                            out.append({"target": k, "target_pattern": tp, "anchor": a, "anchor_pattern": ap,
-                                        "slot": slot, "cost": cost})
-    return out
-
-
-def _program(family: dict, cand: dict, scene: dict) -> list[dict]:
-    objs = scene["objects"]
-
-    def fill(value):
-        if value == "$target":
-            return {a: objs[cand["target"]][a] for a in ATTRIBUTES if a in cand["target_pattern"]}
-        if value == "$anchor":
-            return {a: objs[cand["anchor"]][a] for a in ATTRIBUTES if a in cand["anchor_pattern"]}
-        if value in ("$relation", "$attribute"):
-            return cand["slot"]
-        return value
-
-    return [{k: fill(v) for k, v in node.items()} for node in family["program"]]
+class SelectionError(RuntimeError):
+    """The language step built a program that does not pick what its candidate names (a bug in
+    :mod:`.candidates` or a family edited after loading)."""
 
 
 # -- sampling -----------------------------------------------------------------------------------
@@ -127,6 +50,14 @@ class SceneExpressions:
     shortfall: str | None
 
 
+def settings(cfg: dict) -> dict:
+    """The keyword arguments of :func:`select` that the config's ``expressions`` section sets
+    beside ``per_scene`` and the visibility rule (which families, their mix)."""
+    ec = cfg["expressions"]
+    return {"targets": ec["targets"], "max_relations": ec["max_relations"],
+            "multi_share": ec["multi_target_share"], "none_share": ec["no_target_share"]}
+
+
 def family_quotas(weights, per_scene: int, gen) -> list[int]:
     """Expressions per family for one scene: ``per_scene`` split by weight with systematic
     rounding (a random offset), so each family gets floor or ceil of its share and exactly its
@@ -137,27 +68,32 @@ def family_quotas(weights, per_scene: int, gen) -> list[int]:
 
 
 def select(scene: dict, seed: int, per_scene: int = 8, templates: dict | None = None, *,
-           visible=None, min_pixels: int = 1, when_hidden: str = "drop_expression") -> SceneExpressions:
+           visible=None, min_pixels: int = 1, when_hidden: str = "drop_expression",
+           targets: str = "single", max_relations: int = 1, multi_share: float = 0.33,
+           none_share: float = 0.1) -> SceneExpressions:
     """Up to ``per_scene`` expressions for ``scene``, deterministic per (seed, scene index).
 
-    Families follow their weights (:func:`family_quotas`) where the scene allows; targets are
-    spread (least-used first); texts and programs are distinct.  With ``visible`` (per-view
-    visible-pixel counts), descriptions whose target and anchor show in every view come first;
-    over-specified descriptions (the reserve) before any with a hidden object.  A chosen
+    Families (:func:`~.templates.active_families` for ``targets`` and ``max_relations``)
+    follow their weights (:func:`family_quotas`) where the scene allows; targets are spread
+    (least-used first); texts and programs are distinct.  With ``visible`` (per-view
+    visible-pixel counts), descriptions whose targets and anchors show in every view come
+    first; over-specified descriptions (the reserve) before any with a hidden object.  A chosen
     expression with a hidden target or anchor is dropped under ``when_hidden="drop_expression"``
-    (the source's rule) and kept under ``"mark_views"``."""
+    (the source's rule) and kept under ``"mark_views"``; a no-target expression is never
+    hidden.  Raises :class:`SelectionError` if a program does not pick exactly its targets."""
     if when_hidden not in WHEN_HIDDEN:
         raise ValueError(f"when_hidden must be one of {', '.join(WHEN_HIDDEN)}, not {when_hidden!r}")
     tpl = templates or load_templates()
     gen = make_rng(seed, scene["index"], "expressions")
-    idx = _SceneIndex(scene)
-    fams = tpl["families"]
+    idx = SceneIndex(scene)
+    weighted = active_families(tpl, targets, max_relations, multi_share, none_share)
+    fams = [f for f, _ in weighted]
     names = [f["name"] for f in fams]
     hidden = (hidden_objects(visible, idx.n, min_pixels) if visible is not None and idx.n
               else np.zeros(idx.n, dtype=bool))
 
     def is_hidden(c):
-        return bool(hidden[c["target"]] or ("anchor" in c and hidden[c["anchor"]]))
+        return bool(c["targets"]) and any(hidden[j] for j in c["targets"] + c["anchors"])
 
     # Stages, first non-empty wins: 0 first choice, visible; 1 reserve, visible;
     # 2 first choice, hidden; 3 reserve, hidden.
@@ -168,9 +104,9 @@ def select(scene: dict, seed: int, per_scene: int = 8, templates: dict | None = 
             pools[(2 if is_hidden(c) else 0) + reserve][name].append(c)
 
     for f in fams:
-        add(_candidates(idx, f), f["name"], 0)
+        add(candidates(idx, f), f["name"], 0)
     reserve_built = False
-    quota = dict(zip(names, family_quotas([f["weight"] for f in fams], per_scene, gen)))
+    quota = dict(zip(names, family_quotas([w for _, w in weighted], per_scene, gen)))
     used_family = {n: 0 for n in names}
     used_target = [0] * idx.n
     texts: set[str] = set()
@@ -182,7 +118,7 @@ def select(scene: dict, seed: int, per_scene: int = 8, templates: dict | None = 
     while len(kept) + len(dropped) < per_scene:
         if not reserve_built and not any(pools[0].values()):
             for f in fams:
-                add(_candidates(idx, f, reserve=True), f["name"], 1)
+                add(candidates(idx, f, reserve=True), f["name"], 1)
             reserve_built = True
         stage = next((s for s in range(4) if any(pools[s].values())), None)
         if stage is None:
@@ -192,30 +128,40 @@ def select(scene: dict, seed: int, per_scene: int = 8, templates: dict | None = 
         # The family furthest below its quota, ties broken at random.
         family = max(live, key=lambda f: quota[f["name"]] - used_family[f["name"]] + gen.uniform(0, 1e-6))
         pool = pools[stage][family["name"]]
-        rank = [(used_target[c["target"]], c["cost"] if stage % 2 else 0) for c in pool]
+        rank = [(max((used_target[j] for j in c["targets"]), default=0), c["cost"] if stage % 2 else 0)
+                for c in pool]
         best = min(rank)
         choices = [i for i, r in enumerate(rank) if r == best]
         cand = pool.pop(choices[int(gen.integers(len(choices)))])
-        key = (family["name"], cand["target"], cand.get("anchor"), cand.get("slot"))
+        key = (family["name"], cand["targets"], cand["anchors"], cand["slots"],
+               () if cand["targets"] else tuple(cand["target_desc"].items()))
         if stage % 2 == 0 and key in keys:
             pools[stage + 1][family["name"]].append(cand)  # a second description of the same thing
             continue
-        program = _program(family, cand, scene)
+        program = _program(family, cand)
         pkey = json.dumps(program, sort_keys=True)
         if pkey in programs:
             continue
-        if execute(program, scene) != cand["target"]:  # defence in depth: never emit a wrong program
-            continue
-        text = render_text(tpl, family, cand, scene, gen)
+        try:
+            picked = targets_of(program, scene)
+        except ProgramError as e:
+            raise SelectionError(f"family {family['name']}: {pkey} does not execute ({e})") from None
+        if picked != cand["targets"]:
+            raise SelectionError(f"family {family['name']}: {pkey} picks {picked}, not {cand['targets']}")
+        text = render_text(tpl, family, cand, gen)
         if text in texts:
             continue
         keys.add(key)
         programs.add(pkey)
         texts.add(text)
         used_family[family["name"]] += 1
-        used_target[cand["target"]] += 1
-        expr = {"object": cand["target"], "text": text, "family": family["name"],
-                "num_relations": num_relations(program), "program": program, "anchor": cand.get("anchor")}
+        for j in cand["targets"]:
+            used_target[j] += 1
+        first = cand["targets"][0] if cand["targets"] else -1
+        expr = {"object": first, "text": text, "family": family["name"],
+                "num_relations": num_relations(program), "program": program,
+                "anchor": cand["anchors"][0] if cand["anchors"] else None,
+                "targets": list(cand["targets"]), "anchors": list(cand["anchors"])}
         if is_hidden(cand) and when_hidden == "drop_expression":
             dropped.append(expr)
         else:
@@ -224,10 +170,3 @@ def select(scene: dict, seed: int, per_scene: int = 8, templates: dict | None = 
     if len(kept) < per_scene:
         shortfall = "too_few_descriptions" if ran_out else "hidden"
     return SceneExpressions(kept, dropped, shortfall)
-
-
-def generate(scene: dict, seed: int, per_scene: int = 8, templates: dict | None = None, *,
-             visible=None, min_pixels: int = 1, when_hidden: str = "drop_expression") -> list[dict]:
-    """The expressions :func:`select` keeps for ``scene`` (see there)."""
-    return select(scene, seed, per_scene, templates, visible=visible, min_pixels=min_pixels,
-                  when_hidden=when_hidden).kept

@@ -5,37 +5,51 @@ from __future__ import annotations
 import numpy as np
 
 
-def expression_threshold(cfg: dict) -> int:
-    """Pixels the target (and anchor) of an expression must show for a view to be valid."""
-    return cfg["expressions"]["min_visible_pixels"]
+def expression_targets(expr: dict) -> tuple[int, ...]:
+    """The objects an expression names (``targets``; older records: ``object``, -1 for none)."""
+    if expr.get("targets") is not None:
+        return tuple(int(t) for t in expr["targets"])
+    return () if expr.get("object", -1) is None or expr.get("object", -1) < 0 else (int(expr["object"]),)
+
+
+def expression_anchors(expr: dict) -> tuple[int, ...]:
+    """The anchors of an expression, one per hop from the target outward."""
+    if expr.get("anchors") is not None:
+        return tuple(int(a) for a in expr["anchors"])
+    return () if expr.get("anchor") is None else (int(expr["anchor"]),)
 
 
 def valid_views(expr: dict, scene: dict, visible: np.ndarray, min_pixels: int = 1) -> np.ndarray:
-    """bool [U, V]: the target is visible (>= min_pixels) in the view, so is the anchor of a
-    relation, and the program still picks the target with that view's own directions."""
-    from .programs import ProgramError, _uses_directions, execute, view_directions
+    """bool [U, V]: every target is visible (>= min_pixels) in the view, so is every anchor,
+    and the program still picks exactly the targets with that view's own directions.  A
+    no-target expression needs no object visible: it is valid wherever its program still
+    picks nothing (every view of a parallel rig)."""
+    from .programs import ProgramError, targets_of, uses_directions, view_directions
 
     rows, cols = visible.shape[:2]
-    ok = visible[:, :, expr["object"]] >= min_pixels
-    if expr.get("anchor") is not None:
-        ok &= visible[:, :, expr["anchor"]] >= min_pixels
+    targets = expression_targets(expr)
+    ok = np.ones((rows, cols), dtype=bool)
+    if targets:
+        for j in targets + expression_anchors(expr):
+            ok &= visible[:, :, j] >= min_pixels
     rig = scene["rig"]
-    if not ok.any() or not _uses_directions(expr["program"]):  # loop-invariant: no view to re-check
+    if not ok.any() or not uses_directions(expr["program"]):  # loop-invariant: no view to re-check
         return ok
     for u in range(rows):
         for v in range(cols):
             if ok[u, v]:
                 dirs = view_directions(rig, u, v)
                 try:
-                    ok[u, v] = execute(expr["program"], scene, dirs) == expr["object"]
+                    ok[u, v] = targets_of(expr["program"], scene, dirs) == targets
                 except ProgramError:
                     ok[u, v] = False
     return ok
 
 
 def mark_valid_views(cfg: dict, exprs: list[dict], scene: dict, visible: np.ndarray) -> list[dict]:
-    """Set ``valid_views`` on each expression of a scene from its visible-pixel table."""
-    threshold_px = expression_threshold(cfg)
+    """Set ``valid_views`` on each expression of a scene from its visible-pixel table (a view
+    is valid where the targets and anchors show ``expressions.min_visible_pixels``)."""
+    threshold_px = cfg["expressions"]["min_visible_pixels"]
     for e in exprs:
         e["valid_views"] = valid_views(e, scene, visible, threshold_px)
     return exprs

@@ -26,14 +26,17 @@ class RefexpDataset:
     --views), or a list of (u, v).  A folder without a manifest raises FileNotFoundError; a
     damaged manifest, unknown views or split raise ValueError.
 
-    Items are dicts: ``image`` (uint8 HxWx3), ``mask`` (bool HxW: the target's instance
-    pixels), ``text``, ``scene`` (global scene index), ``object`` (0-based), ``view`` (int64
+    Items are dicts: ``image`` (uint8 HxWx3), ``mask`` (bool HxW: the union of the targets'
+    instance pixels; all False for a no-target expression), ``text``, ``scene`` (global scene
+    index), ``object`` (0-based; the first target, -1 for none), ``targets`` (int64 array of
+    the targets' ids padded with -1 to a fixed length, the scene's object slots, so a
+    DataLoader's default collate stacks it), ``view`` (int64
     array [u, v]: a DataLoader's default collate makes it a tensor of shape [batch, 2]),
     ``expression`` (id "scene-row"), ``family``; plus, on request, further stored per-view
     outputs by dataset name (``outputs=("normals", "depth")``: the items get ``normals``
-    float16 HxWx3, ``depth`` float HxW), and the target's ``amodal_mask`` (bool HxW: its whole
-    silhouette, as if nothing hid it) and ``occlusion`` (float: ``1 - visible / amodal`` pixels)
-    from datasets with amodal masks (format 1.4 on; ``outputs=("amodal_mask", "occlusion")``).
+    float16 HxWx3, ``depth`` float HxW), and the targets' ``amodal_mask`` (bool HxW: the union of
+    their whole silhouettes, as if nothing hid them) and ``occlusion`` (float: ``1 - visible /
+    amodal`` pixels, summed over the targets; NaN for none) from datasets with amodal masks (format 1.4 on; ``outputs=("amodal_mask", "occlusion")``).
     ``transform(sample) -> sample`` is applied last (e.g. to make tensors or resize).
     """
 
@@ -67,8 +70,9 @@ class RefexpDataset:
             for (u, v) in self.views:
                 if e["valid_views"][u, v]:
                     items.append((k, u, v))
-        self._exprs = [{key: e[key] for key in ("id", "shard", "scene", "scene_row", "object", "text", "family")}
-                       for e in exprs]
+        self._exprs = [{key: e[key] for key in ("id", "shard", "scene", "scene_row", "object", "text", "family",
+                                                "targets")} for e in exprs]
+        self._slots = max([len(e["targets"]) for e in exprs] + [self.reader.max_objects()])
         self._items = np.asarray(items, dtype=np.int64).reshape(-1, 3)
 
     def __len__(self) -> int:
@@ -81,19 +85,24 @@ class RefexpDataset:
         arrays = self.reader.outputs(e["scene"], u, v, dict.fromkeys(("images", "instances", *self.outputs, *extra)))
         sample = {
             "image": arrays["images"],
-            "mask": arrays["instances"] == e["object"] + 1,
+            "mask": np.isin(arrays["instances"], np.asarray(e["targets"], np.int64) + 1),
             "text": e["text"],
             "scene": e["scene"],
             "object": e["object"],
+            "targets": np.asarray(e["targets"] + [-1] * (self._slots - len(e["targets"])), np.int64),
             "view": np.array((u, v), np.int64),
             "expression": e["id"],
             "family": e["family"],
         }
         sample.update({name: arrays[name] for name in self.outputs})
-        if "amodal_mask" in self.target_items:
-            sample["amodal_mask"] = arrays["amodal"][e["object"]]
+        if "amodal_mask" in self.target_items:  # the union of the targets' (all False for none)
+            sample["amodal_mask"] = arrays["amodal"][np.asarray(e["targets"], np.int64)].any(axis=0)
         if "occlusion" in self.target_items:
-            sample["occlusion"] = float(self.reader.occlusion(e["scene"])[u, v, e["object"]])
+            from ..scene.amodal import targets_occlusion
+
+            counts = self.reader.scene_views(e["scene"], ())
+            sample["occlusion"] = float(targets_occlusion(counts["visible_pixels"][u, v],
+                                                          self.reader.amodal_pixels(e["scene"])[u, v], e["targets"]))
         return self.transform(sample) if self.transform is not None else sample
 
     def pairs(self) -> list[tuple[str, int, int]]:

@@ -340,6 +340,16 @@ class Reader:
         """bool HxW: the pixels of object ``obj`` (0-based) in view (u, v)."""
         return self.instances(index, u, v) == obj + 1
 
+    def targets_mask(self, index: int, targets, u: int, v: int) -> np.ndarray:
+        """bool HxW: the union of the pixels of ``targets`` (0-based ids; none: all False)."""
+        return np.isin(self.instances(index, u, v), np.asarray(list(targets), np.int64) + 1)
+
+    def max_objects(self) -> int:
+        """Object slots per scene (the last axis of ``visible_pixels``); 0 without shards."""
+        if not self.shards:
+            return 0
+        return int(self._shard(0)["visible_pixels"].shape[-1])
+
     # -- amodal masks and occlusion (format 1.4 on; docs/format.md) -------------------------
     def has_amodal(self) -> bool:
         """Whether the shards store amodal masks (``amodal``, ``amodal_pixels``)."""
@@ -383,7 +393,8 @@ class Reader:
         """Every expression (of a split, of one scene or of one shard), with the global scene index and shard
         location.  ``id`` is "<scene>-<k>": the k-th expression (0-based) of that scene.  Each
         carries the fields of :func:`clevr_remv.store.refexps.read_refexps` (``program``,
-        ``anchor``, ...); ``scene`` is the global index, ``scene_row`` its row in the shard."""
+        ``targets``, ``anchor``, ...); ``scene`` is the global index, ``scene_row`` its row in
+        the shard."""
         out = []
         shards = range(len(self.shards))
         if scene is not None:

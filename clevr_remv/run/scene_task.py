@@ -186,7 +186,8 @@ def scene_expressions(cfg: dict, seed: int, record: dict, visible) -> list[dict]
     why the scene has fewer than ``per_scene``, if it has) goes into ``record["expressions"]``."""
     ec = cfg["expressions"]
     got = selection.select(record, seed, ec["per_scene"], visible=visible,
-                             min_pixels=ec["min_visible_pixels"], when_hidden=ec["when_hidden"])
+                           min_pixels=ec["min_visible_pixels"], when_hidden=ec["when_hidden"],
+                           **selection.settings(cfg))
     validity.mark_valid_views(cfg, got.kept, record, visible)
     record["expressions"] = {"when_hidden": ec["when_hidden"], "dropped_hidden": len(got.dropped),
                              "shortfall": got.shortfall}

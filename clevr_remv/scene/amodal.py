@@ -230,3 +230,15 @@ def occlusion_bucket(occ) -> np.ndarray:
     occ = np.asarray(occ, np.float64)
     out = np.select([occ <= 0.0, occ <= 0.25, occ <= 0.5, occ > 0.5], [0, 1, 2, 3], -1)
     return out.astype(np.int64)
+
+
+def targets_occlusion(visible: np.ndarray, amodal_px: np.ndarray, targets) -> np.ndarray:
+    """float32 [...]: the occlusion of a set of objects (an expression's targets) from the
+    counts ``visible`` and ``amodal_px`` [..., K]: their hidden pixels over their amodal pixels,
+    ``1 - sum(visible) / sum(amodal)``; NaN for no target (or none in frame)."""
+    idx = np.asarray(list(targets), np.int64)
+    if idx.size == 0:
+        return np.full(np.shape(visible)[:-1], np.nan, np.float32)
+    vis = np.maximum(np.take(visible, idx, axis=-1), 0).sum(axis=-1)
+    am = np.maximum(np.take(amodal_px, idx, axis=-1), 0).sum(axis=-1)
+    return occlusion(vis, am)

@@ -7,7 +7,7 @@ import json
 import h5py
 import numpy as np
 
-from .schema import REFEXP_COLUMNS, STR
+from .schema import REFEXP_COLUMNS, STR, VLEN_INT32
 
 
 def write_refexps(f: h5py.File, refexps: list[dict], grid) -> None:
@@ -22,12 +22,20 @@ def write_refexps(f: h5py.File, refexps: list[dict], grid) -> None:
         "num_relations": [e["num_relations"] for e in refexps],
         "program": [json.dumps(e["program"], sort_keys=True) for e in refexps],
         "valid_views": [e["valid_views"] for e in refexps],
-        # the anchor object of a one-relation expression (-1 for none)
+        # the target's own anchor (-1 for none): the first of ``anchors``
         "anchor": [(-1 if e.get("anchor") is None else e["anchor"]) for e in refexps],
+        # 1.3: every object named (empty for none), every anchor (one per relation, from the
+        # target outward)
+        "targets": [e.get("targets", _legacy(e, "targets")) for e in refexps],
+        "anchors": [e.get("anchors", _legacy(e, "anchors")) for e in refexps],
     }
     for name, dtype, per_view in REFEXP_COLUMNS:
         if dtype is STR:
             data = np.array(values[name], dtype=object).reshape(r)
+        elif dtype is VLEN_INT32:
+            data = np.empty(r, dtype=object)
+            for i, ids in enumerate(values[name]):
+                data[i] = np.asarray(ids, dtype=np.int32)
         else:
             data = np.array(values[name], dtype).reshape((r, rows, cols) if per_view else (r,))
         g.create_dataset(name, data=data, dtype=dtype, track_times=False)
@@ -54,19 +62,39 @@ def read_refexps(f: h5py.File) -> list[dict]:
         rec["valid_views"] = np.asarray(rec["valid_views"], bool)
         if "anchor" in rec:
             rec["anchor"] = None if int(rec["anchor"]) < 0 else int(rec["anchor"])
+        # Before 1.3: targets = [object]; anchors = [anchor] where the column exists (else
+        # see :func:`anchors`).
+        rec["targets"] = [int(x) for x in rec["targets"]] if "targets" in cols else _legacy(rec, "targets")
+        if "anchors" in cols:
+            rec["anchors"] = [int(x) for x in rec["anchors"]]
+        elif "anchor" in rec:
+            rec["anchors"] = _legacy(rec, "anchors")
         rec["row"] = i
         out.append(rec)
     return out
 
 
-def anchor(expression: dict, scene: dict):
-    """The anchor object of an expression: the stored one; for shards without the
-    ``refexps/anchor`` column, what its program picks before the relation."""
-    if "anchor" in expression:
-        return expression["anchor"]
-    from ..language.programs import anchor_of
+def _legacy(e: dict, name: str) -> list[int]:
+    """``targets``/``anchors`` of a record from before 1.3 (``object``, ``anchor``; -1 / None
+    for none)."""
+    one = e.get("object" if name == "targets" else "anchor")
+    return [] if one is None or int(one) < 0 else [int(one)]
 
-    return anchor_of(expression.get("program"), scene)
+
+def anchors(expression: dict, scene: dict) -> list[int]:
+    """The anchors of an expression, one per relation from the target outward: the stored ones;
+    for shards without the anchor columns, what its program picks before each relation."""
+    if "anchors" in expression:
+        return list(expression["anchors"])
+    from ..language.programs import anchors_of
+
+    return list(anchors_of(expression.get("program"), scene))
+
+
+def anchor(expression: dict, scene: dict):
+    """The target's own anchor (the first of :func:`anchors`), or None."""
+    got = anchors(expression, scene)
+    return got[0] if got else None
 
 
 def expression_stats(refexps: list[dict], scenes: list[dict] = (), visible_pixels=None) -> dict:

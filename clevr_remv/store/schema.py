@@ -64,12 +64,22 @@ def _version(v: str) -> tuple[int, ...]:
     return tuple(int(x) for x in str(v).split("."))
 
 
+VLEN_INT32 = h5py.vlen_dtype(np.int32)
+
 # The expression columns (store/refexps.py writes them): name -> (dtype, per-view tail?)
 REFEXP_COLUMNS: tuple[tuple[str, object, bool], ...] = (
     ("scene", np.int32, False), ("object", np.int32, False), ("text", STR, False),
     ("family", STR, False), ("num_relations", np.uint8, False), ("program", STR, False),
     ("valid_views", np.bool_, True), ("anchor", np.int32, False),
+    ("targets", VLEN_INT32, False), ("anchors", VLEN_INT32, False),
 )
+# Columns newer than format 1.0, with the version that added them.
+REFEXP_SINCE = {"targets": "1.3", "anchors": "1.3"}
+
+
+def refexp_columns(version: str = FORMAT_VERSION) -> tuple[tuple[str, object, bool], ...]:
+    """The expression columns of a shard of format ``version``."""
+    return tuple(c for c in REFEXP_COLUMNS if _version(REFEXP_SINCE.get(c[0], "1.0")) <= _version(version))
 
 
 def stored_outputs(cfg: dict, version: str = FORMAT_VERSION) -> tuple[outputs.Output, ...]:
@@ -101,7 +111,7 @@ def layout(n: int, grid, height: int, width: int, max_objects: int, cfg: dict, r
         specs["amodal_pixels"] = DatasetSpec("amodal_pixels", (n, rows, cols, max_objects), np.dtype(np.int32),
                                              options={"fillvalue": -1})
     if refexps is not None:
-        for name, dtype, per_view in REFEXP_COLUMNS:
+        for name, dtype, per_view in refexp_columns(version):
             shape = (refexps, rows, cols) if per_view else (refexps,)
             specs[f"refexps/{name}"] = DatasetSpec(f"refexps/{name}", shape, np.dtype(dtype) if dtype is not STR
                                                    else STR)

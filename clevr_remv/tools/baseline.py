@@ -6,6 +6,13 @@ ground-truth instance masks of every object in the view that has all the attribu
 first in the sentence (the target's description; anchors and relations are ignored).  It is
 an oracle for segmentation (perfect masks) and a weak reader of language: it shows what
 attribute matching alone achieves and exercises ``evaluate`` end to end.  Not a model.
+
+Under ``expressions.targets: generalized`` it reads every family the same way: plural nouns
+("the two red cubes") name their shape, so a several-target sentence predicts every object of
+that description (all of them when the relation does not narrow it); a no-target sentence
+predicts the objects its description fits, which is nothing for a zero-hop one ("the green
+cylinder" where there is none) and, as relations are ignored, the wrong objects for a
+no-target sentence with a relation.  ``evaluate`` scores these with the GRES metrics.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ import h5py
 import numpy as np
 
 from ..language.programs import ATTRIBUTES, RELATIONS
-from ..language.templates import load_templates
+from ..language.templates import load_templates, plural
 from ..read.reader import Reader, check_splits
 from ..read.views import resolve_views
 from ..scene import catalogue
@@ -49,14 +56,16 @@ def clause_markers() -> tuple[str, ...]:
 def sentence_attributes(text: str) -> dict:
     """Attributes named before the first relation or comparison words (the target's own
     description), matched against the catalogue's words for each value."""
-    syn = load_templates()["synonyms"]
+    tpl = load_templates()
+    syn = tpl["synonyms"]
     clause = re.compile(r"\b(" + "|".join(re.escape(w) for w in clause_markers()) + r")\b")
     head = clause.split(text.lower())[0]
     values = catalogue.values_by_attribute()
     found = {}
     for attr in ATTRIBUTES:
         for value in values[attr]:
-            if any(re.search(r"\b" + re.escape(w) + r"\b", head) for w in syn[value]):
+            words = syn[value] + ([plural(tpl, w) for w in syn[value]] if attr == "shape" else [])
+            if any(re.search(r"\b" + re.escape(w) + r"\b", head) for w in words):
                 found[attr] = value
                 break
     return found

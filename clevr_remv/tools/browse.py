@@ -131,6 +131,7 @@ def _scene_files(d: dict, entry: dict, row: int, exprs: list[dict], grid, img_di
         "visible_pixels": d["visible_pixels"][:, :, :nobj].tolist(),
         "expressions": [{"id": e["id"], "text": str(e["text"]), "family": str(e["family"]),
                          "object": e["object"], "anchor": refexps.anchor(e, scene),
+                         "targets": list(e["targets"]), "anchors": refexps.anchors(e, scene),
                          "num_relations": e["num_relations"],
                          "valid_views": e["valid_views"].astype(int).tolist()} for e in mine],
     }

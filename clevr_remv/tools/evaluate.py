@@ -8,9 +8,15 @@ Prediction formats (one mask per (expression, view); nonzero = the referred obje
   ("<scene>-<k>") and the ``expression`` field of :class:`clevr_remv.data.RefexpDataset` items.
 * A folder of PNGs named ``<expression id>_<u>_<v>.png`` (grayscale or RGB; nonzero pixels).
 
+The ground truth of an expression is the union of its targets' masks (empty for a
+no-target expression).  Besides the source's figures, the GRES metrics (gIoU, cIoU, N-acc,
+T-acc: :func:`clevr_remv.tools.metrics.gres_summary`) overall, per view with their MVR, by
+family and by number of relations.
+
 With amodal masks in the dataset (format 1.4 on), the scores are also given by the target's
-occlusion in the view (``1 - visible / amodal``; buckets 0, (0, 25%], (25%, 50%], > 50%), in
-the central view, the four corners and all evaluated views.
+occlusion in the view (``1 - visible / amodal``, summed over several targets; buckets 0,
+(0, 25%], (25%, 50%], > 50%; no-target expressions have none), in the central view, the four
+corners and all evaluated views.
 
 Every valid (expression, view) pair of the split and views asked for is scored; a missing
 prediction counts as an empty mask (IoU 0) and is counted in ``missing``.  Predictions whose
@@ -110,12 +116,13 @@ def evaluate(root, predictions, split: str = "test", views="all") -> dict:
     unmatched = _unmatched(reader, preds, exprs, split, sel)
     per_view = {(u, v): ([], []) for (u, v) in sel}
     by_occ = _OcclusionScores(reader, grid)
+    samples = []  # (u, v, intersection, union, prediction empty, no target, family, relations)
     missing = 0
     for e in exprs:
         for (u, v) in sel:
             if not e["valid_views"][u, v]:
                 continue
-            gt = reader.object_mask(e["scene"], e["object"], u, v)
+            gt = reader.targets_mask(e["scene"], e["targets"], u, v)
             pred = preds.get(e["id"], u, v)
             if pred is None:
                 missing += 1
@@ -127,6 +134,7 @@ def evaluate(root, predictions, split: str = "test", views="all") -> dict:
             per_view[(u, v)][0].append(i)
             per_view[(u, v)][1].append(un)
             by_occ.add(e, u, v, i, un)
+            samples.append((u, v, i, un, not pred.any(), not e["targets"], e["family"], e["num_relations"]))
     preds.close()
     o_grid = np.full(grid, np.nan)
     m_grid = np.full(grid, np.nan)
@@ -165,6 +173,7 @@ def evaluate(root, predictions, split: str = "test", views="all") -> dict:
         "per_view_mIoU": [[_num(x) for x in row] for row in m_grid],
         "per_view": view_stats,
         "by_occlusion": by_occ.result(),
+        "gres": _gres(samples, grid, corners),
     }
     reader.close()
     return result
@@ -181,15 +190,17 @@ class _OcclusionScores:
         self.on = reader.has_amodal()
         self.centre = (grid[0] // 2, grid[1] // 2)
         self.corners = set(lightfield.corner_views(grid))
-        self.scene, self.occ = None, None
+        self.scene, self.vis, self.amodal_px = None, None, None
         self.scores = {p: {b: ([], []) for b in amodal.OCCLUSION_BUCKETS} for p in self.PLACES}
 
     def add(self, e: dict, u: int, v: int, i: int, un: int) -> None:
         if not self.on:
             return
         if self.scene != e["scene"]:
-            self.scene, self.occ = e["scene"], self.reader.occlusion(e["scene"])
-        b = int(amodal.occlusion_bucket(self.occ[u, v, e["object"]]))
+            self.scene = e["scene"]
+            self.amodal_px = self.reader.amodal_pixels(e["scene"])
+            self.vis = self.reader.scene_views(e["scene"], ())["visible_pixels"]
+        b = int(amodal.occlusion_bucket(amodal.targets_occlusion(self.vis[u, v], self.amodal_px[u, v], e["targets"])))
         if b < 0:
             return
         name = amodal.OCCLUSION_BUCKETS[b]
@@ -210,6 +221,27 @@ class _OcclusionScores:
                 out[p][b] = {"pairs": len(i), "mIoU": _num(s["mIoU"]) if s else None,
                              "oIoU": _num(s["oIoU"]) if s else None}
         return out
+
+
+def _gres(samples: list[tuple], grid, corners) -> dict:
+    """GRES metrics overall, per view (gIoU, with its MVR), by family and by relations."""
+    def summary(rows):
+        return {k: (_num(v) if isinstance(v, float) else v) for k, v in
+                metrics.gres_summary([r[2] for r in rows], [r[3] for r in rows], [r[4] for r in rows],
+                                     [r[5] for r in rows]).items()}
+
+    g_grid = np.full(grid, np.nan)
+    for (u, v) in {(r[0], r[1]) for r in samples}:
+        g_grid[u, v] = summary([r for r in samples if (r[0], r[1]) == (u, v)])["gIoU"]
+    by = {}
+    for key, col in (("by_family", 6), ("by_relations", 7)):
+        groups: dict = {}
+        for r in samples:
+            groups.setdefault(str(r[col]), []).append(r)
+        by[key] = {k: summary(rows) for k, rows in sorted(groups.items())}
+    return {"overall": summary(samples), "per_view_gIoU": [[_num(x) for x in row] for row in g_grid],
+            "MVR_corners_gIoU": _mvr(g_grid, corners), "MVR_all_gIoU": _mvr(g_grid),
+            "MVR_corners_gIoU_note": _mvr_note(g_grid, corners), **by}
 
 
 def _unmatched(reader: Reader, preds: Predictions, exprs: list[dict], split: str, sel) -> int:
@@ -306,6 +338,17 @@ def tables(res: dict) -> str:
                 c = occ[key][b]
                 cells.append(f"{_fmt(c['mIoU'])} / {_fmt(c['oIoU'])} ({c['pairs']})" if c["pairs"] else "-")
             lines.append("  " + f"{label:<10}" + "".join(f"{x:>24}" for x in cells))
+    g = res.get("gres")
+    if g:
+        lines.append("")
+        lines.append("GRES metrics (gIoU: a no-target pair scores 1 for an empty prediction; all figures in %)")
+        lines.append(f"  {'':<28} {'pairs':>6}  {'gIoU':>6}  {'cIoU':>6}  {'N-acc':>6}  {'T-acc':>6}")
+        rows = [("overall", g["overall"])] + [(f"family {k}", x) for k, x in g["by_family"].items()] \
+            + [(f"relations {k}", x) for k, x in g["by_relations"].items()]
+        for name, x in rows:
+            lines.append(f"  {name:<28} {x['samples']:>6}  {_fmt(x['gIoU'])}  {_fmt(x['cIoU'])}  "
+                         f"{_fmt(x['N-acc'])}  {_fmt(x['T-acc'])}")
+        lines.append("MVR (corners, gIoU): " + _fmt_mvr(g["MVR_corners_gIoU"], g.get("MVR_corners_gIoU_note")))
     return "\n".join(lines)
 
 

@@ -12,6 +12,8 @@ CRIS, ReSTR, ...) load, so a RefCOCO training script runs with only its data roo
 
 One image per (scene, view); one ref per (view, target object) carrying every valid sentence
 for that object in that view.  Splits are train/val/test (``getRefIds(split="test")``).
+RefCOCO refers to one object: expressions with several targets or none (the generalized
+setting) are left out and counted (``skipped``); ``export grefcoco`` takes them all.
 
 ``coco``: per-view instance annotations of every visible object, one file per split:
 ``OUT/annotations/instances_<split>.json`` and ``OUT/images/<split>/``.  With ``amodal``
@@ -104,6 +106,8 @@ def export_refcoco(root, out, views="center", splits=None, dataset="refcoco", sp
     ref_of: dict[tuple, dict] = {}
     sent_id = 0
     exprs = [e for e in reader.expressions() if splits is None or e["split"] in splits]
+    skipped = sum(len(e["targets"]) != 1 for e in exprs)
+    exprs = [e for e in exprs if len(e["targets"]) == 1]
     file_of: dict[int, str] = {}
     for e in exprs:
         scene_rec = None
@@ -142,7 +146,8 @@ def export_refcoco(root, out, views="center", splits=None, dataset="refcoco", sp
                    "info": {"description": "CLEVR-REMV exported for the refer API", "views": [list(x) for x in sel]}},
                   fh)
     reader.close()
-    return {"images": len(images), "annotations": len(annotations), "refs": len(refs), "sentences": sent_id}
+    return {"images": len(images), "annotations": len(annotations), "refs": len(refs), "sentences": sent_id,
+            "skipped": skipped}
 
 
 def _add_amodal(ann: dict, visible: np.ndarray, whole: np.ndarray) -> None:

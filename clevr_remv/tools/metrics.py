@@ -65,6 +65,27 @@ def summary(intersections: Sequence[int], unions: Sequence[int]) -> dict:
     return out
 
 
+def gres_summary(intersections: Sequence[int], unions: Sequence[int], pred_empty: Sequence[bool],
+                 no_target: Sequence[bool]) -> dict:
+    """The GRES metrics (gRefCOCO, CVPR 2023) of a set of samples.
+
+    * gIoU: mean per-sample IoU, where a no-target sample scores 1 for an empty prediction and
+      0 otherwise (as :func:`iou` does: both masks empty is 1);
+    * cIoU: total intersection / total union (no-target samples add their predicted area to
+      the union);
+    * N-acc: share of no-target samples predicted empty; T-acc: share of samples with a target
+      predicted non-empty (NaN where there is no such sample)."""
+    inter = np.asarray(intersections, float)
+    union = np.asarray(unions, float)
+    empty = np.asarray(pred_empty, bool)
+    none = np.asarray(no_target, bool)
+    ious = np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+    return {"samples": int(ious.size), "no_target_samples": int(none.sum()), "gIoU": mean_iou(ious),
+            "cIoU": overall_iou(inter, union),
+            "N-acc": float(empty[none].mean()) if none.any() else float("nan"),
+            "T-acc": float((~empty[~none]).mean()) if (~none).any() else float("nan")}
+
+
 def multi_view_robustness(iou_grid, views: Iterable[Sequence[int]] | None = None,
                           centre: Sequence[int] | None = None) -> float:
     """MVR of a U x V array of per-view IoU (equations 7.1 to 7.4).

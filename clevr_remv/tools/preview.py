@@ -155,9 +155,9 @@ def render_png(d: dict):
     for k, e in enumerate(exprs):
         valid = e["valid_views"]
         u, v = _view_for(valid, d["grid"])
-        target = d["instances"][u, v] == e["object"] + 1
-        a = refexps.anchor(e, sc)
-        anchor = d["instances"][u, v] == a + 1 if a is not None else None
+        target = np.isin(d["instances"][u, v], np.asarray(e["targets"], np.int64) + 1)
+        anchors = refexps.anchors(e, sc)
+        anchor = np.isin(d["instances"][u, v], np.asarray(anchors, np.int64) + 1) if anchors else None
         pic = _resize(highlight(d["images"][u, v], target, anchor), big)
         if wholes:
             pic = draw_amodal(pic, wholes[k])
@@ -169,10 +169,10 @@ def render_png(d: dict):
                 draw.rectangle([x0, y0, x0 + cell - 2, y0 + cell - 2], fill=VALID if valid[uu, vv] else NOT_VALID,
                                outline=INK if (uu, vv) == (u, v) else None)
         tx = gx + cols * cell + 14
-        obj = sc["objects"][e["object"]]
+        named = "; ".join(f"object {t} ({_describe(sc['objects'][t])})" for t in e["targets"]) or "no target"
         draw.text((tx, y + 2), f"{d['index']}-{k}  {e['text']}", fill=INK, font=font)
-        draw.text((tx, y + 22), f"{e['family']}; target object {e['object']} ({_describe(obj)})"
-                  + (f"; anchor object {a}" if a is not None else ""), fill=(90, 90, 90), font=small)
+        draw.text((tx, y + 22), f"{e['family']}; target {named}"
+                  + (f"; anchor object {', '.join(map(str, anchors))}" if anchors else ""), fill=(90, 90, 90), font=small)
         draw.text((tx, y + 38), f"valid in {int(valid.sum())} of {valid.size} views; shown: view ({u},{v})"
                   + ("" if valid[u, v] else " (valid in none)"), fill=(90, 90, 90), font=small)
         y += row_h

@@ -13,11 +13,16 @@ Terms, as the tables print them:
   view; else the anchor of a relation does; else the program picks another object with that
   view's own directions.  Expressions a generator drops as a whole never reach a shard and are
   not counted there;
+* *target mix*: expressions naming one object, several, or none (the generalized setting);
+  *relations*: how many relations each expression chains (0, 1, 2); *words by family*: the
+  mean words per expression of each family.  A hidden target of a several-target expression
+  is any of its targets hidden; a no-target expression has none;
 * *expressions dropped (hidden in a view)*: those, where the scene records say how many
   (``record["expressions"]["dropped_hidden"]``), as a share of the expressions chosen
   (kept + dropped); "not recorded" for datasets whose records do not carry it;
 * *target occlusion* (datasets with amodal masks, format 1.4 on): ``1 - visible / amodal`` of
-  the target in each valid (expression, view) pair (scene/amodal.py), in the buckets 0,
+  the target in each valid (expression, view) pair (scene/amodal.py; for several targets their
+  summed pixels; no-target expressions have none), in the buckets 0,
   (0, 25%], (25%, 50%], > 50%, in the central view, the four corners and all valid views, and
   its mean by distance (|u - uc| + |v - vc|) from the centre.
 """
@@ -86,6 +91,7 @@ def _empty() -> dict:
             "families": Counter(), "with_relation": 0, "view_pairs": 0, "not_valid": 0,
             "not_valid_target_hidden": 0, "not_valid_anchor_hidden": 0, "not_valid_predicate": 0,
             "valid_in_no_view": 0, "dropped_hidden": 0, "scenes_with_drop_record": 0,
+            "target_mix": Counter(), "relations": Counter(), "family_words": Counter(),
             "scene_objects": 0, "objects_unseen": 0,
             "occ_shards": 0, "occ_centre": Counter(), "occ_corners": Counter(), "occ_all": Counter(),
             "occ_ring_sum": Counter(), "occ_ring_n": Counter()}
@@ -135,8 +141,13 @@ def collect(root: Path) -> dict:
                 scene = scenes[e["scene"]]
                 acc["pairs"] += 1
                 acc["objects"][len(scene["objects"])] += 1
-                acc["words"][word_count(str(e["text"]))] += 1
+                words = word_count(str(e["text"]))
+                acc["words"][words] += 1
                 acc["families"][str(e["family"])] += 1
+                acc["family_words"][str(e["family"])] += words
+                targets, anchors = e["targets"], refexps.anchors(e, scene)
+                acc["target_mix"][("none", "single")[len(targets)] if len(targets) < 2 else "multi"] += 1
+                acc["relations"][int(e["num_relations"])] += 1
                 acc["with_relation"] += int(e["num_relations"] > 0)
                 valid = e["valid_views"]
                 acc["view_pairs"] += valid.size
@@ -144,14 +155,17 @@ def collect(root: Path) -> dict:
                 acc["not_valid"] += int(bad.sum())
                 acc["valid_in_no_view"] += int(not valid.any())
                 vis = visible[e["scene"]]
-                hidden_t = vis[:, :, e["object"]] < min_px
-                a = refexps.anchor(e, scene)
-                hidden_a = (vis[:, :, a] < min_px) & ~hidden_t if a is not None else np.zeros_like(bad)
+                hidden_t = np.zeros_like(bad)
+                for t in targets:
+                    hidden_t |= vis[:, :, t] < min_px
+                hidden_a = np.zeros_like(bad)
+                for a in anchors if targets else ():
+                    hidden_a |= (vis[:, :, a] < min_px) & ~hidden_t
                 acc["not_valid_target_hidden"] += int((bad & hidden_t).sum())
                 acc["not_valid_anchor_hidden"] += int((bad & hidden_a).sum())
                 acc["not_valid_predicate"] += int((bad & ~hidden_t & ~hidden_a).sum())
-                if amodal_px is not None:
-                    _add_occlusion(acc, valid, vis[:, :, e["object"]], amodal_px[e["scene"]][:, :, e["object"]])
+                if amodal_px is not None and targets:
+                    _add_occlusion(acc, valid, amodal.targets_occlusion(vis, amodal_px[e["scene"]], targets))
     finally:
         reader.close()
     return {"reader_info": {"root": str(root), "grid": list(reader.grid),
@@ -162,9 +176,8 @@ def collect(root: Path) -> dict:
             "splits": splits}
 
 
-def _add_occlusion(acc: dict, valid: np.ndarray, visible: np.ndarray, amodal_px: np.ndarray) -> None:
-    """Count the target's occlusion in the valid views of one expression ([U, V] arrays)."""
-    occ = amodal.occlusion(visible, amodal_px)
+def _add_occlusion(acc: dict, valid: np.ndarray, occ: np.ndarray) -> None:
+    """Count the targets' occlusion ([U, V]) in the valid views of one expression."""
     bucket = amodal.occlusion_bucket(occ)
     rows, cols = valid.shape
     use = valid & (bucket >= 0)
@@ -242,6 +255,10 @@ def _figures(acc: dict, source: dict | None, scenes_at_10k: float) -> dict:
         "families": {k: acc["families"][k] for k in sorted(acc["families"])},
         "family_shares": {k: acc["families"][k] / acc["pairs"] for k in sorted(acc["families"])} if acc["pairs"] else {},
         "relation_share": _share(acc["with_relation"], acc["pairs"]),
+        "target_mix": {k: acc["target_mix"][k] for k in ("single", "multi", "none")},
+        "target_mix_shares": {k: _share(acc["target_mix"][k], acc["pairs"]) for k in ("single", "multi", "none")},
+        "relations": {str(k): acc["relations"][k] for k in sorted(acc["relations"])},
+        "words_by_family": {k: acc["family_words"][k] / acc["families"][k] for k in sorted(acc["families"])},
         "view_pairs": acc["view_pairs"],
         "view_pairs_not_valid": acc["not_valid"],
         "view_pairs_not_valid_share": _share(acc["not_valid"], acc["view_pairs"]),
@@ -331,6 +348,11 @@ def format_table(s: dict) -> str:
             lines.append(f"  {label:<{label_w}}{ours(fig):>22}  {theirs(src) if src else '':>22}")
         fams = ", ".join(f"{k} {fig['families'][k]:,} ({100 * v:.1f}%)" for k, v in fig["family_shares"].items())
         lines.append(f"  family mix: {fams or '-'}")
+        mix = fig["target_mix_shares"]
+        lines.append("  targets: " + ", ".join(f"{k} {fig['target_mix'][k]:,} ({_pct(mix[k], 1)})" for k in mix)
+                     + "; relations: " + (_hist(fig["relations"])))
+        lines.append("  words by family: " + (", ".join(f"{k} {v:.2f}" for k, v in fig["words_by_family"].items())
+                                             or "-"))
         lines.append(f"  objects per pair, histogram: {_hist(fig['objects_per_pair_histogram'])}")
         lines.append(f"  words per expression, histogram: {_hist(fig['words_per_expression_histogram'])}")
         lines += _occlusion_lines(fig.get("target_occlusion"))

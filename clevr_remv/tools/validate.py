@@ -16,8 +16,9 @@ data and checks it against itself, the rig formulas and the manifest:
 * ``amodal_pixels``, ``amodal_absent``, ``amodal_visible`` (format 1.4 on): the amodal masks
   against their counts, the scene's objects and the instance maps (:mod:`.amodal_checks`);
 * ``camera``: intrinsics and world-to-camera against :mod:`clevr_remv.scene.lightfield`;
-* ``program``: every program re-executes on its scene to its stored target, and its stored
-  anchor is what the program picks before its relation;
+* ``program``: every program re-executes on its scene to exactly its stored targets
+  (``refexps/object`` the first, -1 for none), and its stored anchors are what the program
+  picks before each relation;
 * ``valid_views``: against the visibility in the instance maps and each view's own directions;
 * ``checksum``: the file's SHA-256 against the manifest.
 
@@ -37,7 +38,6 @@ import numpy as np
 
 from .. import FORMAT_VERSION
 from ..language import programs, validity
-from ..language.programs import anchor_of
 from ..read.checks import shard_problem
 from ..scene import lightfield
 from ..store import refexps, schema
@@ -64,6 +64,11 @@ class Violation:
         if self.expression is not None:
             place.append(f"expression {self.expression}")
         return f"VIOLATION {self.kind}: {', '.join(place)}: {self.message}"
+
+
+def _names(ids) -> str:
+    ids = list(ids)
+    return "no object" if not ids else (f"object {ids[0]}" if len(ids) == 1 else f"objects {ids}")
 
 
 def _attr(f, key):
@@ -280,29 +285,37 @@ class Validator:
         where = {"scene": index, "expression": eid}
         nobj = len(scene["objects"])
         e = refs[i]
-        target = e["object"]
-        if not 0 <= target < nobj:
-            self._v("program", name, f"target object {target} is not among the scene's {nobj} objects", **where)
+        target, targets = e["object"], tuple(e["targets"])
+        stored_anchors = tuple(e["anchors"]) if "anchors" in e else None
+        bad = [t for t in (target,) + targets + (stored_anchors or ())
+               if not 0 <= t < nobj and (t, targets) != (-1, ())]
+        if bad:
+            self._v("program", name, f"target object {bad[0]} is not among the scene's {nobj} objects", **where)
             return
         program = e["program"]
         if program is None:
             self._v("program", name, "program is not JSON", **where)
             return
         try:
-            got = programs.execute(program, scene)
-        except (programs.ProgramError, KeyError, TypeError, IndexError) as exc:
+            got = programs.targets_of(program, scene)
+        except (programs.ProgramError, KeyError, TypeError, IndexError, AttributeError) as exc:
             self._v("program", name, f"program does not execute ({type(exc).__name__}: {exc})", **where)
             return
-        if got != target:
-            self._v("program", name, f"program picks {got}, the stored target is object {target} "
+        if got != targets:
+            self._v("program", name, f"program picks {_names(got)}, the stored targets are {_names(targets)} "
                     f"(text: {e['text']!r})", **where)
             return
-        anchor = refexps.anchor(e, scene)
-        if "anchor" in e and anchor != anchor_of(program, scene):
-            self._v("program", name, f"stored anchor {anchor}, the program's is {anchor_of(program, scene)}", **where)
+        if target != (targets[0] if targets else -1):
+            self._v("program", name, f"program picks {_names(got)}, but refexps/object is {target} (it must be "
+                    f"the first target, or -1 for none)", **where)
+            return
+        anchors = tuple(refexps.anchors(e, scene))
+        if stored_anchors is not None and stored_anchors != programs.anchors_of(program, scene):
+            self._v("program", name, f"stored anchors {list(stored_anchors)}, the program's are "
+                    f"{list(programs.anchors_of(program, scene))}", **where)
         if counts is None:
             return
-        expr = {"object": target, "program": program, "anchor": anchor}
+        expr = {"object": target, "targets": targets, "anchors": anchors, "program": program}
         want = validity.valid_views(expr, scene, counts, self.min_px)
         stored = e["valid_views"]
         for u, v in zip(*np.nonzero(stored != want)):
@@ -311,14 +324,12 @@ class Validator:
                     view=(int(u), int(v)), **where)
 
     def _why(self, expr, scene, counts, u, v) -> str:
-        t = int(counts[expr["object"]])
-        parts = [f"target shows {t} px"]
-        if expr["anchor"] is not None:
-            parts.append(f"anchor shows {int(counts[expr['anchor']])} px")
+        parts = [f"target {t} shows {int(counts[t])} px" for t in expr["targets"]] or ["no target"]
+        parts += [f"anchor {a} shows {int(counts[a])} px" for a in expr["anchors"]]
         if any(node.get("op") == "relate" for node in expr["program"]):
             dirs = programs.view_directions(scene["rig"], u, v)
             try:
-                picked = programs.execute(expr["program"], scene, dirs)
+                picked = _names(programs.targets_of(expr["program"], scene, dirs))
             except programs.ProgramError:
                 picked = "no single object"
             parts.append(f"with this view's directions the program picks {picked}")

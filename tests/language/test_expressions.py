@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from clevr_remv import config
-from clevr_remv.language import programs, selection, templates, validity
+from clevr_remv.language import candidates, programs, selection, templates, validity
 from clevr_remv.scene import layout, lightfield
 
 LEFT, BEHIND = [-1.0, 0.0, 0.0], [0.0, 1.0, 0.0]
@@ -28,8 +28,25 @@ def family(name):
     return next(f for f in templates.load_templates()["families"] if f["name"] == name)
 
 
+def default_families():
+    """The families of the default setting (single targets, one relation at most)."""
+    return [f for f, _ in templates.active_families(templates.load_templates())]
+
+
 def cands(scene, name):
-    return selection._candidates(selection._SceneIndex(scene), family(name))
+    """A family's first-choice candidates, flattened to their first target/anchor/slot."""
+    out = []
+    for c in candidates.candidates(candidates.SceneIndex(scene), family(name)):
+        c = dict(c, target=c["targets"][0] if c["targets"] else None)
+        if c["anchors"]:
+            c.update(anchor=c["anchors"][0], anchor_pattern=c["anchor_patterns"][0], slot=c["slots"][0])
+        out.append(c)
+    return out
+
+
+def filtered_attributes(program):
+    """(attribute, value) of every filter of a program: what its sentence must name."""
+    return [(k, v) for node in program if node["op"] == "filter" for k, v in node["attrs"].items()]
 
 
 def mentions(text, attr, value):
@@ -59,10 +76,17 @@ def test_unique_of_none_or_many_is_an_error():
         programs.execute([{"op": "scene"}, {"op": "filter", "attrs": {"shape": "cube"}}, {"op": "unique"}], s)
     with pytest.raises(programs.ProgramError):
         programs.execute([{"op": "scene"}, {"op": "filter", "attrs": {"shape": "sphere"}}, {"op": "unique"}], s)
-    # Empty result after a relation: nothing is behind either cube.
-    with pytest.raises(programs.ProgramError):
-        programs.execute([{"op": "scene"}, {"op": "filter", "attrs": {"color": "red", "size": "large"}},
-                    {"op": "filter", "attrs": {"shape": "cube"}}, {"op": "unique"}], s)
+    # Empty result after a relation: nothing is behind the red cube ("behind" is +y here).
+    s = scene_of(("cube", "red", "rubber", "large", 0, 0), ("sphere", "blue", "metal", "small", -2, -1))
+    behind = [{"op": "scene"}, {"op": "filter", "attrs": {"color": "red"}}, {"op": "unique"},
+              {"op": "relate", "relation": "behind"}]
+    assert programs.execute(behind, s) == []
+    assert programs.execute(behind[:3] + [{"op": "relate", "relation": "left"}], s) == [1]
+    with pytest.raises(programs.ProgramError, match="unique over 0"):
+        programs.execute(behind + [{"op": "filter", "attrs": {}}, {"op": "unique"}], s)
+    # A relation from a set (no unique before it) is an error, not a silent pick.
+    with pytest.raises(programs.ProgramError, match="needs one object"):
+        programs.execute([{"op": "scene"}, {"op": "relate", "relation": "left"}], s)
 
 
 # -- families and the cases that must be rejected -----------------------------------------------
@@ -83,7 +107,7 @@ def test_ambiguous_target_gets_no_expression():
     s = scene_of(twin, twin[:4] + (2, 1), ("cube", "red", "rubber", "large", -2, -1))
     for name in ("zero_hop", "same_attribute"):
         assert all(c["target"] == 2 for c in cands(s, name)), name
-    for e in selection.generate(s, 0, 8):
+    for e in selection.select(s, 0, 8).kept:
         assert programs.execute(e["program"], s) == e["object"]
 
 
@@ -101,7 +125,7 @@ def test_relation_that_narrows_nothing_is_rejected():
                  ("cylinder", "blue", "rubber", "large", 2, 0))
     for c in cands(s, "spatial_relation"):
         pattern = c["target_pattern"]
-        alone = selection._SceneIndex(s).match[c["target"]][pattern]
+        alone = candidates.SceneIndex(s).match[c["target"]][pattern]
         assert alone != 1 << c["target"], "the target's own description must not already be unique"
     # The thing to the left of the sphere is the cube; it is only named via a description
     # that is ambiguous on its own ("thing" / "blue thing").
@@ -125,9 +149,9 @@ def test_spatial_and_same_attribute_families():
 def test_sentences_and_determinism():
     cfg = config.load_config()
     s = layout.sample_scene(cfg, 5, 17)
-    a, b = selection.generate(s, 5, 8), selection.generate(s, 5, 8)
+    a, b = selection.select(s, 5, 8).kept, selection.select(s, 5, 8).kept
     assert json.dumps(a, default=str) == json.dumps(b, default=str)
-    assert a != selection.generate(layout.sample_scene(cfg, 5, 18), 5, 8)
+    assert a != selection.select(layout.sample_scene(cfg, 5, 18), 5, 8).kept
     for e in a:
         assert e["text"][0].isupper() and e["text"].endswith(".")
         assert templates.word_count(e["text"]) >= 4
@@ -164,13 +188,13 @@ def test_properties_over_thousands_of_layouts():
     words, per_scene, families = [], [], {}
     for index in range(1000):
         s = layout.sample_scene(cfg, 99, index)
-        exprs = selection.generate(s, 99, 8)
+        exprs = selection.select(s, 99, 8).kept
         per_scene.append(len(exprs))
         assert len({e["text"] for e in exprs}) == len(exprs)
         for e in exprs:
             assert programs.execute(e["program"], s) == e["object"]
             assert e["num_relations"] == programs.num_relations(e["program"]) <= 1
-            for attr, value in programs.filtered_attributes(e["program"]):
+            for attr, value in filtered_attributes(e["program"]):
                 assert mentions(e["text"], attr, value), (e["text"], attr, value)
             words.append(templates.word_count(e["text"]))
             families[e["family"]] = families.get(e["family"], 0) + 1
@@ -178,7 +202,7 @@ def test_properties_over_thousands_of_layouts():
     assert np.mean(per_scene) >= 7.98, "8 per scene wherever the scene allows"
     assert set(families) == {"zero_hop", "spatial_relation", "same_attribute"}
     total = sum(families.values())
-    for fam in templates.load_templates()["families"]:
+    for fam in default_families():
         assert abs(families[fam["name"]] / total - fam["weight"]) < 0.03, fam["name"]
 
 
@@ -188,6 +212,52 @@ def test_properties_over_thousands_of_layouts():
                           st.floats(-3, 3), st.floats(-3, 3)), min_size=1, max_size=10))
 def test_crowded_duplicate_heavy_scenes_never_emit_ambiguity(objs):
     s = scene_of(*objs)
-    for e in selection.generate(s, 1, 12):
+    for e in selection.select(s, 1, 12).kept:
         assert programs.execute(e["program"], s) == e["object"]
         assert e["num_relations"] <= 1
+
+
+# -- bad programs are errors, never skipped ---------------------------------------------------
+def test_a_program_that_misses_its_target_is_an_error():
+    # A family edited after loading so its program no longer follows the candidate's relation:
+    # select must refuse, not skip the expression quietly.
+    s = scene_of(("sphere", "red", "metal", "large", 0, 0), ("cube", "blue", "metal", "small", -2, 0),
+                 ("cube", "green", "rubber", "small", 2, 0), ("cylinder", "gray", "rubber", "large", 0, 2))
+    tpl = dict(templates.load_templates())
+    program = list(family("spatial_relation")["program"])
+    program[3] = {"op": "relate", "relation": "front"}  # every candidate says its own relation
+    broken = dict(family("spatial_relation"), program=program)
+    tpl["families"] = [broken]
+    tpl_ok = dict(tpl, families=[family("spatial_relation")])
+    assert selection.select(s, 0, 4, tpl_ok).kept, "the unedited family has expressions here"
+    with pytest.raises(selection.SelectionError, match="spatial_relation: .*(picks|does not execute)"):
+        selection.select(s, 0, 4, tpl)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda p: p[:1] + [{"op": "filter", "attrs": "$target"}, {"op": "count"}], "unique or all"),
+    (lambda p: p[:2], "a program is scene"),
+    (lambda p: p[:3] + [{"op": "relate", "relation": "$relation"}, {"op": "filter", "attrs": "$anchor"},
+                        {"op": "unique"}], "filter \\$target"),
+    (lambda p: p[:3] + [{"op": "relate", "relation": "left"}] + p[4:], "relate \\$relation"),
+    (lambda p: p[:5] + [{"op": "all"}], "ends with unique"),
+])
+def test_a_templates_file_with_a_bad_program_does_not_load(tmp_path, edit, message):
+    from clevr_remv.resources import resource_dir
+    data = json.loads((resource_dir("templates") / "expressions.json").read_text())
+    fam = next(f for f in data["families"] if f["name"] == "spatial_relation")
+    fam["program"] = edit(fam["program"])
+    path = tmp_path / "expressions.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(templates.TemplateError, match="family spatial_relation: .*" + message):
+        templates.load_templates(str(path))
+
+
+def test_a_wording_with_an_unknown_slot_does_not_load(tmp_path):
+    from clevr_remv.resources import resource_dir
+    data = json.loads((resource_dir("templates") / "expressions.json").read_text())
+    data["families"][0]["wordings"].append("Find the {{ target }} next to the {{ anchor }}.")
+    path = tmp_path / "expressions.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(templates.TemplateError, match="zero_hop: wording .*anchor"):
+        templates.load_templates(str(path))

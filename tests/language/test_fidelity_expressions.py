@@ -7,15 +7,16 @@ import re
 
 import numpy as np
 import pytest
-from test_expressions import scene_of
+from test_expressions import filtered_attributes, scene_of
 
 from clevr_remv import config
-from clevr_remv.language import programs, selection, templates, validity
+from clevr_remv.language import candidates, programs, selection, templates, validity
 from clevr_remv.scene import layout
 from clevr_remv.scene.seeding import rng
 from clevr_remv.tools import baseline
 
 TPL = templates.load_templates()
+DEFAULT_FAMILIES = [f for f, _ in templates.active_families(TPL)]
 VERBS = ("Find", "Segment", "Select", "Locate", "Point", "Pick", "Show")
 
 
@@ -40,13 +41,13 @@ def test_eight_per_scene_about_eight_words_and_the_family_mix(corpus):
     assert 7.85 <= np.mean(words) <= 8.15, np.mean(words)
     # Where the scene allows (5+ objects: every family has candidates), the mix follows the weights.
     big = [e for s, r in corpus if len(s["objects"]) >= 5 for e in r.kept]
-    for fam in TPL["families"]:
+    for fam in DEFAULT_FAMILIES:
         share = sum(e["family"] == fam["name"] for e in big) / len(big)
         assert abs(share - fam["weight"]) < 0.02, (fam["name"], share)
 
 
 def test_family_quotas_are_exact_on_average():
-    weights = [f["weight"] for f in TPL["families"]]
+    weights = [f["weight"] for f in DEFAULT_FAMILIES]
     gen = rng(0, 0, "test")
     draws = np.array([selection.family_quotas(weights, 8, gen) for _ in range(4000)])
     assert (draws.sum(axis=1) == 8).all()
@@ -76,7 +77,7 @@ def test_an_attribute_value_has_one_word_per_sentence(corpus):
             for syn in groups:
                 used = {w for w in syn if re.search(r"\b" + re.escape(w) + r"\b", low)}
                 assert len(used) <= 1, (e["text"], used)
-            values = [v for _, v in programs.filtered_attributes(e["program"])]
+            values = [v for _, v in filtered_attributes(e["program"])]
             n_two_mentions += len(values) != len(set(values))
     assert n_two_mentions > 50, "the check saw sentences that name one value twice"
 
@@ -97,11 +98,11 @@ def test_noun_phrase_adjective_order():
     seen = set()
     for shape, color, material, size in itertools.product(layout.SHAPES, ["red", "cyan"], layout.MATERIALS, layout.SIZES):
         obj = {"shape": shape, "color": color, "material": material, "size": size}
-        for pattern in selection.PATTERNS:
+        for pattern in candidates.PATTERNS:
             if not pattern:
                 continue
             for _ in range(30 if len(pattern) == 4 else 4):
-                phrase = templates.noun_phrase(TPL, obj, pattern, gen)
+                phrase = templates.Words(TPL, gen).noun_phrase({a: obj[a] for a in programs.ATTRIBUTES if a in pattern})
                 order = [words_of[w] for w in phrase.split()]
                 assert order == sorted(order) and order[-1] == 4, phrase
                 seen.add(phrase)
@@ -122,7 +123,7 @@ def test_hidden_objects_are_described_last_and_dropped_by_the_source_rule():
         assert len(r.kept) == 8 and not r.dropped and r.shortfall is None
         assert all(e["object"] != 0 and e["anchor"] != 0 for e in r.kept), "visible targets come first"
     # Without visibility, object 0 is a target like any other.
-    assert any(e["object"] == 0 or e["anchor"] == 0 for e in selection.generate(s, 3, 8))
+    assert any(e["object"] == 0 or e["anchor"] == 0 for e in selection.select(s, 3, 8).kept)
 
 
 def test_drop_rule_counts_what_it_drops():

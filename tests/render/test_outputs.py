@@ -4,6 +4,7 @@ import h5py
 import numpy as np
 import pytest
 
+import clevr_remv
 from clevr_remv.data import Reader, RefexpDataset
 from clevr_remv.render import outputs
 from clevr_remv.scene import lightfield
@@ -77,7 +78,7 @@ def test_camera_normals_of_the_ground_face_the_camera():
 @pytest.mark.render
 def test_rendered_normals_in_the_camera_frame(generated):
     r = Reader(generated)
-    assert r.manifest["format_version"] == "1.1"
+    assert r.manifest["format_version"] == clevr_remv.FORMAT_VERSION
     checked = 0
     for index in r.scene_indices[:2]:
         for u, v in [(0, 0), (1, 1), (2, 1)]:

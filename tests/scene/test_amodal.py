@@ -156,3 +156,11 @@ def test_occlusion_buckets():
     occ = np.array([0.0, 1e-6, 0.25, 0.2500001, 0.5, 0.51, 1.0, np.nan])
     assert amodal.occlusion_bucket(occ).tolist() == [0, 1, 1, 2, 2, 3, 3, -1]
     assert len(amodal.OCCLUSION_BUCKETS) == 4
+
+
+def test_occlusion_of_several_targets_sums_their_counts():
+    vis = np.array([[10, 0, 5, -1]])
+    am = np.array([[10, 20, 20, -1]])
+    assert amodal.targets_occlusion(vis, am, [0]).tolist() == [0.0]
+    assert amodal.targets_occlusion(vis, am, [1, 2]).tolist() == [pytest.approx(1 - 5 / 40)]
+    assert np.isnan(amodal.targets_occlusion(vis, am, [])).all()

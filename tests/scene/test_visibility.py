@@ -18,13 +18,22 @@ def test_count_and_table():
 def test_thresholds_scale_and_come_from_the_config():
     cfg = config.load_config(overrides={"render.width": 240, "render.height": 160})
     assert visibility.threshold(cfg) == cfg["scene"]["min_pixels_per_object"] / 4
-    assert validity.expression_threshold(cfg) == cfg["expressions"]["min_visible_pixels"]
+    # expressions.min_visible_pixels decides the valid views: a target showing 5 px is valid
+    # at a threshold of 5 and not at 6.
+    scene = layout.sample_scene(config.load_config(overrides={"rig.grid": 3}), 2, 0)
+    e = selection.select(scene, 2, 8).kept[0]
+    visible = np.full((3, 3, 10), 100, np.int32)
+    visible[1, 2, e["object"]] = 5
+    for px, valid in ((5, True), (6, False)):
+        c = config.load_config(overrides={"expressions.min_visible_pixels": px})
+        marked = validity.mark_valid_views(c, [dict(e)], scene, visible)[0]["valid_views"]
+        assert marked[1, 2] == valid and marked.sum() == 8 + valid
 
 
 def test_valid_views_need_target_and_anchor_pixels():
     cfg = config.load_config(overrides={"rig.grid": 3})
     scene = layout.sample_scene(cfg, 2, 0)
-    exprs = [e for e in selection.generate(scene, 2, 8) if e.get("anchor") is not None
+    exprs = [e for e in selection.select(scene, 2, 8).kept if e.get("anchor") is not None
              and e["family"] == "same_attribute"]
     assert exprs
     e = exprs[0]
@@ -33,7 +42,6 @@ def test_valid_views_need_target_and_anchor_pixels():
     visible[2, 2, e["anchor"]] = 0
     ok = validity.valid_views(e, scene, visible, min_pixels=4)
     assert not ok[0, 0] and not ok[2, 2] and ok.sum() == 7
-    assert validity.valid_views is validity.valid_views, "still importable from expressions"
     marked = validity.mark_valid_views({"expressions": {"min_visible_pixels": 4}}, [dict(e)], scene, visible)
     assert np.array_equal(marked[0]["valid_views"], ok)
 

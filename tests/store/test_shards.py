@@ -9,6 +9,7 @@ from clevr_remv import FORMAT_VERSION, config
 from clevr_remv.run import plan
 from clevr_remv.scene import layout, lightfield, visibility
 from clevr_remv.store import files, schema, shards
+from clevr_remv.store.refexps import read_refexps
 
 
 def _fake_scene(cfg, index, rng):
@@ -51,7 +52,13 @@ def test_scene_files_assemble_into_a_shard_exactly(tmp_path, compression):
         rec, views = _fake_scene(cfg, index, rng)
         path = tmp_path / f"scene-{index}.h5"
         refs = [{"scene": 0, "object": 1, "text": "the big thing.", "family": "zero_hop", "num_relations": 0,
-                 "program": [{"op": "scene"}], "valid_views": np.ones(grid, bool)}]
+                 "program": [{"op": "scene"}], "valid_views": np.ones(grid, bool)},
+                {"scene": 0, "object": -1, "text": "the red things.", "family": "no_target_zero_hop",
+                 "num_relations": 0, "program": [{"op": "scene"}], "valid_views": np.ones(grid, bool),
+                 "targets": [], "anchors": []},
+                {"scene": 0, "object": 0, "text": "the two cubes left of it.", "family": "x",
+                 "num_relations": 2, "program": [{"op": "scene"}], "valid_views": np.ones(grid, bool),
+                 "targets": [0, 2], "anchors": [1, 3], "anchor": 1}]
         wr, ks = _write_scene(path, cfg, grid, attrs, rec, views, refs)
         assert not path.exists(), "no final name before commit"
         assert wr.tmp.exists() and wr.tmp.name.endswith(".tmp"), "written under its temporary name"
@@ -64,7 +71,7 @@ def test_scene_files_assemble_into_a_shard_exactly(tmp_path, compression):
     final.parent.mkdir()
     info = shards.assemble_shard(paths, final, cfg, grid, attrs)
     assert info["sha256"] == shards.sha256_file(final)
-    assert info["bytes"] == final.stat().st_size and info["refexps"] == 2
+    assert info["bytes"] == final.stat().st_size and info["refexps"] == 6
     assert sorted(p.name for p in final.parent.iterdir()) == ["train-00000.h5"]
     if compression in ("zstd", "blosc2-zstd"):
         import hdf5plugin  # noqa: F401
@@ -72,6 +79,10 @@ def test_scene_files_assemble_into_a_shard_exactly(tmp_path, compression):
         assert f["images"].shape == (2, 3, 3, 24, 40, 3) and f["images"].chunks == (1, 1, 1, 24, 40, 3)
         assert f["instances"].dtype == np.uint8 and f["depth"].chunks == (1, 1, 1, 24, 40)
         assert f.attrs["config_digest"] == "abc" and f.attrs["format_version"] == FORMAT_VERSION
+        back = read_refexps(f)
+        assert [(e["targets"], e["anchors"], e["object"], e["anchor"]) for e in back[:3]] == \
+            [([1], [], 1, None), ([], [], -1, None), ([0, 2], [1, 3], 0, 1)]
+        assert f["refexps/targets"].dtype == h5py.vlen_dtype(np.int32)
         assert f["normals"].shape == (2, 3, 3, 24, 40, 3) and f["normals"].dtype == np.float16
         for i, (rec, views, ks) in enumerate(truth):
             for (u, v), arrays in views.items():
@@ -86,8 +97,8 @@ def test_scene_files_assemble_into_a_shard_exactly(tmp_path, compression):
                 assert (f["visible_pixels"][i, u, v, n:] == -1).all()
             assert json.loads(f["scenes"][i])["index"] == rec["index"]
             assert np.allclose(f["cameras/intrinsics"][i], ks)
-        assert list(f["refexps/scene"][()]) == [0, 1], "expression rows point at rows of the shard"
-        assert f["refexps/valid_views"].shape == (2, 3, 3)
+        assert list(f["refexps/scene"][()]) == [0, 0, 0, 1, 1, 1], "expression rows point at rows of the shard"
+        assert f["refexps/valid_views"].shape == (6, 3, 3)
 
 
 def test_assembly_is_byte_deterministic(tmp_path):
@@ -194,3 +205,28 @@ def test_parts_cover_all_shards_once():
     assert sorted(seen) == sorted(p.name for p in plans), "every shard in exactly one part"
     assert max(sizes) - min(sizes) <= 1, "parts share the shards evenly"
     assert plan.select_part(plans, None) == plans
+
+
+def test_expressions_of_a_shard_from_before_targets_read_as_one_target(tmp_path):
+    # A 1.1 shard has refexps/object and refexps/anchor only: targets = [object], anchors =
+    # [anchor] (none where -1).
+    from clevr_remv.store.refexps import anchors, write_refexps
+    refs = [{"scene": 0, "object": 2, "text": "a.", "family": "zero_hop", "num_relations": 0, "program": [],
+             "valid_views": np.ones((3, 3), bool)},
+            {"scene": 0, "object": 0, "text": "b.", "family": "spatial_relation", "num_relations": 1,
+             "program": [], "valid_views": np.ones((3, 3), bool), "anchor": 1}]
+    with h5py.File(tmp_path / "old.h5", "w") as f:
+        write_refexps(f, refs, (3, 3))
+        del f["refexps/targets"], f["refexps/anchors"]
+    with h5py.File(tmp_path / "old.h5", "r") as f:
+        back = read_refexps(f)
+    assert [(e["targets"], e["anchors"]) for e in back] == [([2], []), ([0], [1])]
+    # Without the anchor column either (format 1.0), the anchors come from the program.
+    s = {"objects": [{"shape": "cube", "color": "red", "material": "rubber", "size": "large",
+                      "position": [0, 0, 0]},
+                     {"shape": "sphere", "color": "blue", "material": "metal", "size": "small",
+                      "position": [-2, 0, 0]}],
+         "directions": {"left": [-1, 0, 0], "right": [1, 0, 0], "front": [0, -1, 0], "behind": [0, 1, 0]}}
+    prog = [{"op": "scene"}, {"op": "filter", "attrs": {"color": "red"}}, {"op": "unique"},
+            {"op": "relate", "relation": "left"}, {"op": "filter", "attrs": {}}, {"op": "unique"}]
+    assert anchors({"object": 1, "program": prog}, s) == [0]

@@ -79,9 +79,13 @@ const CLEVR_REMV = (() => {
     list.replaceChildren();
     data.expressions.forEach((e, k) => {
       const n = e.valid_views.flat().reduce((a, b) => a + b, 0);
-      const li = el("li", { id: `expr-${k}` }, swatches(data, e.object), e.text, " ",
-        el("span", { className: "info" }, `${e.id} ${e.family}, target ${e.object}` +
-          (e.anchor !== null ? `, anchor ${e.anchor}` : "") + `, valid in ${n}/${rows * cols} views `),
+      const targets = e.targets || [e.object];
+      const anchors = e.anchors || (e.anchor !== null ? [e.anchor] : []);
+      const named = targets.length === 1 ? `target ${targets[0]}` :
+        targets.length ? `targets ${targets.join(", ")}` : "no target";
+      const li = el("li", { id: `expr-${k}` }, ...targets.slice(0, 1).map((t) => swatches(data, t)), e.text, " ",
+        el("span", { className: "info" }, `${e.id} ${e.family}, ${named}` +
+          (anchors.length ? `, anchor ${anchors.join(", ")}` : "") + `, valid in ${n}/${rows * cols} views `),
         el("span", { className: "here" }));
       li.addEventListener("click", () => select(state.selected === k ? null : k));
       list.append(li);
@@ -168,11 +172,15 @@ const CLEVR_REMV = (() => {
     if (state.masks) { ctx.drawImage(img, 0, 0, s.width, h, 0, 0, s.width, h); layers.push("masks"); }
     if (state.selected !== null) {
       const e = s.expressions[state.selected];
-      ctx.drawImage(img, 0, (1 + e.object) * h, s.width, h, 0, 0, s.width, h);
-      layers.push(`target-${e.object}`);
-      if (e.anchor !== null && e.anchor >= 0 && e.anchor < s.objects.length) {
-        ctx.drawImage(img, 0, (1 + s.objects.length + e.anchor) * h, s.width, h, 0, 0, s.width, h);
-        layers.push(`anchor-${e.anchor}`);
+      for (const t of e.targets || [e.object]) {
+        if (t < 0 || t >= s.objects.length) continue;
+        ctx.drawImage(img, 0, (1 + t) * h, s.width, h, 0, 0, s.width, h);
+        layers.push(`target-${t}`);
+      }
+      for (const a of e.anchors || (e.anchor !== null ? [e.anchor] : [])) {
+        if (a < 0 || a >= s.objects.length) continue;
+        ctx.drawImage(img, 0, (1 + s.objects.length + a) * h, s.width, h, 0, 0, s.width, h);
+        layers.push(`anchor-${a}`);
       }
     }
     canvas.dataset.layers = layers.join(" ");
