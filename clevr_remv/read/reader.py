@@ -356,7 +356,7 @@ class Reader:
         if not self.shards:
             return False
         with shard_errors(self._path(0), self.root, "list its datasets"):
-            return "amodal_pixels" in self._files.get(self._path(0))
+            return "amodal_pixels" in self._shard(0)
 
     def _amodal_file(self, index: int) -> tuple[h5py.File, int]:
         f, row = self._locate(index)

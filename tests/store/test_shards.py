@@ -22,7 +22,9 @@ def _fake_scene(cfg, index, rng):
     for u in range(rows):
         for v in range(cols):
             normals = rng.normal(size=(h, w, 3))
-            views[(u, v)] = {"images": rng.integers(0, 255, (h, w, 3), dtype=np.uint8),
+            whole = np.zeros((cfg["scene"]["max_objects"], h, w), bool)
+            whole[:n] = rng.random((n, h, w)) < 0.3
+            views[(u, v)] = {"amodal": whole,"images": rng.integers(0, 255, (h, w, 3), dtype=np.uint8),
                              "instances": rng.integers(0, n + 1, (h, w)).astype(np.uint8),
                              "depth": rng.uniform(5, 20, (h, w)).astype(np.float32),
                              "normals": (normals / np.linalg.norm(normals, axis=-1, keepdims=True)).astype(np.float16)}
@@ -32,11 +34,14 @@ def _fake_scene(cfg, index, rng):
 def _write_scene(path, cfg, grid, attrs, rec, views, refs):
     wr = shards.SceneWriter(path, cfg, grid, attrs)
     table = visibility.Table(grid, cfg["scene"]["max_objects"], len(rec["objects"]))
+    whole_px = np.full(table.pixels.shape, -1, np.int32)
     for (u, v), arrays in views.items():
         wr.write_view(u, v, arrays)
         table.add(u, v, arrays["instances"])
+        n = len(rec["objects"])
+        whole_px[u, v, :n] = arrays["amodal"][:n].sum(axis=(1, 2))
     ks, es = lightfield.all_cameras(rec["rig"])
-    wr.finish(rec, ks, es, table.pixels, refs)
+    wr.finish(rec, ks, es, table.pixels, refs, whole_px)
     return wr, ks
 
 
@@ -87,7 +92,12 @@ def test_scene_files_assemble_into_a_shard_exactly(tmp_path, compression):
         for i, (rec, views, ks) in enumerate(truth):
             for (u, v), arrays in views.items():
                 for name, arr in arrays.items():
-                    assert np.array_equal(f[name][i, u, v], arr.astype(f[name].dtype)), name
+                    got = schema.read_output(f, name, (i, u, v))  # decoded: amodal is bit-packed
+                    assert np.array_equal(got, arr.astype(got.dtype)), name
+                assert f["amodal"].dtype == np.uint8 and f["amodal"].shape[-1] == 5, "40 pixels in 5 bytes"
+                k = len(rec["objects"])
+                assert np.array_equal(f["amodal_pixels"][i, u, v, :k], arrays["amodal"][:k].sum(axis=(1, 2)))
+                assert (f["amodal_pixels"][i, u, v, k:] == -1).all()
                 stored = f["depth"][i, u, v].astype(np.float64)  # float16 by default: bounded error
                 assert f["depth"].dtype == np.float16
                 assert np.abs(stored / arrays["depth"] - 1).max() <= 2.0 ** -11
