@@ -21,7 +21,7 @@ import numpy as np
 
 from clevr_remv import config
 from clevr_remv.render import blender, outputs
-from clevr_remv.render.codecs import gzip_chunk
+from clevr_remv.render.codecs import BitsCodec, gzip_chunk
 from clevr_remv.scene import amodal, layout, lightfield
 
 
@@ -68,6 +68,7 @@ def main():
     existing_view_s = statistics.median(existing)
     existing_bytes = sum(len(gzip_chunk(np.asarray(a, outputs.get(n).dtype_for(cfg)), level, floating[n]))
                          for n, a in arrays.items())
+    bits = BitsCodec(rc["width"])  # the stored codec of the amodal masks
     scenes = []
     for index in range(args.scenes):
         rec = layout.sample_scene(cfg, 1, index)
@@ -81,7 +82,7 @@ def main():
                 chunk, dt = _cpu(gzip_chunk, masks, level, False)
                 t["gzip_bool_s"] += dt
                 size["bool"] += len(chunk)
-                chunk, dt = _cpu(lambda m: gzip_chunk(np.packbits(m, axis=-1), level, False), masks)
+                chunk, dt = _cpu(lambda m: gzip_chunk(bits.encode(m), level, False), masks)
                 t["gzip_bits_s"] += dt
                 size["bits"] += len(chunk)
         row = {"scene": index, "objects": len(rec["objects"]), **t, "bytes_bool": size["bool"],
