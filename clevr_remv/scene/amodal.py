@@ -58,6 +58,14 @@ def prepare_mesh(vertices, faces) -> Mesh:
         normals[f], offsets[f] = n, d
         for a, b in zip(face, list(face[1:]) + [face[0]]):
             owner.setdefault((min(a, b), max(a, b)), []).append(f)
+    # Convex: every vertex on the inner side of every face's plane (the silhouette rule needs it).
+    lengths = np.sqrt((normals * normals).sum(axis=1))
+    for f in range(len(faces)):
+        n = normals[f]
+        out = (verts[:, 0] * n[0] + verts[:, 1] * n[1] + verts[:, 2] * n[2] - offsets[f]) / max(lengths[f], 1e-300)
+        if out.max() > 1e-3:  # Blender's bevelled quads are planar to about 3e-4
+            raise ValueError(f"the mesh is not convex (a vertex lies {out.max():.3g} outside face {f}); "
+                             f"amodal masks need convex shapes")
     edges = np.array(sorted(owner), np.int64).reshape(-1, 2)
     edge_faces = np.array([(owner[e][0], owner[e][-1]) for e in sorted(owner)], np.int64).reshape(-1, 2)
     return Mesh(verts, normals, offsets, edges, edge_faces)
@@ -65,7 +73,13 @@ def prepare_mesh(vertices, faces) -> Mesh:
 
 def prepare_meshes(geometry: dict) -> dict[str, Mesh]:
     """{shape: Mesh} from the worker's report ``{shape: {"vertices", "faces"}}``."""
-    return {name: prepare_mesh(g["vertices"], g["faces"]) for name, g in geometry.items()}
+    out = {}
+    for name, g in geometry.items():
+        try:
+            out[name] = prepare_mesh(g["vertices"], g["faces"])
+        except ValueError as exc:
+            raise ValueError(f"shape {name}: {exc}") from None
+    return out
 
 
 @dataclass(frozen=True)

@@ -164,3 +164,13 @@ def test_occlusion_of_several_targets_sums_their_counts():
     assert amodal.targets_occlusion(vis, am, [0]).tolist() == [0.0]
     assert amodal.targets_occlusion(vis, am, [1, 2]).tolist() == [pytest.approx(1 - 5 / 40)]
     assert np.isnan(amodal.targets_occlusion(vis, am, [])).all()
+
+
+def test_a_mesh_that_is_not_convex_is_refused():
+    v = np.array([[x, y, z] for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)], float)
+    faces = [[0, 1, 3, 2], [4, 6, 7, 5], [0, 4, 5, 1], [2, 3, 7, 6], [0, 2, 6, 4], [1, 5, 7, 3]]
+    amodal.prepare_mesh(v, faces)
+    dented = v.copy()
+    dented[7] *= 0.5  # a corner pushed in: the faces at it are no longer planes of a convex body
+    with pytest.raises(ValueError, match="shape box: the mesh is not convex"):
+        amodal.prepare_meshes({"box": {"vertices": dented.tolist(), "faces": faces}})
