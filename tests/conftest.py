@@ -75,3 +75,64 @@ def generated(tmp_path_factory, tiny_cfg) -> Path:
     r = run_cli("generate", "--out", out, "--config", tiny_cfg, *GEN_ARGS)
     assert r.returncode == 0, r.stderr
     return out
+
+
+# -- comparing the shards of two runs of the same command ------------------------------------
+NORMAL_STEP = 2.0 ** -10  # the storage grid of normals (clevr_remv/render/outputs.py)
+
+
+def _datasets(f) -> dict:
+    out = {}
+    f.visititems(lambda name, obj: out.__setitem__(name, obj[()]) if hasattr(obj, "dtype") else None)
+    return out
+
+
+def assert_same_shard(a: Path, b: Path, rgb_share: float = 0.0) -> None:
+    """The same shard written by two processes: the same bytes or, where Cycles' Normal pass put
+    a component on the other side of a rounding boundary, normals within one 2^-10 step and every
+    other dataset and attribute identical (README, "Determinism").  ``rgb_share``: the share of
+    RGB values that may differ by one 8-bit level (denoised runs, Cycles 5)."""
+    import h5py
+    import numpy as np
+
+    from clevr_remv.store import shards
+
+    if shards.sha256_file(a) == shards.sha256_file(b):
+        return
+    try:
+        import hdf5plugin  # noqa: F401  (compressed shards)
+    except ImportError:
+        pass
+    with h5py.File(a, "r") as fa, h5py.File(b, "r") as fb:
+        assert sorted(fa.attrs) == sorted(fb.attrs), (a.name, "attributes")
+        for key in fa.attrs:
+            assert np.array_equal(np.asarray(fa.attrs[key]), np.asarray(fb.attrs[key])), (a.name, key)
+        da, db = _datasets(fa), _datasets(fb)
+    assert sorted(da) == sorted(db), a.name
+    differ = []
+    for name, x in da.items():
+        y = db[name]
+        assert x.shape == y.shape and x.dtype == y.dtype, (a.name, name)
+        if name == "normals":
+            assert np.abs(x.astype(np.float32) - y.astype(np.float32)).max() <= NORMAL_STEP, (a.name, name)
+        elif name == "images" and rgb_share:
+            diff = np.abs(x.astype(int) - y.astype(int))
+            assert diff.max() <= 1 and (diff > 0).mean() < rgb_share, (a.name, name)
+        else:
+            assert np.array_equal(x, y, equal_nan=x.dtype.kind == "f"), (a.name, name)
+        if not np.array_equal(x, y):
+            differ.append(name)
+    assert differ, f"{a.name}: the files differ but none of their datasets does (layout, padding?)"
+
+
+def assert_same_run(a: Path, b: Path, manifest: str = "manifest.json", rgb_share: float = 0.0) -> None:
+    """Two run folders hold the same shards (:func:`assert_same_shard`), listed alike (the
+    entries' checksum and size follow the files)."""
+    ma, mb = (json.loads((root / manifest).read_text()) for root in (a, b))
+
+    def entries(m):
+        return {e["path"]: {k: v for k, v in e.items() if k not in ("sha256", "bytes")} for e in m["shards"]}
+
+    assert entries(ma) == entries(mb)
+    for path in entries(ma):
+        assert_same_shard(a / path, b / path, rgb_share)

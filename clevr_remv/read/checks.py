@@ -8,7 +8,8 @@ Bounds, each far above what ``generate`` writes:
   list of at most as many objects as the shard has slots (``visible_pixels``' last axis, the
   run's ``scene.max_objects``, at most :data:`MAX_OBJECTS`), each an object with string
   attributes;
-* an expression's ``scene`` is a row of the shard and its ``object`` an object of that scene;
+* an expression's ``scene`` is a row of the shard, its ``object`` and ``anchor`` an object of
+  that scene or -1 (none), its ``targets`` and ``anchors`` (format 1.3) objects of that scene;
 * a program is a JSON list of at most :data:`MAX_PROGRAM_NODES` objects, each with a string
   ``op`` (JSON nested deeper than Python's parser allows is refused, not a RecursionError);
 * an expression's text has at most :data:`MAX_TEXT_CHARS` characters, and a scene at most
@@ -80,7 +81,9 @@ def shard_problem(f: h5py.File) -> str | None:
         scenes = f["scenes"]
         n = scenes.shape[0]
         slots = min(f["visible_pixels"].shape[-1], MAX_OBJECTS) if "visible_pixels" in f else MAX_OBJECTS
-        counts = [len(parse_record(raw, row, slots)["objects"]) for row, raw in enumerate(scenes[()])]
+        # One record, text or program at a time: a hostile one is refused without the others
+        # in memory (HDF5 reads a variable-length string whole).
+        counts = [len(parse_record(scenes[row], row, slots)["objects"]) for row in range(n)]
         if "refexps" not in f:
             return None
         g = f["refexps"]
@@ -90,15 +93,33 @@ def shard_problem(f: h5py.File) -> str | None:
         objects = np.asarray(g["object"][()]).astype(np.int64, copy=False).ravel()
         if len(objects) != len(rows):
             return f"refexps/object has {len(objects)} entries, refexps/scene {len(rows)}"
+        anchor = np.asarray(g["anchor"][()]).astype(np.int64, copy=False).ravel() if "anchor" in g else None
+        if anchor is not None and len(anchor) != len(rows):
+            return f"refexps/anchor has {len(anchor)} entries, refexps/scene {len(rows)}"
+        # Format 1.3: every target and anchor (variable-length); object -1 is a no-target one.
+        lists = {name: g[name][()] for name in ("targets", "anchors") if name in g}
+        for name, col in lists.items():
+            if len(col) != len(rows):
+                return f"refexps/{name} has {len(col)} entries, refexps/scene {len(rows)}"
         for i, (row, obj) in enumerate(zip(rows.tolist(), objects.tolist())):
             if not 0 <= row < n:
                 return f"expression {i} is of scene row {row}; the shard has rows 0-{n - 1}"
-            if not 0 <= obj < counts[row]:
+            no_target = "targets" in lists and len(lists["targets"][i]) == 0
+            if not (0 <= obj < counts[row] or (obj == -1 and no_target)):
                 return f"expression {i} refers to object {obj}; its scene has objects 0-{counts[row] - 1}"
+            if anchor is not None and not -1 <= anchor[i] < counts[row]:  # -1: no anchor
+                return f"expression {i} refers to anchor {anchor[i]}; its scene has objects 0-{counts[row] - 1}"
+            for name, col in lists.items():
+                ids = np.asarray(col[i]).astype(np.int64, copy=False).ravel()
+                if len(ids) > MAX_OBJECTS or ((ids < 0) | (ids >= counts[row])).any():
+                    return (f"expression {i}'s {name} {ids[:MAX_OBJECTS].tolist()} are not among its scene's "
+                            f"objects 0-{counts[row] - 1}")
         for name, limit, unit in (("text", MAX_TEXT_CHARS * 4, "text"), ("program", MAX_RECORD_BYTES, "program")):
             if name not in g:
                 continue
-            for i, raw in enumerate(g[name][()]):
+            ds = g[name]
+            for i in range(ds.shape[0]):
+                raw = ds[i]
                 if len(raw) > limit:
                     return f"expression {i}'s {unit} is {len(raw):,} bytes, over the {limit:,} it may take"
                 if name == "program":

@@ -90,8 +90,10 @@ def camera_normals(world: np.ndarray, intrinsics: np.ndarray, world_to_camera: n
 
 
 # Stored normals are rounded to multiples of 2**-10 (under 0.06 degrees): Cycles' Normal pass
-# differs in the last float32 bit between runs for rare pixels, which float16's fine steps near
-# 0 would keep; on this grid a run stays bit-reproducible (farm parts == one machine).
+# differs in its last float32 bits between processes for rare pixels, which float16's fine steps
+# near 0 would keep. The grid absorbs most of that, not all: a component that lies on a rounding
+# boundary can fall either way, so two runs (or farm parts and one machine) agree within one
+# 2**-10 step, and are usually identical (README, "Determinism").
 NORMAL_STEP = 2.0 ** -10
 
 

@@ -75,7 +75,7 @@ def check_split_folders(out: Path, cfg: dict) -> None:
 
     for split in cfg["output"]["splits"]:
         path = out / split
-        if path.is_symlink() or (path.exists() and not path.is_dir()):
+        if path.exists() and not path.is_dir():
             raise UsageError(f"'{path}' is not a folder, but the {split} split's shards go there; "
                              f"move it out of '{out}' and run again")
         if path.is_dir() and not can_write(path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from pathlib import Path
@@ -39,13 +40,14 @@ def dataset_stats(entries: list[dict]) -> dict:
 
 # Storage settings whose defaults changed with format 1.2, with their value before it (for a
 # manifest whose config lacks them).
-STORAGE_BEFORE_1_2 = {"depth_dtype": "float32", "profile": "standard", "codecs": {}}
+STORAGE_BEFORE_1_2 = {"depth_dtype": "float32", "compression_level": 4, "profile": "standard", "codecs": {}}
 
 
 def follow_existing_run(out: Path, cfg: dict, seed: int, scenes: int) -> tuple[dict, str]:
     """(configuration, format version) for a run into ``out``.  A folder holding a run of an
     older format keeps that run's storage: where this command leaves a storage setting at its
-    default (``output.depth_dtype``, ``profile``, ``codecs``), the folder's value is taken, and
+    default (``output.depth_dtype``, ``compression_level``, ``profile``, ``codecs``), the folder's
+    value is taken, and
     when that (with the folder's format version) gives the folder's settings digest, the run
     resumes writing that format.  Otherwise ``cfg`` and this version (the folder's own checks
     then refuse other settings)."""
@@ -148,7 +150,7 @@ def manifest_problem(m) -> str | None:
             return f"{where} bytes is {json.dumps(e['bytes'])[:60]}, not a whole number"
         taken.append((a, b, e["path"]))
     taken.sort()
-    for (a0, b0, p0), (a1, b1, p1) in zip(taken, taken[1:]):
+    for (_, b0, p0), (a1, _, p1) in itertools.pairwise(taken):
         if a1 < b0:
             return f"shards {p0} and {p1} both claim scene {a1}"
     return None

@@ -17,6 +17,8 @@ Terms, as the tables print them:
   *relations*: how many relations each expression chains (0, 1, 2); *words by family*: the
   mean words per expression of each family.  A hidden target of a several-target expression
   is any of its targets hidden; a no-target expression has none;
+* *objects with 0 px in some view*: objects no pixel of which shows in at least one view
+  (out of that view's frame, or wholly behind others; :func:`clevr_remv.scene.visibility.unseen`);
 * *expressions dropped (hidden in a view)*: those, where the scene records say how many
   (``record["expressions"]["dropped_hidden"]``), as a share of the expressions chosen
   (kept + dropped); "not recorded" for datasets whose records do not carry it;

@@ -11,7 +11,7 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 def _snippet(heading: str) -> str:
     text = README.read_text(encoding="utf-8")
     after = text[text.index(heading):]
-    return re.search(r"```python\n(.*?)```", after, re.S)[1]
+    return re.search(r"```python\n(.*?)```", after, re.DOTALL)[1]
 
 
 @pytest.mark.render

@@ -6,7 +6,7 @@ import shutil
 
 import h5py
 import pytest
-from conftest import TINY, listing, run_cli
+from conftest import TINY, assert_same_run, listing, run_cli
 
 from clevr_remv.data import Reader, RefexpDataset
 from clevr_remv.errors import CorruptShardError
@@ -301,7 +301,7 @@ def test_two_identical_writers_at_once(small_run, small_cfg, tmp_path):
         assert "another clevr-remv generate" in err and len(err.strip().splitlines()) == 1, err
     r = run_cli("info", out, "--verify")
     assert r.returncode == 0, r.stdout
-    assert _digests(out) == _digests(small_run), "identical to a run alone"
+    assert_same_run(out, small_run)  # identical to a run alone
 
 
 def test_two_writers_with_other_settings_at_once(small_run, small_cfg, tmp_path):
@@ -317,7 +317,7 @@ def test_two_writers_with_other_settings_at_once(small_run, small_cfg, tmp_path)
             assert {json.loads(s)["global_seed"] for s in f["scenes"][()]} == {m["seed"]}
     assert run_cli("info", out, "--verify").returncode == 0
     if ca == 0:
-        assert _digests(out) == _digests(small_run)
+        assert_same_run(out, small_run)
 
 
 def test_two_parts_at_once_lose_nothing(small_run, small_cfg, tmp_path):
@@ -329,7 +329,7 @@ def test_two_parts_at_once_lose_nothing(small_run, small_cfg, tmp_path):
     assert not (out / ".work").exists()
     r = run_cli("merge", out)
     assert r.returncode == 0 and "complete" in r.stderr, r.stderr
-    assert _digests(out) == _digests(small_run)
+    assert_same_run(out, small_run)
     assert run_cli("info", out, "--verify").returncode == 0
 
 
@@ -399,7 +399,7 @@ def test_scheduler_kill_of_a_part_is_finished_by_rerunning(small_run, small_cfg,
         r = _gen(out, small_cfg, "--part", f"{k}/2")
         assert r.returncode == 0, r.stderr
     assert run_cli("merge", out).returncode == 0
-    assert _digests(out) == _digests(small_run)
+    assert_same_run(out, small_run)
 
 
 def test_stale_scene_file_of_other_settings_is_not_reused(small_run, small_cfg, tmp_path):
@@ -433,7 +433,7 @@ def test_generate_re_renders_a_shard_that_fails_its_checksum(small_run, run_copy
     assert r.returncode == 0, r.stderr
     assert "train/train-00001.h5 does not match its SHA-256" in r.stderr
     assert "re-rendered 1 shard" in r.stderr
-    assert _digests(run_copy) == _digests(small_run)
+    assert_same_run(run_copy, small_run)
     assert run_cli("info", run_copy, "--verify").returncode == 0
 
 
@@ -450,7 +450,7 @@ def test_a_damaged_manifest_is_rebuilt_from_the_shards(small_run, run_copy, smal
     r = _gen(run_copy, small_cfg)
     assert r.returncode == 0, r.stderr
     assert "0 scenes to render" in r.stderr, "intact shards are reused, not rendered again"
-    assert _digests(run_copy) == _digests(small_run)
+    assert_same_run(run_copy, small_run)
     assert run_cli("info", run_copy, "--verify").returncode == 0
 
 
@@ -469,7 +469,7 @@ def test_scene_files_of_a_finished_shard_are_cleaned_on_the_next_run(small_run, 
     r = _gen(out, small_cfg)
     assert r.returncode == 0, r.stderr
     assert not (out / ".work").exists(), listing(out / ".work")
-    assert _digests(out) == _digests(small_run)
+    assert_same_run(out, small_run)
 
 
 def test_sigterm_in_the_first_second_exits_143(small_cfg, tmp_path):
@@ -558,7 +558,7 @@ def test_a_stopped_worker_is_killed_and_the_scene_retried(small_run, tmp_path):
     assert code == 0, err
     assert "no reply from Blender in" in err and "retrying scene" in err, err
     assert time.time() - t0 < 2 + 60
-    assert _digests(out) == _digests(small_run)
+    assert_same_run(out, small_run)
 
 
 # -- a full disk ----------------------------------------------------------------------------
@@ -583,7 +583,7 @@ def test_a_full_disk_stops_with_one_line_and_resumes(small_run, small_cfg, small
     r = _gen(out, small_cfg)
     assert r.returncode == 0, r.stderr
     assert f"{6 - len(kept)} scenes to render" in r.stderr
-    assert _digests(out) == _digests(small_run)
+    assert_same_run(out, small_run)
     assert not (out / ".work").exists() and not list(out.rglob("*.tmp"))
 
 

@@ -148,6 +148,7 @@ def test_adopt_a_shard_missing_from_the_manifest_and_drop_a_foreign_one(tmp_path
     out = tmp_path / "o"
     first = job(out, cfg).run()
     sha = {e["path"]: e["sha256"] for e in first["shards"]}
+    stats = {e["path"]: e["expression_stats"] for e in first["shards"]}
     m = files.read_json(out / "manifest.json")
     # Killed between the shard's rename and the manifest update: the shard is complete.
     m["shards"] = [e for e in m["shards"] if e["path"] != "val/val-00000.h5"]
@@ -161,6 +162,9 @@ def test_adopt_a_shard_missing_from_the_manifest_and_drop_a_foreign_one(tmp_path
     assert again["complete"]
     assert rendered_scenes() == [5], "the adopted val shard is kept, the foreign test file re-rendered"
     assert {e["path"]: e["sha256"] for e in again["shards"]} == sha
+    adopted = next(e for e in again["shards"] if e["path"] == "val/val-00000.h5")
+    assert "objects" in adopted["expression_stats"], "the adopted shard's objects count towards the unseen share"
+    assert {e["path"]: e["expression_stats"] for e in again["shards"]} == stats
 
 
 def test_parts_render_disjoint_shards_into_one_folder(tmp_path, cfg):

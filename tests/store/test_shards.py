@@ -240,3 +240,37 @@ def test_expressions_of_a_shard_from_before_targets_read_as_one_target(tmp_path)
     prog = [{"op": "scene"}, {"op": "filter", "attrs": {"color": "red"}}, {"op": "unique"},
             {"op": "relate", "relation": "left"}, {"op": "filter", "attrs": {}}, {"op": "unique"}]
     assert anchors({"object": 1, "program": prog}, s) == [0]
+
+
+def test_same_shard_allows_normals_one_storage_step_apart_and_nothing_else(tmp_path):
+    """The comparison the render tests use for shards of two processes (tests/conftest.py):
+    normals may differ by one 2^-10 step, nothing else may."""
+    import shutil
+
+    from conftest import NORMAL_STEP, assert_same_shard
+
+    cfg = config.load_config(overrides={"rig.grid": 1, "render.width": 16, "render.height": 16})
+    attrs = schema.file_attrs(cfg, "d", (1, 1))
+    rec, views = _fake_scene(cfg, 0, np.random.default_rng(0))
+    views[(0, 0)]["normals"][3, 4] = (0.5, 0.0, -0.75)
+    p = tmp_path / "s.h5"
+    wr, _ = _write_scene(p, cfg, (1, 1), attrs, rec, views, [])
+    wr.commit()
+    ref = tmp_path / "ref.h5"
+    shards.assemble_shard([p], ref, cfg, (1, 1), attrs)
+
+    def changed(name, index, delta):
+        out = tmp_path / f"{name}-{delta}.h5"
+        shutil.copyfile(ref, out)
+        with h5py.File(out, "r+") as f:
+            f[name][index] = f[name][index] + delta
+        assert shards.sha256_file(out) != shards.sha256_file(ref)
+        return out
+
+    assert_same_shard(ref, ref)
+    assert_same_shard(changed("normals", (0, 0, 0, 3, 4, 0), NORMAL_STEP), ref)
+    assert_same_shard(ref, changed("normals", (0, 0, 0, 3, 4, 2), -NORMAL_STEP))
+    for name, index, delta in (("normals", (0, 0, 0, 3, 4, 0), 2 * NORMAL_STEP), ("depth", (0, 0, 0, 3, 4), 1.0),
+                               ("images", (0, 0, 0, 3, 4, 1), 1)):
+        with pytest.raises(AssertionError):
+            assert_same_shard(changed(name, index, delta), ref)
