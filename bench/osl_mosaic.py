@@ -7,6 +7,10 @@ that the pixel filter's samples near a tile's edge stay in that tile's camera), 
 instance ids, depth and time, alternating, in one process.  1 sample, no denoising.
 
     python bench/osl_mosaic.py 9 96 64 3        # grid, width, height, timing rounds
+
+With the Position pass (world position of the first hit, which does not depend on the camera),
+each tile's planar depth is recovered as dot(P - C_view, forward) and compared with the
+per-view renders' Z pass ("depth_from_position" in the first JSON line).
 """
 import json
 import os
@@ -54,11 +58,13 @@ shader mosaic(output point position = 0, output vector direction = 0, output col
 '''
 
 def read(path):
-    with OpenEXR.File(path, separate_channels=False) as exr:
-        ch = {n: c.pixels for p in exr.parts for n, c in p.channels.items()}
+    with OpenEXR.File(path, separate_channels=True) as exr:
+        ch = {n: np.array(c.pixels) for p in exr.parts for n, c in p.channels.items()}
     os.unlink(path)
     g = lambda s: next(v for k, v in ch.items() if k.endswith("." + s))
-    return g("Combined")[..., :3], g("Depth.Z"), np.rint(g("IndexOB.X")).astype(int)
+    rgb = np.stack([g("Combined.R"), g("Combined.G"), g("Combined.B")], -1)
+    pos = np.stack([g("Position.X"), g("Position.Y"), g("Position.Z")], -1)
+    return rgb, g("Depth.Z"), np.rint(g("IndexOB.X")).astype(int), pos
 
 def main():
     grid, W, H = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
@@ -66,7 +72,7 @@ def main():
                                     "render.denoise": False, "rig.grid": grid})
     b = scene_builder.SceneBuilder()
     b.configure({**cfg["render"], "device": "cpu", "threads": 2,
-                 "passes": ["use_pass_z", "use_pass_object_index"]})
+                 "passes": ["use_pass_z", "use_pass_object_index", "use_pass_position"]})
     rec = layout.sample_scene(cfg, 0, 1)
     b.build(rec)
     rig = rec["rig"]
@@ -99,11 +105,12 @@ def main():
         t1 = time.perf_counter()
         bpy.ops.render.render(write_still=True)
         t_render = time.perf_counter() - t1
-        rgb, z, ids = read(p)
+        rgb, z, ids, pos = read(p)
         out = {}
         for u, v in views:
             y0, x0 = u * (H + 2 * G) + G, v * (W + 2 * G) + G
-            out[(u, v)] = (rgb[y0:y0 + H, x0:x0 + W], z[y0:y0 + H, x0:x0 + W], ids[y0:y0 + H, x0:x0 + W])
+            out[(u, v)] = (rgb[y0:y0 + H, x0:x0 + W], z[y0:y0 + H, x0:x0 + W], ids[y0:y0 + H, x0:x0 + W],
+                           pos[y0:y0 + H, x0:x0 + W])
         cam.type = "PERSP"
         return out, time.perf_counter() - t0, t_render
 
@@ -117,6 +124,16 @@ def main():
         dz.append(np.max(np.abs(a[k][1][ok] - m[k][1][ok]) / a[k][1][ok]) if ok.any() else 0)
     # depth: the custom camera's Z pass is the distance to the camera object (the central
     # camera), not each view's planar depth; the central tile divided by the ray length matches
+    # planar depth per view from the mosaic's Position pass: dot(P - C_view, forward)
+    fwd = lightfield.rotation(rig)[2]
+    dp, dp_exact = [], 0
+    for k in views:
+        c = lightfield.view_position(rig, *k)
+        zp = ((m[k][3] - c) @ fwd).astype(np.float32)
+        ok = (a[k][2] == m[k][2]) & (a[k][1] < 1e9) & np.isfinite(zp)  # same object hit, not background
+        dp.append(float(np.max(np.abs(a[k][1][ok] - zp[ok]) / a[k][1][ok])) if ok.any() else 0.0)
+        dp_exact += int(np.array_equal(a[k][1][ok], zp[ok]))
+    print(json.dumps({"depth_from_position": {"rel_max": max(dp), "views_bit_identical": dp_exact, "views": len(views)}}))
     print(json.dumps({"grid": grid, "W": W, "H": H, "gutter": G, "ids_agree": float(agree),
                       "depth_rel_max": float(np.max(dz)), "bg_agree": float(np.mean([np.mean((a[k][1] >= 1e9) == (m[k][1] >= 1e9)) for k in views]))}))
     for r in range(int(sys.argv[4]) if len(sys.argv) > 4 else 2):

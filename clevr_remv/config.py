@@ -112,8 +112,8 @@ _SCHEMA: dict[str, tuple[type | tuple, object, str]] = {
                            "float16 (relative error at most 4.9e-4; the default) or float32"),
     # Profile and codec names are checked against clevr_remv/render/codecs.py when a run
     # starts (render.outputs.check_codecs), so that a new codec is one class in that file.
-    "output.profile": (str, None, "standard (every output an HDF5 array; h5py reads it) or compact (RGB "
-                       "as lossless WebP, about a third smaller; reading needs Pillow too)"),
+    "output.profile": (str, None, "standard (every output an HDF5 array; h5py reads it) or compact (RGB, "
+                       "depth and normals as lossless WebP, about 40% smaller; reading needs Pillow too)"),
     "output.codecs": (dict, lambda v: all(isinstance(c, str) for c in v.values()),
                       "an object of output name -> codec name, e.g. {\"images\": \"png\"}"),
     "workers.count": ((int, type(None)), lambda v: v is None or v >= 1,

@@ -34,8 +34,8 @@ RUN_OPTIONS = (
     ("--baseline", "baseline", "rig.baseline", float, "Distance between neighbouring cameras, scene units.", str),
     ("--profile", "profile", "output.profile", click.Choice(tuple(PROFILES)),
      "Storage profile (docs/format.md): 'standard' stores every output as an HDF5 array (h5py alone "
-     "reads it); 'compact' stores RGB as lossless WebP (bit-identical pixels, about a third "
-     "smaller; reading needs Pillow too).", str),
+     "reads it); 'compact' stores RGB, depth and normals as lossless WebP (the same values, "
+     "about 40% smaller; reading needs Pillow too).", str),
 )
 
 

@@ -16,8 +16,8 @@ tell the number of tasks.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from ..errors import UsageError
 from ..run import plan

@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import shlex
 import sys
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 
-from .. import config
+from .. import FORMAT_VERSION, config
 from ..errors import UsageError
+from ..run.guard import FolderGuard
 from ..run.plan import check_run, plan_shards
 from ..store import files
+from ..store.manifest import follow_existing_run
 from . import parts
 from .schedulers import SCHEDULERS, Submission
 from .schedulers.slurm import check_mem, check_time
@@ -45,10 +47,13 @@ def prepare(scheduler: str, scenes: int, out: Path, seed: int, config_spec: str 
         check_mem("--mem", resources.get("mem"))
     check_run(scenes, seed)
     cfg = config.load_config(config_spec, overrides)  # --blender: a path on the nodes, checked there, not here
-    digest = config.digest(cfg, seed, scenes)
+    version = FORMAT_VERSION
+    if resolve_paths:  # a folder here: a run of an older format keeps its storage settings, as in generate
+        out = check_out(out)
+        cfg, version = follow_existing_run(out, cfg, seed, scenes)
+    digest = config.digest(cfg, seed, scenes, version)
     plans = plan_shards(scenes, cfg["output"]["splits"], cfg["output"]["shard_size"])
     tasks = parts.task_count(len(plans), shards_per_task)
-    out = check_out(out) if resolve_paths else out
     gen = ["generate", "--part", "auto", "--scenes", str(scenes), "--out", str(out), "--seed", str(seed)]
     if config_spec is not None:
         local = resolve_paths and Path(config_spec).is_file()
@@ -59,8 +64,7 @@ def prepare(scheduler: str, scenes: int, out: Path, seed: int, config_spec: str 
     gen += ["--no-progress"]
     program = [sys.executable, "-m", "clevr_remv"] if program is None else program
     sub = Submission(out=out, scenes=scenes, shards=len(plans), tasks=tasks, shards_per_task=shards_per_task,
-                     generate=program + gen, merge=program + ["merge", str(out)], **resources)
-    sub.options["digest"] = digest
+                     generate=program + gen, merge=program + ["merge", str(out)], digest=digest, **resources)
     return sub
 
 
@@ -102,9 +106,19 @@ def finished_tasks(out: Path, digest: str, tasks: int) -> set[int]:
 
 
 def write_scripts(sub: Submission, texts: dict[str, str], folder: Path) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
+    """The scripts, into ``folder``: inside the run folder through its guard (no link out of it
+    followed), elsewhere (Kubernetes' --manifests) as plain files."""
+    try:
+        folder.relative_to(sub.out)
+        guard = FolderGuard(sub.out)
+    except ValueError:
+        guard = FolderGuard(folder)
+    if folder == guard.root:
+        folder.mkdir(parents=True, exist_ok=True)
+    else:
+        guard.mkdir(folder)
     for name, text in texts.items():
-        (folder / name).write_text(text, encoding="utf-8")
+        guard.write_atomic(folder / name, text.encode("utf-8"))
 
 
 # -- Slurm ------------------------------------------------------------------------------------
@@ -113,7 +127,7 @@ def slurm(sub: Submission, dry_run: bool, echo: Echo) -> int:
     """Submit (or with ``dry_run`` only write) the array and the merge job; the exit code."""
     s = SCHEDULERS["slurm"]
     out, tasks = sub.out, sub.tasks
-    done = finished_tasks(out, sub.options["digest"], tasks)
+    done = finished_tasks(out, sub.digest, tasks)
     active = {} if dry_run else s.active_jobs(out)
     active_tasks = {t for j in active.values() if j["kind"] == "render" for t in j["tasks"]}
     missing = [i for i in range(tasks) if i not in done and i not in active_tasks]

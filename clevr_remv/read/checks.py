@@ -91,28 +91,29 @@ def shard_problem(f: h5py.File) -> str | None:
             return f"{g['scene'].shape[0]:,} expressions for {n} scenes"
         rows = np.asarray(g["scene"][()]).astype(np.int64, copy=False).ravel()
         objects = np.asarray(g["object"][()]).astype(np.int64, copy=False).ravel()
-        anchor = (np.asarray(g["anchor"][()]).astype(np.int64, copy=False).ravel() if "anchor" in g
-                  else np.full(len(rows), -1, np.int64))
-        if len(objects) != len(rows) or len(anchor) != len(rows):
-            return f"refexps/object or refexps/anchor has not the {len(rows)} entries of refexps/scene"
-        for i, (row, obj, a) in enumerate(zip(rows.tolist(), objects.tolist(), anchor.tolist())):
+        if len(objects) != len(rows):
+            return f"refexps/object has {len(objects)} entries, refexps/scene {len(rows)}"
+        anchor = np.asarray(g["anchor"][()]).astype(np.int64, copy=False).ravel() if "anchor" in g else None
+        if anchor is not None and len(anchor) != len(rows):
+            return f"refexps/anchor has {len(anchor)} entries, refexps/scene {len(rows)}"
+        # Format 1.3: every target and anchor (variable-length); object -1 is a no-target one.
+        lists = {name: g[name][()] for name in ("targets", "anchors") if name in g}
+        for name, col in lists.items():
+            if len(col) != len(rows):
+                return f"refexps/{name} has {len(col)} entries, refexps/scene {len(rows)}"
+        for i, (row, obj) in enumerate(zip(rows.tolist(), objects.tolist())):
             if not 0 <= row < n:
                 return f"expression {i} is of scene row {row}; the shard has rows 0-{n - 1}"
-            for what, k in (("object", obj), ("anchor", a)):  # -1: no target / no anchor
-                if not -1 <= k < counts[row]:
-                    return f"expression {i} refers to {what} {k}; its scene has objects 0-{counts[row] - 1}"
-        for name in ("targets", "anchors"):  # format 1.3: variable-length lists of objects
-            if name not in g:
-                continue
-            ds = g[name]
-            if ds.shape[0] != len(rows):
-                return f"refexps/{name} has {ds.shape[0]} entries, refexps/scene {len(rows)}"
-            for i in range(ds.shape[0]):
-                got = np.asarray(ds[i]).ravel()
-                row = rows[i]
-                if len(got) > counts[row] or ((got < 0) | (got >= counts[row])).any():
-                    return (f"expression {i}'s {name} {got[:8].tolist()} are not objects of its scene "
-                            f"(0-{counts[row] - 1})")
+            no_target = "targets" in lists and len(lists["targets"][i]) == 0
+            if not (0 <= obj < counts[row] or (obj == -1 and no_target)):
+                return f"expression {i} refers to object {obj}; its scene has objects 0-{counts[row] - 1}"
+            if anchor is not None and not -1 <= anchor[i] < counts[row]:  # -1: no anchor
+                return f"expression {i} refers to anchor {anchor[i]}; its scene has objects 0-{counts[row] - 1}"
+            for name, col in lists.items():
+                ids = np.asarray(col[i]).astype(np.int64, copy=False).ravel()
+                if len(ids) > MAX_OBJECTS or ((ids < 0) | (ids >= counts[row])).any():
+                    return (f"expression {i}'s {name} {ids[:MAX_OBJECTS].tolist()} are not among its scene's "
+                            f"objects 0-{counts[row] - 1}")
         for name, limit, unit in (("text", MAX_TEXT_CHARS * 4, "text"), ("program", MAX_RECORD_BYTES, "program")):
             if name not in g:
                 continue

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 H5Z_FILTER_DEFLATE = 1
+MAX_VIEW_PIXELS = 8192 * 8192  # render.width and render.height are at most 8192
 H5Z_FILTER_SHUFFLE = 2
 
 
@@ -109,29 +110,45 @@ class ImageCodec:
         return {"shape": tuple(lead), "dtype": self.stored_dtype(), "chunks": (1,) * len(lead)}
 
     def encode(self, arr: np.ndarray) -> np.ndarray:
+        out = np.empty((), object)  # one element of the variable-length dataset
+        out[()] = np.frombuffer(self._file(arr), np.uint8)
+        return out
+
+    def _file(self, arr: np.ndarray) -> bytes:
         import io
 
         from PIL import Image
 
         buf = io.BytesIO()
         img = Image.fromarray(np.ascontiguousarray(arr, np.uint8))
-        if self.name == "webp":
-            img.save(buf, format="WEBP", lossless=True, quality=100, method=4, exact=True)
+        if self.name.startswith("webp"):
+            # effort 50, method 2: within 2% of the smallest file (effort 100, method 4) at a
+            # tenth of its time (docs/benchmarks.md, "Storage profiles")
+            img.save(buf, format="WEBP", lossless=True, quality=50, method=2, exact=True)
         else:
             img.save(buf, format="PNG", compress_level=6)
-        out = np.empty((), object)  # one element of the variable-length dataset
-        out[()] = np.frombuffer(buf.getvalue(), np.uint8)
-        return out
+        return buf.getvalue()
 
-    def _one(self, blob) -> np.ndarray:
+    @staticmethod
+    def _image(data: bytes) -> np.ndarray:
         import io
 
         from PIL import Image
 
-        with Image.open(io.BytesIO(np.asarray(blob, np.uint8).tobytes())) as img:
+        try:
+            img = Image.open(io.BytesIO(data))  # reads the header only
+        except Image.DecompressionBombError as exc:
+            raise ValueError(f"a stored view is refused: {exc}") from None
+        with img:
             if img.format not in ("WEBP", "PNG"):
-                raise ValueError(f"a {self.name} view holds a {img.format} image")
+                raise ValueError(f"a stored view holds a {img.format} image, not WebP or PNG")
+            if img.width * img.height > MAX_VIEW_PIXELS:  # untrusted input: bounded before decoding
+                raise ValueError(f"a stored view claims {img.width}x{img.height} pixels, more than a "
+                                 f"view can have")
             return np.asarray(img)
+
+    def _one(self, blob) -> np.ndarray:
+        return self._image(np.asarray(blob, np.uint8).tobytes())
 
     def decode(self, stored) -> np.ndarray:
         stored = np.asarray(stored, dtype=object) if not isinstance(stored, np.ndarray) else stored
@@ -149,12 +166,79 @@ class ImageCodec:
         return None
 
 
-CODECS = ("array", "webp", "png")
+@dataclass(frozen=True)
+class TwoByteWebP(ImageCodec):
+    """A view of 16-bit values (HxW or HxWx3) as two WebP lossless RGB files, the high and the
+    low byte of each value's 16 bits (a one-component view repeated into R, G, B, which WebP's
+    colour transform stores almost for free).  Stored bytes: the component count (1 byte: 1 or
+    3), the first file's length (4 bytes, little-endian), the two files.  Lossless.  ``webp16``: the bit pattern of any 2-byte dtype (float16 depth, +inf
+    included)."""
+
+    name: str = "webp16"
+    dtype: str = "float16"
+
+    def _to_u16(self, arr: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(np.asarray(arr).astype(self.dtype, copy=False)).view(np.uint16)
+
+    def _from_u16(self, k: np.ndarray) -> np.ndarray:
+        return k.astype(np.uint16).view(self.dtype)
+
+    def _file(self, arr: np.ndarray) -> bytes:
+        k = self._to_u16(arr)
+        planes = [(k >> 8).astype(np.uint8), (k & 255).astype(np.uint8)]
+        if k.ndim == 2:
+            planes = [np.repeat(p[..., None], 3, -1) for p in planes]
+        hi, lo = (ImageCodec("webp")._file(p) for p in planes)
+        return bytes([1 if k.ndim == 2 else 3]) + len(hi).to_bytes(4, "little") + hi + lo
+
+    def _one(self, blob) -> np.ndarray:
+        data = np.asarray(blob, np.uint8).tobytes()
+        n = int.from_bytes(data[1:5], "little")
+        hi, lo = self._image(data[5:5 + n]), self._image(data[5 + n:])
+        if data[0] == 1:
+            hi, lo = hi[..., 0], lo[..., 0]
+        return self._from_u16((hi.astype(np.uint16) << 8) | lo)
+
+    def fits(self, dtype: np.dtype, view_shape: tuple[int, ...]) -> str | None:
+        if np.dtype(dtype).itemsize != 2 or view_shape[2:] not in ((), (3,)):
+            return f"{self.name} stores 2-byte (e.g. float16) views of 1 or 3 components only"
+        return None
+
+
+@dataclass(frozen=True)
+class FixedPointWebP(TwoByteWebP):
+    """:class:`TwoByteWebP` of ``round(value * 2**bits) + 2**bits``, for views whose values lie on
+    a fixed-point grid (multiples of ``2**-bits`` in [-1, 1], as the stored normals are), which
+    compresses better than their float bits.  Lossless on the grid; a value off the grid is
+    refused (ValueError), never rounded.  ``webp-q10``: the 2**-10 grid of the normals."""
+
+    name: str = "webp-q10"
+    bits: int = 10
+
+    def _to_u16(self, arr: np.ndarray) -> np.ndarray:
+        a = np.asarray(arr, np.float32) * (1 << self.bits)
+        k = np.rint(a)
+        if not np.array_equal(k, a) or np.abs(k).max(initial=0) > (1 << self.bits):
+            raise ValueError(f"{self.name} stores values on the 2**-{self.bits} grid in [-1, 1] only")
+        return (k + (1 << self.bits)).astype(np.uint16)
+
+    def _from_u16(self, k: np.ndarray) -> np.ndarray:
+        return ((k.astype(np.int32) - (1 << self.bits)).astype(np.float32) / (1 << self.bits)).astype(self.dtype)
+
+    def fits(self, dtype: np.dtype, view_shape: tuple[int, ...]) -> str | None:
+        if np.dtype(dtype).kind != "f" or view_shape[2:] != (3,):
+            return f"{self.name} stores floating 3-component views on a fixed-point grid only"
+        return None
+
+
+CODECS = ("array", "webp", "png", "webp16", "webp-q10")
 
 # output.profile -> {output name: codec name}; outputs not named use ``array``.
 PROFILES = {
     "standard": {},                  # every output as its array through output.compression
-    "compact": {"images": "webp"},   # for distribution: RGB as lossless WebP (needs Pillow to read)
+    # for distribution: RGB, depth (its float16 bits) and normals (their 2**-10 grid) as
+    # lossless WebP (reading needs Pillow too)
+    "compact": {"images": "webp", "depth": "webp16", "normals": "webp-q10"},
 }
 
 
@@ -164,6 +248,10 @@ def make(name: str, dtype) -> ArrayCodec | ImageCodec:
         return ArrayCodec(str(np.dtype(dtype)))
     if name in ("webp", "png"):
         return ImageCodec(name)
+    if name == "webp16":
+        return TwoByteWebP(dtype=str(np.dtype(dtype)))
+    if name == "webp-q10":
+        return FixedPointWebP(dtype=str(np.dtype(dtype)))
     raise ValueError(f"unknown codec {name!r} (known: {', '.join(CODECS)})")
 
 
@@ -182,17 +270,20 @@ def gzip_chunk(arr: np.ndarray, level: int, shuffle: bool) -> bytes:
 
 
 def encode_view_chunks(arrays: dict, codecs: dict) -> dict:
-    """{name: compressed chunk} of one view's arrays (``codecs`` from
-    ``SceneWriter.chunk_codecs``: (level, shuffle, dtype, chunk shape, codec)), each encoded by
-    its codec first; an array whose encoding does not have the dataset's dtype and chunk shape
-    is left to h5py."""
+    """{name: compressed chunk (bytes) or encoded value} of one view's arrays, the work a pool
+    thread does before the writer stores them (``codecs`` from ``SceneWriter.chunk_codecs``:
+    (level, shuffle, dtype, chunk shape, codec); level None for a codec whose value h5py stores,
+    e.g. an image file).  An array whose encoding does not have the dataset's dtype and chunk
+    shape is left to the writer."""
     out = {}
     for name, (level, shuffle, dtype, shape, codec) in codecs.items():
         arr = arrays.get(name)
         if arr is None:
             continue
         arr = codec.encode(arr)
-        if arr.dtype == dtype and tuple(arr.shape) == tuple(shape):
+        if level is None:
+            out[name] = arr
+        elif arr.dtype == dtype and tuple(arr.shape) == tuple(shape):
             out[name] = gzip_chunk(arr, level, shuffle)
     return out
 

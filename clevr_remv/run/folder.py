@@ -68,9 +68,11 @@ class RunFolder:
         self.rebuild = False
         if not out.exists():
             return
-        # Links out of OUT where the run writes or cleans up: refused before anything is touched.
-        for folder in (self.work_dir, self.log_dir, *(out / split for split in self.cfg["output"]["splits"])):
-            self.guard.check_dir(folder)
+        # Links out of OUT where the run writes or cleans up: refused before anything is touched
+        # (--overwrite removes them as links instead, in init).
+        if not self.overwrite:
+            for folder in self._folders():
+                self.guard.check_dir(folder)
         self.guard.check_no_links(self.log_dir)  # the run appends to its logs
         manifests = self._manifests()
         for path, m in manifests.items():
@@ -98,6 +100,10 @@ class RunFolder:
         other = [p for p in out.iterdir() if p.name != "logs" and not p.name.startswith(LOCK_PREFIX)]
         if other and not manifests and not self._looks_like_run():
             raise UsageError(f"'{out}' is not empty and holds no clevr-remv run; choose an empty or new folder")
+
+    def _folders(self) -> list[Path]:
+        """The folders below OUT this run writes into."""
+        return [self.work_dir, self.log_dir, *(self.out / split for split in self.cfg["output"]["splits"])]
 
     def _manifests(self) -> dict[Path, dict | None]:
         """Every manifest in OUT (whole run, parts, merged): its checked content, or None."""
@@ -157,6 +163,9 @@ class RunFolder:
             self.take_lock()
         self._initialised = True
         if self.overwrite:
+            for folder in self._folders():
+                for link in self.guard.drop_links(folder):
+                    log.warning("--overwrite: removed the symbolic link %s (not its target)", link)
             self._remove_replaced_run()
         for attempt in range(5):  # another part may remove an empty .work at this moment
             try:

@@ -58,6 +58,20 @@ class FolderGuard:
                 raise UsageError(f"'{entry.path}' is a symbolic link; the run appends to the files in "
                                  f"'{folder}', which must be plain files: remove the link")
 
+    def drop_links(self, path: Path) -> list[Path]:
+        """--overwrite: remove, as links, the symbolic links on the way from OUT to ``path``
+        (their targets stay), so that the run makes real folders there.  Returns them."""
+        node, dropped = self.root, []
+        for part in self._relative(path).parts:
+            node = node / part
+            if node.is_symlink():
+                node.unlink()
+                dropped.append(node)
+                break
+            if not node.is_dir():
+                break
+        return dropped
+
     def mkdir(self, path: Path) -> Path:
         """Make a folder below OUT (and those between), refusing links."""
         self.check_dir(path)
@@ -106,17 +120,22 @@ class FolderGuard:
         return os.fdopen(fd, "ab" if binary else "a", **({} if binary else {"encoding": "utf-8"}))
 
     def write_json_atomic(self, path: Path, data: dict) -> None:
-        """Write a JSON file inside OUT atomically: a temporary file made afresh (never through
-        a link), fsynced, renamed over ``path`` (a link there is replaced, not followed); a
-        failed write leaves no temporary file."""
+        """A JSON file inside OUT, written atomically (see :meth:`write_atomic`)."""
+        self.write_atomic(path, (json.dumps(data, indent=2, sort_keys=False) + "\n").encode("utf-8"))
+
+    def write_atomic(self, path: Path, data: bytes) -> None:
+        """Write a file inside OUT atomically: a temporary file made afresh (never through a
+        link), fsynced, renamed over ``path`` (a link there is replaced, not followed); a failed
+        write leaves no temporary file."""
         path = Path(path)
+        self._relative(path)
+        self.check_dir(path.parent)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        self.unlink(tmp)  # a leftover of a killed run with this pid, or a planted link
+        tmp.unlink(missing_ok=True)  # a leftover of a killed run with this pid, or a planted link
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(data, fh, indent=2, sort_keys=False)
-                fh.write("\n")
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, path)

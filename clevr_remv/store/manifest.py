@@ -40,13 +40,14 @@ def dataset_stats(entries: list[dict]) -> dict:
 
 # Storage settings whose defaults changed with format 1.2, with their value before it (for a
 # manifest whose config lacks them).
-STORAGE_BEFORE_1_2 = {"depth_dtype": "float32", "profile": "standard", "codecs": {}}
+STORAGE_BEFORE_1_2 = {"depth_dtype": "float32", "compression_level": 4, "profile": "standard", "codecs": {}}
 
 
 def follow_existing_run(out: Path, cfg: dict, seed: int, scenes: int) -> tuple[dict, str]:
     """(configuration, format version) for a run into ``out``.  A folder holding a run of an
     older format keeps that run's storage: where this command leaves a storage setting at its
-    default (``output.depth_dtype``, ``profile``, ``codecs``), the folder's value is taken, and
+    default (``output.depth_dtype``, ``compression_level``, ``profile``, ``codecs``), the folder's
+    value is taken, and
     when that (with the folder's format version) gives the folder's settings digest, the run
     resumes writing that format.  Otherwise ``cfg`` and this version (the folder's own checks
     then refuse other settings)."""

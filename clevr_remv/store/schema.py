@@ -60,10 +60,12 @@ class DatasetSpec:
         return None
 
 
-def _version(v: str) -> tuple[int, ...]:
+def version_key(v: str) -> tuple[int, ...]:
+    """A format version as a tuple that orders ("1.10" after "1.9")."""
     return tuple(int(x) for x in str(v).split("."))
 
 
+_version = version_key
 VLEN_INT32 = h5py.vlen_dtype(np.int32)
 
 # The expression columns (store/refexps.py writes them): name -> (dtype, per-view tail?)
@@ -186,7 +188,23 @@ def read_output(f: h5py.File, name: str, index, codec=None) -> np.ndarray:
     ``row`` for every view of a scene) of an open shard (``codec``: from :func:`file_codecs`,
     read from the file when not given)."""
     codec = codec or file_codecs(f)[name]
-    return codec.decode(f[name][index])
+    out = codec.decode(f[name][index])
+    if not codec.raw_chunks:  # a file inside the shard: its size must be the view's
+        want = _view_shape(f, name)
+        if want is not None and tuple(out.shape[out.ndim - len(want):]) != want:
+            raise ValueError(f"{name}: a stored view decodes to {out.shape}, not a {want} view")
+    return out
+
+
+def _view_shape(f: h5py.File, name: str) -> tuple[int, ...] | None:
+    """(H, W, *tail) of one view of ``name``, from the file's resolution attribute."""
+    try:
+        w, h = json.loads(f.attrs["resolution"]) if isinstance(f.attrs.get("resolution"), str) \
+            else [int(x) for x in f.attrs["resolution"]]
+    except (KeyError, ValueError, TypeError):
+        return None
+    out = outputs.BY_NAME.get(name)
+    return (int(h), int(w), *(out.tail if out else ()))
 
 
 def stored_names(f: h5py.File) -> list[str]:

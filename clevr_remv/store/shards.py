@@ -39,24 +39,33 @@ class SceneWriter:
         output in ``chunks`` is written as those already-compressed bytes (see
         :meth:`chunk_codecs`), the rest encoded by its codec and written through h5py's filters."""
         for out in self.outputs:
-            if chunks and out.name in chunks:
+            chunk = chunks.get(out.name) if chunks else None
+            if isinstance(chunk, bytes):
                 offset = (0, u, v) + (0,) * (self.f[out.name].ndim - 3)
-                self.f[out.name].id.write_direct_chunk(offset, chunks[out.name], 0)
+                self.f[out.name].id.write_direct_chunk(offset, chunk, 0)
+            elif chunk is not None:  # already encoded (an image file): h5py stores the value
+                self.f[out.name][0, u, v] = chunk
             else:
                 self.f[out.name][0, u, v] = self.codecs[out.name].encode(arrays[out.name])
 
     def chunk_codecs(self) -> dict:
         """{output name: (deflate level, shuffle, dtype, chunk shape, codec)} for the stored
         outputs whose chunks the driver may compress itself, byte-identical to HDF5's filters
-        (gzip, the default); outputs with any other compression or codec are not listed."""
+        (gzip, the default); (None, None, None, None, codec) for outputs whose codec makes a
+        value h5py stores (an image file), encoded in the driver's threads too; outputs with any
+        other compression are not listed."""
         from ..render.codecs import gzip_spec
 
         out = {}
         for o in self.outputs:
             ds = self.f[o.name]
-            spec = gzip_spec(ds) if self.codecs[o.name].raw_chunks else None
+            codec = self.codecs[o.name]
+            if not codec.raw_chunks:
+                out[o.name] = (None, None, None, None, codec)
+                continue
+            spec = gzip_spec(ds)
             if spec is not None:
-                out[o.name] = (*spec, ds.dtype, ds.chunks[3:], self.codecs[o.name])
+                out[o.name] = (*spec, ds.dtype, ds.chunks[3:], codec)
         return out
 
     def finish(self, scene: dict, intrinsics, extrinsics, visible_pixels, refexps: list[dict]) -> None:

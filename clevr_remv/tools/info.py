@@ -21,12 +21,26 @@ def _plural(n: int, word: str) -> str:
     return word if n == 1 else word + "s"
 
 
+def storage_line(m: dict) -> str:
+    """The storage settings of a run: profile, codecs, depth precision, compression."""
+    oc = (m.get("config") or {}).get("output") or {}
+    try:
+        from ..store.schema import codec_descriptions
+        named = codec_descriptions(m["config"], str(m.get("format_version")))
+        codecs = ", ".join(f"{k} {v['codec']} {v['dtype']}" for k, v in named.items())
+    except Exception:  # noqa: BLE001  (a manifest of another version: show what it says)
+        codecs = "?"
+    return (f"profile {oc.get('profile', 'standard')} ({codecs}); {oc.get('compression', 'gzip')} "
+            f"level {oc.get('compression_level', 4)}")
+
+
 def describe(out: Path, verify: bool, echo) -> bool:
     m = load_manifest(out)
     echo(f"CLEVR-REMV run in {out}")
     echo(f"  generator {m['generator']['version']}, format {m['format_version']}, digest {m['config_digest']}")
     echo(f"  {m['scenes']} scenes, seed {m['seed']}, grid {m['grid'][0]}x{m['grid'][1]}, "
          f"{m['resolution'][0]}x{m['resolution'][1]}, {'complete' if m['complete'] else 'INCOMPLETE'}")
+    echo(f"  storage: {storage_line(m)}")
     for name, split in m["splits"].items():
         done = [e for e in m["shards"] if e["split"] == name]
         scenes = sum(e["num_scenes"] for e in done)

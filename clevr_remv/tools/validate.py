@@ -35,6 +35,7 @@ import h5py
 import numpy as np
 
 from .. import FORMAT_VERSION
+from ..errors import UsageError
 from ..language import programs, validity
 from ..read.checks import shard_problem
 from ..scene import lightfield
@@ -168,6 +169,14 @@ class Validator:
             got = _attr(f, key)
             if got is not None and want is not None and got != want:
                 self._v("structure", name, f"file attribute {key} is {got!r}, the manifest says {want!r}")
+        got = _attr(f, "codecs")
+        if got is not None or schema.version_key(version) >= (1, 2):
+            try:
+                want = schema.codec_descriptions(self.cfg, version)
+            except UsageError as exc:
+                want = str(exc)
+            if got != want:
+                self._v("structure", name, f"file attribute codecs is {got!r}, the run's settings give {want!r}")
         if any(not key.startswith("refexps/") for key in broken):
             return  # shapes are off: per-scene checks would only repeat it
         problem = shard_problem(f) if not broken else None

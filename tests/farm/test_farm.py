@@ -371,3 +371,16 @@ def test_a_part_beyond_the_shard_count_says_it_has_nothing_to_do(tmp_path, tiny_
     assert "part 5/5 has nothing to do: this run has 4 shards, so only parts 1 to 4 of 5 render any" in r.stderr
     assert "complete" not in r.stderr.splitlines()[-1]
     assert files.read_json(out / "manifest.part-005-of-005.json")["shards"] == []
+
+
+def test_submit_writes_no_script_through_a_link_out_of_the_folder(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    outside = tmp_path / "home"
+    (outside / "slurm").mkdir(parents=True)
+    (outside / "slurm" / "render.sbatch").write_text("mine\n")
+    (out / "logs").symlink_to(outside, target_is_directory=True)
+    r = run_cli("submit", "slurm", "--scenes", 8, "--out", out, "--dry-run")
+    assert r.returncode == 2 and "symbolic link" in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    assert (outside / "slurm" / "render.sbatch").read_text() == "mine\n"
+    assert listing(outside) == ["slurm", "slurm/render.sbatch"]

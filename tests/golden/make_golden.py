@@ -50,8 +50,14 @@ def dataset_digest(ds) -> str:
     """SHA-256 of a dataset's decoded contents (dtype, shape and values; strings as UTF-8)."""
     import numpy as np
 
+    import h5py
+
     h = hashlib.sha256()
-    if ds.dtype.kind in ("O", "S"):  # variable-length strings: compare the text
+    vlen = h5py.check_vlen_dtype(ds.dtype)
+    if vlen is not None and h5py.check_string_dtype(ds.dtype) is None:  # variable-length numbers
+        h.update(f"vlen{np.dtype(vlen).str}{ds.shape}".encode())
+        h.update(json.dumps([np.asarray(x).tolist() for x in ds[()].ravel()]).encode("utf-8"))
+    elif ds.dtype.kind in ("O", "S"):  # variable-length strings: compare the text
         values = ds.asstr()[()]
         h.update(f"str{ds.shape}".encode())
         h.update(json.dumps([str(x) for x in np.asarray(values, dtype=object).ravel()]).encode("utf-8"))

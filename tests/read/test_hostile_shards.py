@@ -36,6 +36,10 @@ def _set(root, name, i, value):
         dt = f[name].dtype
         data = list(f[name][()]) if dt.kind == "O" else f[name][()]
         data[i] = value
+        if h5py.check_vlen_dtype(dt) is not None and h5py.check_string_dtype(dt) is None:  # lists of ids
+            ragged = np.empty(len(data), dtype=object)
+            ragged[:] = [np.asarray(x, np.int32) for x in data]
+            data = ragged
         del f[name]
         f.create_dataset(name, data=data if dt.kind == "O" else np.asarray(data, dt), dtype=dt)
     _reseal(root)
@@ -56,6 +60,8 @@ DAMAGE = {
     "object 200": (lambda r: _set(r, "refexps/object", 0, 200), "refers to object 200"),
     "object -5": (lambda r: _set(r, "refexps/object", 0, -5), "refers to object -5"),
     "scene 99": (lambda r: _set(r, "refexps/scene", 0, 99), "scene row 99"),
+    "targets [0, 99]": (lambda r: _set(r, "refexps/targets", 0, [0, 99]), "expression 0's targets"),
+    "object -1 with a target": (lambda r: _set(r, "refexps/object", 0, -1), "refers to object -1"),
     "5,000 objects": (lambda r: _set(r, "scenes", 0, _many_objects(r)), "claims 5,000 objects"),
     "2 MB text": (lambda r: _set(r, "refexps/text", 0, "word " * 400_000), "text is 2,000,000 bytes"),
 }

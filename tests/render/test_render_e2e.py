@@ -343,7 +343,9 @@ def test_standalone_blender_executable_renders_the_same_masks(run_a, tmp_path, t
     for e in files.read_json(run_a / "manifest.json")["shards"]:
         with h5py.File(run_a / e["path"], "r") as a, h5py.File(out / e["path"], "r") as b:
             assert (a["instances"][()] == b["instances"][()]).mean() > 0.999
-            assert np.nanmax(np.abs(a["depth"][()] - b["depth"][()])) < 1e-3
+            # Depth is stored at float16 (format 1.2): one rounding step is 2^-10 of the value.
+            da, db = (np.asarray(x["depth"][()], np.float32) for x in (a, b))
+            assert np.nanmax(np.abs(da - db) / np.where(np.isfinite(db), db, 1.0)) <= 2.0 ** -10
             # Normals of the ground (flat, so independent of how a Blender line tessellates and
             # smooths the objects' meshes) agree up to pixels at object edges.
             close = np.abs(a["normals"][()].astype(np.float32) - b["normals"][()].astype(np.float32)).max(-1) < 0.02

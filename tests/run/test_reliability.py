@@ -78,7 +78,8 @@ def _flip_refexp_object(path):
     with h5py.File(path, "r") as f:
         offset = f["refexps/object"].id.get_offset()
         first = int(f["refexps/object"][0])
-    _patch(path, offset, (first + 1).to_bytes(4, "little"))
+    # another object of the same scene (objects 0..n-1, n >= 3): in range, so only the checksum tells
+    _patch(path, offset, (first - 1 if first > 0 else first + 1).to_bytes(4, "little"))
 
 
 # -- a damaged shard is refused, naming it -----------------------------

@@ -1,6 +1,7 @@
 """Storage codecs per output (format 1.2): lossless image codecs, the compact profile, the codecs
 in the settings digest, and runs of an older format that resume in their own format."""
 
+import contextlib
 import copy
 import json
 import shutil
@@ -41,6 +42,31 @@ def test_image_codecs_are_lossless(name):
     got = codec.decode(many)
     assert got.shape == (2, 3, 32, 48, 3) and np.array_equal(got[1, 2], rgb + np.uint8(2))
     assert codec.fits(np.float32, (32, 48)) is not None, "an image codec refuses float data"
+
+
+@pytest.mark.parametrize("name", ["webp16", "webp-q10"])
+def test_sixteen_bit_webp_codecs_are_lossless(name):
+    rng = np.random.default_rng(4)
+    codec = codecs.make(name, np.float16)
+    if name == "webp16":  # any float16 bits: depth with +inf, -0.0, subnormals
+        depth = rng.uniform(3, 30, (40, 56)).astype(np.float16)
+        depth[:5] = np.inf
+        depth[5, :3] = (-0.0, 6e-8, 65504)
+        views = [depth, rng.uniform(-1, 1, (40, 56, 3)).astype(np.float16)]
+    else:  # normals on their 2**-10 grid, as outputs.camera_normals + rounding store them
+        n = rng.normal(size=(40, 56, 3))
+        n /= np.linalg.norm(n, axis=-1, keepdims=True)
+        n = (np.round(n * 1024) / 1024 + 0.0).astype(np.float16)
+        n[:4] = 0.0
+        views = [n]
+        with pytest.raises(ValueError, match="grid"):
+            codec.encode(np.full((4, 4, 3), 0.1, np.float16))
+    for arr in views:
+        back = codec.decode(codec.encode(arr)[()])
+        assert back.dtype == np.float16 and back.shape == arr.shape
+        assert np.array_equal(back.view(np.uint16), arr.view(np.uint16)), "bit-identical"
+    assert codec.fits(np.float32, (8, 8)) is not None or name == "webp-q10"
+    assert codecs.from_description(codec.describe()) == codec
 
 
 def test_codecs_enter_the_digest_and_the_standard_profile_leaves_no_trace(cfg):
@@ -110,6 +136,15 @@ def test_compact_profile_stores_the_same_pixels_in_fewer_bytes(tmp_path):
     assert np.array_equal(da[0]["image"], db[0]["image"]) and db[0]["depth"].dtype == np.float16
     r = run_cli("validate", small)
     assert r.returncode == 0 and "no violations" in r.stdout + r.stderr
+    # validate checks the codecs a shard names against the run's settings
+    for reader in (a, b, da.reader, db.reader):
+        reader.close()
+    with h5py.File(small / b.shards[0]["path"], "r+") as f:
+        named = json.loads(f.attrs["codecs"])
+        named["images"] = {"codec": "png", "dtype": "uint8"}
+        f.attrs["codecs"] = json.dumps(named)
+    r = run_cli("validate", small)
+    assert r.returncode == 1 and "file attribute codecs" in r.stdout + r.stderr
 
 
 OLD_RUN = """
@@ -128,7 +163,7 @@ def test_a_format_1_1_run_resumes_with_its_codec_and_format(tmp_path):
     whose config has no profile or codecs): the same command today renders only what is
     missing, into the same format, byte for byte."""
     out = tmp_path / "old"
-    old_cfg = _tiny(tmp_path, "old", {"depth_dtype": "float32"})
+    old_cfg = _tiny(tmp_path, "old", {"depth_dtype": "float32", "compression_level": 4})  # 1.1 defaults
     r = subprocess.run([sys.executable, "-c", OLD_RUN, "generate", "--out", str(out), "--config", str(old_cfg),
                         *map(str, ARGS)], capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr
@@ -156,3 +191,44 @@ def test_a_format_1_1_run_resumes_with_its_codec_and_format(tmp_path):
     # Asking for another codec explicitly is another run: refused, as before.
     r = run_cli("generate", "--out", out, "--config", _tiny(tmp_path, "new"), *ARGS, "--profile", "compact")
     assert r.returncode == 2 and "other settings" in r.stderr
+
+
+def _png_claiming(width, height) -> bytes:
+    """A PNG whose header claims width x height (its data is a 1x1 image's)."""
+    import io
+    import struct
+    import zlib
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (1, 1)).save(buf, format="PNG")
+    data = bytearray(buf.getvalue())
+    ihdr = 8 + 8  # signature, then length and type of IHDR
+    data[ihdr:ihdr + 8] = struct.pack(">II", width, height)
+    data[ihdr + 13:ihdr + 17] = struct.pack(">I", zlib.crc32(bytes(data[ihdr - 4:ihdr + 13])))
+    return bytes(data)
+
+
+def test_a_stored_image_of_the_wrong_size_is_refused_before_it_is_decoded(tmp_path, cfg):
+    from clevr_remv.store import schema, shards
+
+    c = copy.deepcopy(cfg)
+    c["rig"]["grid"], c["render"]["width"], c["render"]["height"] = 1, 16, 8
+    c["output"]["profile"] = "compact"
+    w = shards.SceneWriter(tmp_path / "s.h5", c, (1, 1), schema.file_attrs(c, "d", (1, 1)))
+    w.write_view(0, 0, {"images": np.zeros((8, 16, 3), np.uint8), "instances": np.zeros((8, 16), np.uint8),
+                        "depth": np.ones((8, 16), np.float32), "normals": np.zeros((8, 16, 3), np.float16)})
+    assert schema.read_output(w.f, "images", (0, 0, 0)).shape == (8, 16, 3)
+    other = codecs.make("png", np.uint8).encode(np.zeros((4, 4, 3), np.uint8))
+    w.f["images"][0, 0, 0] = other
+    with pytest.raises(ValueError, match="decodes to"):
+        schema.read_output(w.f, "images", (0, 0, 0))
+    for size, words in ((10_000, "claims 10000x10000"), (100_000, "decompression bomb")):
+        bomb = np.empty((), object)
+        bomb[()] = np.frombuffer(_png_claiming(size, size), np.uint8)
+        w.f["images"][0, 0, 0] = bomb
+        with pytest.warns(Warning) if size == 10_000 else contextlib.nullcontext(), \
+                pytest.raises(ValueError, match=words):
+            schema.read_output(w.f, "images", (0, 0, 0))
+    w.abort()

@@ -10,7 +10,6 @@ import os
 from collections.abc import Mapping
 
 from ...render import devices
-
 from .base import PARTS_ENV, ArrayTask, Scheduler, Submission
 from .kubernetes import Kubernetes
 from .slurm import Slurm

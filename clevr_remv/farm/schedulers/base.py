@@ -15,9 +15,9 @@ Pure: no scheduler is called here; the Slurm client calls live in ``slurm.py``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Mapping
 
 from ...errors import UsageError
 
@@ -44,6 +44,7 @@ class Submission:
     shards_per_task: int
     generate: list[str]          # the command every task runs (generate --part auto ...)
     merge: list[str]             # the command the merge job runs
+    digest: str = ""             # the run's settings digest (config.digest)
     job_name: str = "clevr-remv"
     setup: tuple = ()            # shell lines before the command
     parallel: int | None = None  # tasks at once

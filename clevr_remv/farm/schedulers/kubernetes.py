@@ -12,8 +12,8 @@ YAML library is needed.  Nothing here calls ``kubectl``.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from collections.abc import Mapping
+from pathlib import Path
 
 from ...errors import UsageError
 from .base import PARTS_ENV, ArrayTask, Scheduler, Submission, int_env

@@ -20,9 +20,9 @@ import re
 import shlex
 import shutil
 import subprocess
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
-from collections.abc import Mapping
 
 from ...errors import UsageError
 from .base import PARTS_ENV, ArrayTask, Scheduler, Submission, format_ranges, int_env
