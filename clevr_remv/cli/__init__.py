@@ -12,6 +12,7 @@ that has a meaning of its own (1: violations, a failed render, an incomplete mer
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import sys
 from pathlib import Path
@@ -180,6 +181,21 @@ def _views_checked(reader_root: Path, spec: str):
     return views
 
 
+def _export_out(command):
+    """The output folder of an export, given as the argument OUT or as --out OUT (one of them)."""
+
+    @functools.wraps(command)
+    def run(*args, out_arg=None, out_opt=None, **kwargs):
+        if (out_arg is None) == (out_opt is None):
+            raise click.UsageError("give the output folder once: as OUT or as --out OUT")
+        return command(*args, out=out_arg if out_arg is not None else out_opt, **kwargs)
+
+    run = click.option("--out", "out_opt", type=click.Path(path_type=Path), metavar="OUT",
+                       help="The output folder (or give it as the argument OUT): new or empty; "
+                            "refused when it holds anything.")(run)
+    return click.argument("out_arg", metavar="[OUT]", required=False, type=click.Path(path_type=Path))(run)
+
+
 @cli.group(cls=_Group)
 def export():
     """Write a generated dataset in layouts existing training code reads."""
@@ -187,7 +203,7 @@ def export():
 
 @export.command("refcoco")
 @click.argument("root", type=click.Path(path_type=Path, exists=True, file_okay=False))
-@click.argument("out", type=click.Path(path_type=Path))
+@_export_out
 @click.option("--views", default="center", show_default=True,
               help="center, corners, all, or views as 'u,v;u,v' (row, column from the top left).")
 @click.option("--split", "splits", multiple=True, help="Only these splits (repeatable) [default: all].")
@@ -205,7 +221,7 @@ def export_refcoco_cmd(root, out, views, splits):
 
 @export.command("grefcoco")
 @click.argument("root", type=click.Path(path_type=Path, exists=True, file_okay=False))
-@click.argument("out", type=click.Path(path_type=Path))
+@_export_out
 @click.option("--views", default="center", show_default=True,
               help="center, corners, all, or views as 'u,v;u,v' (row, column from the top left).")
 @click.option("--split", "splits", multiple=True, help="Only these splits (repeatable) [default: all].")
@@ -222,7 +238,7 @@ def export_grefcoco_cmd(root, out, views, splits):
 
 @export.command("coco")
 @click.argument("root", type=click.Path(path_type=Path, exists=True, file_okay=False))
-@click.argument("out", type=click.Path(path_type=Path))
+@_export_out
 @click.option("--views", default="center", show_default=True, help="center, corners, all, or 'u,v;u,v'.")
 @click.option("--split", "splits", multiple=True, help="Only these splits (repeatable) [default: all].")
 def export_coco_cmd(root, out, views, splits):
@@ -235,8 +251,7 @@ def export_coco_cmd(root, out, views, splits):
 
 @export.command("hf")
 @click.argument("root", type=click.Path(path_type=Path, exists=True, file_okay=False))
-@click.option("--out", type=click.Path(path_type=Path), required=True,
-              help="New (or empty) folder to write; written under a temporary name and renamed when complete.")
+@_export_out
 @click.option("--views", default="all", show_default=True, help="center, corners, all, or 'u,v;u,v'.")
 @click.option("--split", "splits", multiple=True, help="Only these splits (repeatable) [default: all].")
 def export_hf_cmd(root, out, views, splits):
@@ -251,14 +266,15 @@ def export_hf_cmd(root, out, views, splits):
 
 @export.command("lightfield")
 @click.argument("root", type=click.Path(path_type=Path, exists=True, file_okay=False))
-@click.option("--out", type=click.Path(path_type=Path), required=True,
-              help="New (or empty) folder to write; written under a temporary name and renamed when complete.")
+@_export_out
 @click.option("--split", "splits", multiple=True, help="Only these splits (repeatable) [default: all].")
 @click.option("--all-disparities", is_flag=True,
               help="Also every view's disparity as gt_disp_lowres_CamNNN.pfm.")
 def export_lightfield_cmd(root, out, splits, all_disparities):
-    """4D Light Field Benchmark layout (Honauer et al. 2016): OUT/<split>/<scene, 7 digits>/ with
-    input_CamNNN.png, parameters.cfg, gt_depth_lowres.pfm and gt_disp_lowres.pfm (docs/format.md)."""
+    """4D Light Field Benchmark layout, one folder per scene: OUT/<split>/<scene, 7 digits>/ with
+    input_CamNNN.png, parameters.cfg, gt_depth_lowres.pfm and gt_disp_lowres.pfm, as the
+    benchmark of Honauer and others (2016) and its lightfield-analysis tools read them; the
+    disparity's sign convention is in docs/format.md."""
     from ..tools.export_lightfield import export_lightfield
 
     n = export_lightfield(root, out, list(splits) or None, all_disparities)

@@ -14,8 +14,8 @@ from ..errors import CorruptShardError, UsageError
 from ..render import outputs as outputs_mod
 from ..store import schema
 from ..store.manifest import load_manifest
-from .checks import MAX_OBJECTS, check_shard, parse_record, shard_problem
 from ..store.refexps import read_refexps
+from .checks import MAX_OBJECTS, check_shard, parse_record, shard_problem
 
 # What to do about a shard that fails: the same command that made it re-renders it.
 _REPAIR = "check with 'clevr-remv info --verify {root}'; re-running the same 'clevr-remv generate' re-renders it"

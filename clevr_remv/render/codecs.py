@@ -87,7 +87,7 @@ class ArrayCodec:
     def describe(self) -> dict:
         return {"codec": self.name, "dtype": str(self.stored_dtype())}
 
-    def fits(self, dtype: np.dtype, view_shape: tuple[int, ...]) -> str | None:  # noqa: ARG002
+    def fits(self, dtype: np.dtype, view_shape: tuple[int, ...]) -> str | None:
         return None
 
 
@@ -106,7 +106,7 @@ class ImageCodec:
 
         return h5py.vlen_dtype(np.uint8)
 
-    def dataset_spec(self, lead, view_shape, fillvalue, compression, level, floating) -> dict:  # noqa: ARG002
+    def dataset_spec(self, lead, view_shape, fillvalue, compression, level, floating) -> dict:
         return {"shape": tuple(lead), "dtype": self.stored_dtype(), "chunks": (1,) * len(lead)}
 
     def encode(self, arr: np.ndarray) -> np.ndarray:

@@ -15,7 +15,6 @@ feature), ``mask`` (the union of the targets' masks, PNG, 255 inside, an Image f
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 from pathlib import Path
@@ -26,6 +25,7 @@ from .. import __version__
 from ..read.reader import Reader, check_splits
 from ..read.views import resolve_views
 from ..store.files import AtomicFolder
+from ..store.shards import sha256_file
 from .common import open_dataset, progress_bar
 
 ROWS_PER_FILE = 1000
@@ -205,12 +205,11 @@ source and CLEVR:
 def _croissant(reader: Reader, files: dict[str, list[str]], folder: Path) -> dict:
     m = reader.manifest
     dist = []
-    for split, names in files.items():
+    for names in files.values():
         for name in names:
-            data = (folder / "data" / name).read_bytes()
             dist.append({"@type": "cr:FileObject", "@id": f"data/{name}", "name": f"data/{name}",
                          "contentUrl": f"data/{name}", "encodingFormat": "application/x-parquet",
-                         "sha256": hashlib.sha256(data).hexdigest()})
+                         "sha256": sha256_file(folder / "data" / name)})
     dist.append({"@type": "cr:FileSet", "@id": "parquet-files", "name": "parquet-files",
                  "description": "the Parquet shards of every split", "encodingFormat": "application/x-parquet",
                  "includes": "data/*.parquet"})
