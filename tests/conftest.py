@@ -87,13 +87,13 @@ def _datasets(f) -> dict:
     return out
 
 
-def _equal(x, y, nan: bool = True) -> bool:
-    """Arrays equal (NaN equal to NaN where ``nan``); variable-length ones element by element."""
+def _equal(x, y) -> bool:
     import numpy as np
 
-    if x.dtype.kind == "O":  # e.g. refexps/targets: one int32 array per row
-        return x.shape == y.shape and all(np.array_equal(p, q) for p, q in zip(x.ravel(), y.ravel()))
-    return np.array_equal(x, y, equal_nan=nan and x.dtype.kind == "f")
+    if x.dtype.kind == "O":  # variable-length strings or integer lists
+        return x.shape == y.shape and all(np.array_equal(np.asarray(p), np.asarray(q))
+                                          for p, q in zip(x.ravel(), y.ravel(), strict=True))
+    return np.array_equal(x, y, equal_nan=x.dtype.kind == "f")
 
 
 def assert_same_shard(a: Path, b: Path, rgb_share: float = 0.0) -> None:
@@ -129,7 +129,7 @@ def assert_same_shard(a: Path, b: Path, rgb_share: float = 0.0) -> None:
             assert diff.max() <= 1 and (diff > 0).mean() < rgb_share, (a.name, name)
         else:
             assert _equal(x, y), (a.name, name)
-        if not _equal(x, y, nan=False):
+        if not _equal(x, y):
             differ.append(name)
     assert differ, f"{a.name}: the files differ but none of their datasets does (layout, padding?)"
 

@@ -254,13 +254,16 @@ def test_same_shard_allows_normals_one_storage_step_apart_and_nothing_else(tmp_p
     rec, views = _fake_scene(cfg, 0, np.random.default_rng(0))
     views[(0, 0)]["normals"][3, 4] = (0.5, 0.0, -0.75)
     p = tmp_path / "s.h5"
-    wr, _ = _write_scene(p, cfg, (1, 1), attrs, rec, views, [])
+    refs = [{"scene": 0, "object": 0, "text": "the two cubes left of it.", "family": "x", "num_relations": 2,
+             "program": [{"op": "scene"}], "valid_views": np.ones((1, 1), bool), "targets": [0, 2],
+             "anchors": [1], "anchor": 1}]
+    wr, _ = _write_scene(p, cfg, (1, 1), attrs, rec, views, refs)
     wr.commit()
     ref = tmp_path / "ref.h5"
     shards.assemble_shard([p], ref, cfg, (1, 1), attrs)
 
     def changed(name, index, delta):
-        out = tmp_path / f"{name}-{delta}.h5"
+        out = tmp_path / f"{name.replace('/', '-')}-{delta}.h5"
         shutil.copyfile(ref, out)
         with h5py.File(out, "r+") as f:
             f[name][index] = f[name][index] + delta
@@ -270,7 +273,9 @@ def test_same_shard_allows_normals_one_storage_step_apart_and_nothing_else(tmp_p
     assert_same_shard(ref, ref)
     assert_same_shard(changed("normals", (0, 0, 0, 3, 4, 0), NORMAL_STEP), ref)
     assert_same_shard(ref, changed("normals", (0, 0, 0, 3, 4, 2), -NORMAL_STEP))
+    with h5py.File(ref, "r") as f:
+        assert f["refexps/targets"].dtype.kind == "O", "variable-length columns are compared too"
     for name, index, delta in (("normals", (0, 0, 0, 3, 4, 0), 2 * NORMAL_STEP), ("depth", (0, 0, 0, 3, 4), 1.0),
-                               ("images", (0, 0, 0, 3, 4, 1), 1)):
+                               ("images", (0, 0, 0, 3, 4, 1), 1), ("refexps/targets", 0, np.int32(1))):
         with pytest.raises(AssertionError):
             assert_same_shard(changed(name, index, delta), ref)
