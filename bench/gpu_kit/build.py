@@ -1,8 +1,9 @@
 """Build the GPU acceptance kit on a CPU machine: everything a GPU node without network and
 without Python 3.11 needs to install clevr-remv and measure it, in numbered parts of at most
-60 MiB (one part per call of a tool that copies at most 64 MiB per call).
+56 MiB (one part per device call, which carries at most 64 MiB with the working tree).
 
-    python3 bench/gpu_kit/build.py                 # -> .gpukit/ (part-000 ..., SHA256SUMS, manifest.json, run_on_gpu.sh)
+    nice -n 10 python3 bench/gpu_kit/build.py --no-measure   # -> .gpukit/ (part-000 ..., SHA256SUMS, manifest.json, run_on_gpu.sh)
+    python3 bench/gpu_kit/build.py --scripts-only            # the same parts, new device script and helpers
     python3 bench/gpu_kit/build.py --help
 
 What goes in (each an .tar.xz of its own inside one uncompressed tar, the "archive"):
@@ -11,12 +12,17 @@ What goes in (each an .tar.xz of its own inside one uncompressed tar, the "archi
   syslibs  the system libraries bpy and that Python link against, unpacked from Debian 12's
            packages (apt-get download; never installed here);
   bpy      bpy 4.5.15 (cp311, manylinux_2_28) from PyPI, stripped of what a headless Cycles render
-           does not need (rules below, each measured), repacked as a wheel;
-  wheels   the project's wheel (and setuptools + wheel, to build it from a checkout offline) and
-           every dependency's wheel, the `gpu` extra included; pyoidn and nvidia-cuda-nvcc-cu12
-           slimmed (see SLIM), every wheel stored uncompressed so that xz sees the bytes.
+           does not need (rules below), repacked as a wheel; the CUDA PTX that doctor --prepare
+           builds the GPU's kernel from stays (the prebuilt cubins go unless --keep-cubins);
+  wheels   every dependency's wheel, the `gpu` extra included, and setuptools + wheel (to install
+           a checkout offline); pyoidn and nvidia-cuda-nvcc-cu12 slimmed (see SLIM); every wheel
+           stored uncompressed so that xz sees the bytes;
+  project  the project's wheel, built from this checkout (a component of its own: it changes
+           with every commit).
 
-Scratch (downloads, staging) stays in KIT/work/ and is reused by the next build (--fresh drops it).
+Scratch (downloads, staging, the compressed components) stays in KIT/work/ and is reused by the
+next build: a component whose files did not change is not compressed again (--fresh drops it).
+Results and the exact commands: docs/benchmarks.md, "The GPU acceptance kit".
 """
 
 from __future__ import annotations
@@ -50,8 +56,9 @@ MIB = 1 << 20
 # bpy: what a headless Cycles render (CPU, CUDA, OptiX) does not need.  Each rule is
 # (name, globs relative to the unpacked wheel, why).  Kept on purpose: every library
 # bpy/__init__.so or a kept library lists as NEEDED (readelf -d), so libcycles_kernel_oneapi_aot,
-# libsycl, libur_loader and libembree4 stay although no Intel GPU is used; Cycles' CUDA cubins,
-# its compute_75 PTX and the OptiX PTX; the OIDN core, CPU and CUDA libraries.
+# libsycl, libur_loader and libembree4 stay although no Intel GPU is used; Cycles' compute_75
+# PTX and the OptiX PTX (and its CUDA cubins with --keep-cubins); the OIDN core, CPU and CUDA
+# libraries.
 BPY_RULES = [
     ("cycles_hip_kernels", ["bpy/4.5/scripts/addons_core/cycles/lib/kernel_gfx*.fatbin.zst",
                             "bpy/4.5/scripts/addons_core/cycles/lib/kernel_rt_gfx*.hipfb.zst"],
@@ -310,7 +317,7 @@ def step_bpy(a, work: Path, out_wheels: Path, log: Log) -> dict:
         raw = sum(tree_bytes(p) for p in hits)
         for p in hits:
             p.unlink()
-        rules.append({"rule": "cycles_cuda_cubins", "why": "--drop-cubins: sm_30-89/120 cubins (an H100 uses "
+        rules.append({"rule": "cycles_cuda_cubins", "why": "sm_30-89/120 cubins, left out without --keep-cubins (an H100 uses "
                       "the sm_90 kernel doctor --prepare builds from the PTX)", "paths": len(hits),
                       "files": len(hits), "raw_bytes": raw, "xz_bytes": raw})
     for rel in STRIP_BINARIES:
@@ -345,13 +352,16 @@ def step_bpy(a, work: Path, out_wheels: Path, log: Log) -> dict:
             "unpacked_bytes_after": after, "rules": rules, "kept": kept, "wheel": dest.name}
 
 
-def step_wheels(a, work: Path, out_wheels: Path, log: Log, project_wheel: str) -> list:
+def step_wheels(a, work: Path, out_wheels: Path, log: Log, project_wheel: str, out_project: Path) -> list:
+    """The dependencies' wheels into ``out_wheels``; the project's own wheel into ``out_project``
+    (a component of its own: it changes with every commit, the others rarely)."""
     out = []
     out_wheels.mkdir(parents=True, exist_ok=True)
+    out_project.mkdir(parents=True, exist_ok=True)
     for whl in sorted((work / "download").glob("*.whl")):
         if whl.name.startswith(f"bpy-{BPY_VERSION}-"):
             continue
-        dest = out_wheels / whl.name
+        dest = (out_project if whl.name == project_wheel else out_wheels) / whl.name
         slim = next((k for k in SLIM if whl.name.startswith(k)), None)
         entry = {"wheel": whl.name, "version": wheel_version(whl.name), "download_bytes": whl.stat().st_size}
         if slim:
@@ -435,6 +445,21 @@ def step_syslibs(a, work: Path, dest: Path, log: Log) -> dict:
             link.unlink()
     log(f"syslibs: {len(pkgs)} packages, {sum(1 for _ in dest.iterdir())} files, {human(tree_bytes(dest))}")
     return {"packages": pkgs, "files": sorted(p.name for p in dest.iterdir()), "bytes": tree_bytes(dest)}
+
+
+def tree_digest(root: Path) -> str:
+    """SHA-256 of a tree: every path (sorted), its mode, and its bytes or link target."""
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*")):
+        rel = p.relative_to(root).as_posix()
+        st = p.lstat()
+        h.update(f"{rel}\0{st.st_mode:o}\0".encode())
+        if p.is_symlink():
+            h.update(os.readlink(p).encode())
+        elif p.is_file():
+            h.update(kitparts._sha256_file(p).encode())
+        h.update(b"\0")
+    return h.hexdigest()
 
 
 def tar_xz(src_dir: Path, dest: Path, level: str) -> None:
@@ -538,9 +563,11 @@ def main(argv=None) -> int:
                     help="largest part, MiB; with --scripts-only, cut the kit's archive again at this size [56: with the working tree (about 3 MB) and the small files, a call "
                          "stays under the 64 MiB a device call may carry, with room for the tree to grow]")
     ap.add_argument("--xz-level", default="-9", help="xz preset for the components [-9]")
-    ap.add_argument("--drop-cubins", action="store_true",
-                    help="leave out Cycles' prebuilt CUDA cubins (sm_30-89, 120): about 50 MB less; an H100 or "
-                         "A100 never loads them (doctor --prepare builds sm_90/sm_80 from the PTX, which stays)")
+    ap.add_argument("--keep-cubins", dest="drop_cubins", action="store_false",
+                    help="keep Cycles' prebuilt CUDA cubins (sm_30-89, 120; 45 MB, already zstd-compressed). "
+                         "Left out by default: the lent GPU nodes are H100/H200 (sm_90), which never load them "
+                         "(doctor --prepare builds sm_90 from the PTX, which stays), and without them the kit "
+                         "is one part (one device call) shorter; another GPU gets its kernel from doctor --prepare")
     ap.add_argument("--no-measure", dest="measure", action="store_false",
                     help="skip measuring each bpy removal as xz (saves a few minutes)")
     ap.add_argument("--fresh", action="store_true", help="drop KIT/work (downloads, staging) first")
@@ -585,10 +612,10 @@ def main(argv=None) -> int:
         shutil.rmtree(work)
     payload = work / "payload"          # the component trees
     comps = work / "components"         # their .tar.xz files
-    for d in (payload, comps):
-        if d.exists():
-            shutil.rmtree(d)
-        d.mkdir(parents=True)
+    if payload.exists():
+        shutil.rmtree(payload)
+    payload.mkdir(parents=True)
+    comps.mkdir(parents=True, exist_ok=True)  # kept: a component whose tree did not change is reused
     log = Log()
     info: dict = {"kit": "clevr-remv GPU acceptance kit", "format": 1,
                   "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -601,7 +628,8 @@ def main(argv=None) -> int:
     with log.step("bpy"):
         info["bpy"] = step_bpy(a, work, payload / "bpy", log)
     with log.step("wheels"):
-        info["wheels"] = step_wheels(a, work, payload / "wheels", log, info["download"]["project_wheel"])
+        info["wheels"] = step_wheels(a, work, payload / "wheels", log, info["download"]["project_wheel"],
+                                     payload / "project")
     with log.step("python"):
         info["python"] = step_python(a, work, payload / "python", log)
     with log.step("syslibs"):
@@ -609,15 +637,21 @@ def main(argv=None) -> int:
 
     with log.step("compress"):
         components = []
-        for name in ("python", "syslibs", "wheels", "bpy"):
+        for name in ("python", "syslibs", "wheels", "bpy", "project"):
             t = time.perf_counter()
             dest = comps / f"{name}.tar.xz"
-            tar_xz(payload / name, dest, a.xz_level)
+            stamp = comps / f"{name}.tree"
+            digest = f"{tree_digest(payload / name)} xz {a.xz_level}"
+            reused = dest.exists() and stamp.exists() and stamp.read_text() == digest
+            if not reused:
+                stamp.unlink(missing_ok=True)
+                tar_xz(payload / name, dest, a.xz_level)
+                stamp.write_text(digest)
             components.append({"name": name, "file": dest.name, "unpacked_bytes": tree_bytes(payload / name),
                                "xz_bytes": dest.stat().st_size, "sha256": kitparts._sha256_file(dest),
-                               "seconds": round(time.perf_counter() - t, 1)})
+                               "seconds": round(time.perf_counter() - t, 1), "reused": reused})
             log(f"  {dest.name}: {human(components[-1]['unpacked_bytes'])} -> {human(components[-1]['xz_bytes'])} "
-                f"in {components[-1]['seconds']} s")
+                + ("(the same tree as the last build: reused)" if reused else f"in {components[-1]['seconds']} s"))
         archive = work / "kit.tar"
         with tarfile.open(archive, "w", format=tarfile.GNU_FORMAT) as tf:
             for c in components:

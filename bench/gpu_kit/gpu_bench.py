@@ -516,8 +516,8 @@ def markdown(rep: dict) -> str:
                      f"| {fmt(r.get('wall_per_scene_s'), 2)} | {fmt(r.get('wall_per_view_s'))} | {fmt(rv)} "
                      f"| {fmt(dc)} | {share} | {fmt(g.get('memory_used_peak_mib'), 0)} | {r.get('denoiser_device')} |")
     lines += ["", "s/scene, s/view: the whole command's wall time (start-up included) per scene and per view; render: "
-              "Blender's render calls; driver CPU: the driver process alone (target: under a quarter of the render "
-              "time); the JSON has every figure (per-scene times, worker memory, each process's GPU memory)."]
+              "Blender's render calls; driver CPU: the driver process alone, its start-up included (a few CPU "
+              "seconds: it dominates a 1-scene dry run), target under a quarter of the render time; the JSON has every figure (per-scene times, worker memory, each process's GPU memory)."]
     if rep["skipped"]:
         lines += ["", "Skipped:"] + [f"- {s['step']}: {s['reason']}" for s in rep["skipped"]]
     return "\n".join(lines)

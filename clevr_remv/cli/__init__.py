@@ -1,8 +1,9 @@
 """Command line: ``clevr-remv generate | info | ...``.
 
 Every kind of bad input ends with one line on stderr and exit code 2, before anything is
-written.  A Blender failure ends with exit code 1 and the worker log's path.  Ctrl-C or
-SIGTERM ends with exit code 130, keeping every finished scene and shard.  A reader that
+written.  A Blender failure ends with exit code 1 and the worker log's path.  Ctrl-C ends with
+exit code 130, SIGTERM with 143 (128 + 15); ``generate`` keeps every finished scene and shard
+(re-running it resumes), the other commands have nothing to resume.  A reader that
 closes stdout early (``clevr-remv validate ROOT | head -1``) ends the command quietly with exit
 code 141 (128 + SIGPIPE, as a shell reports a process a closed pipe ends), never with a code
 that has a meaning of its own (1: violations, a failed render, an incomplete merge).
@@ -10,6 +11,7 @@ that has a meaning of its own (1: violations, a failed render, an incomplete mer
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import sys
@@ -239,11 +241,14 @@ def export_grefcoco_cmd(root, out, views, splits):
 @_export_out
 @click.option("--views", default="center", show_default=True, help="center, corners, all, or 'u,v;u,v'.")
 @click.option("--split", "splits", multiple=True, help="Only these splits (repeatable) [default: all].")
-def export_coco_cmd(root, out, views, splits):
+@click.option("--amodal", is_flag=True, help="COCO-Amodal style: each annotation also gets amodal_segmentation "
+              "(the whole silhouette, RLE) and occlude_rate; objects hidden in a view are annotated too "
+              "(datasets of format 1.4 on).")
+def export_coco_cmd(root, out, views, splits, amodal):
     """COCO instance annotations per view: OUT/annotations/instances_<split>.json, OUT/images/<split>/."""
     from ..tools.export import export_coco
 
-    counts = export_coco(root, out, _views_checked(root, views), list(splits) or None)
+    counts = export_coco(root, out, _views_checked(root, views), list(splits) or None, amodal=amodal)
     click.echo(f"{out}: {counts['images']} images, {counts['annotations']} annotations", err=True)
 
 
@@ -252,13 +257,15 @@ def export_coco_cmd(root, out, views, splits):
 @_export_out
 @click.option("--views", default="all", show_default=True, help="center, corners, all, or 'u,v;u,v'.")
 @click.option("--split", "splits", multiple=True, help="Only these splits (repeatable) [default: all].")
-def export_hf_cmd(root, out, views, splits):
+@click.option("--amodal", is_flag=True, help="Also the columns amodal_mask (the targets' whole silhouettes, PNG) "
+              "and occlusion (datasets of format 1.4 on).")
+def export_hf_cmd(root, out, views, splits, amodal):
     """Hugging Face layout: OUT/data/<split>-*.parquet (one row per expression and valid view),
     OUT/README.md (dataset card) and OUT/croissant.json.  Load with
     datasets.load_dataset(OUT) or mlcroissant.Dataset(OUT/croissant.json)."""
     from ..tools.export_hf import export_hf
 
-    rows = export_hf(root, out, _views_checked(root, views), list(splits) or None)
+    rows = export_hf(root, out, _views_checked(root, views), list(splits) or None, amodal=amodal)
     click.echo(f"{out}: " + ", ".join(f"{split} {n} rows" for split, n in rows.items()), err=True)
 
 
@@ -346,21 +353,60 @@ def _terminate(signum, frame):  # noqa: ARG001
     raise Terminated  # SIGTERM (scancel, preemption) ends like Ctrl-C, resumable, but exit 143
 
 
-def main(argv=None, pending_signals=None) -> int:
-    """Entry point: click in non-standalone mode so every error is one line."""
+@contextlib.contextmanager
+def interrupts():
+    """SIGTERM raises :class:`Terminated` in the main thread, as Ctrl-C raises KeyboardInterrupt.
+    Python drops an exception raised while a finalizer or a weakref callback runs (it only
+    prints it), so a signal that lands there would be lost and the command run on to its end:
+    such an interrupt is delivered again, and ends the command a moment later."""
+    import os
     import signal
     import threading
 
-    restore = None
-    if threading.current_thread() is threading.main_thread():
-        restore = signal.signal(signal.SIGTERM, _terminate)
+    restore = signal.signal(signal.SIGTERM, _terminate)
+    hook = sys.unraisablehook
+    timers: list[threading.Timer] = []
+
+    def deliver_again(unraisable):
+        exc = unraisable.exc_value
+        if isinstance(exc, KeyboardInterrupt):  # sent again a moment later, once the callback is left
+            signum = signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT
+            again = threading.Timer(0.05, os.kill, (os.getpid(), signum))
+            again.daemon = True
+            timers.append(again)
+            again.start()
+        else:
+            hook(unraisable)
+
+    sys.unraisablehook = deliver_again
     try:
-        if pending_signals:  # SIGTERM while importing (see __main__.py)
-            return _main(argv, interrupted=True)
-        return _main(argv)
+        yield
     finally:
-        if restore is not None:
-            signal.signal(signal.SIGTERM, restore)
+        for again in timers:
+            again.cancel()
+        sys.unraisablehook = hook
+        signal.signal(signal.SIGTERM, restore)
+
+
+def main(argv=None, pending_signals=None) -> int:
+    """Entry point: click in non-standalone mode so every error is one line."""
+    import threading
+
+    interrupted = bool(pending_signals)  # SIGTERM while importing (see __main__.py)
+    if threading.current_thread() is not threading.main_thread():
+        return _main(argv, interrupted)
+    with interrupts():
+        return _main(argv, interrupted)
+
+
+def _interrupted_line(argv, sigterm: bool) -> str:
+    """What an interrupted command says: only ``generate`` has finished work to keep and resume."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    command = next((a for a in args if not a.startswith("-")), None)
+    line = "clevr-remv: interrupted (SIGTERM)" if sigterm else "clevr-remv: interrupted"
+    if command == "generate":
+        line += "; finished scenes and shards are kept, re-run the same command to resume"
+    return line
 
 
 def _main(argv=None, interrupted: bool = False) -> int:
@@ -380,17 +426,12 @@ def _main(argv=None, interrupted: bool = False) -> int:
         click.echo(f"clevr-remv: error: {exc.format_message()}{hint}", err=True)
         return 2
     except Terminated:
-        click.echo("clevr-remv: interrupted (SIGTERM); finished scenes and shards are kept, "
-                   "re-run the same command to resume", err=True)
+        click.echo(_interrupted_line(argv, sigterm=True), err=True)
         return 143
     except (click.exceptions.Abort, KeyboardInterrupt) as exc:  # click turns Ctrl-C into Abort
-        if isinstance(exc.__cause__ or exc.__context__, Terminated):  # click's Abort from a SIGTERM
-            click.echo("clevr-remv: interrupted (SIGTERM); finished scenes and shards are kept, "
-                       "re-run the same command to resume", err=True)
-            return 143
-        click.echo("clevr-remv: interrupted; finished scenes and shards are kept, "
-                   "re-run the same command to resume", err=True)
-        return 130
+        sigterm = isinstance(exc.__cause__ or exc.__context__, Terminated)  # click's Abort from a SIGTERM
+        click.echo(_interrupted_line(argv, sigterm), err=True)
+        return 143 if sigterm else 130
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except UsageError as exc:

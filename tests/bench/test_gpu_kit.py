@@ -154,6 +154,30 @@ def test_scripts_only_refuses_a_damaged_kit(tmp_path, capsys):
     assert exc.value.code == 2 and "part-000" in capsys.readouterr().err
 
 
+def test_tree_digest_sees_bytes_modes_and_links(tmp_path):
+    """A component is reused only when its tree is the same: any byte, mode or link target counts."""
+    def tree(root):
+        (root / "lib").mkdir(parents=True)
+        (root / "lib/a.so.1").write_bytes(b"abc")
+        (root / "lib/a.so").symlink_to("a.so.1")
+        (root / "bin").mkdir()
+        (root / "bin/x").write_bytes(b"#!/bin/sh\n")
+        (root / "bin/x").chmod(0o755)
+        return build.tree_digest(root)
+    base = tree(tmp_path / "a")
+    assert tree(tmp_path / "b") == base
+    (tmp_path / "b/lib/a.so.1").write_bytes(b"abd")
+    (tmp_path / "c").mkdir()
+    assert build.tree_digest(tmp_path / "b") != base
+    tree(tmp_path / "d")
+    (tmp_path / "d/bin/x").chmod(0o644)
+    assert build.tree_digest(tmp_path / "d") != base
+    tree(tmp_path / "e")
+    (tmp_path / "e/lib/a.so").unlink()
+    (tmp_path / "e/lib/a.so").symlink_to("a.so.2")
+    assert build.tree_digest(tmp_path / "e") != base
+
+
 def test_travel_plan_one_part_per_call():
     parts = [{"name": f"part-{i:03d}", "bytes": 1, "sha256": "0" * 64} for i in range(4)]
     calls = build.travel_plan(".gpukit", parts)
