@@ -10,12 +10,14 @@ chunks with write_direct_chunk.  The two files are checked chunk for chunk.
     python bench/driver_view.py                         # 480x320, default render settings
     python bench/driver_view.py --rounds 5 --threads 1,2,4
 
-The EXRs (9 views, a 3x3 rig at the default settings) are rendered once into --cache.
+The EXRs (9 views, a 3x3 rig at the default settings) are rendered once into --cache, with
+the worker's meshes (meshes.json): the per-view work includes the amodal masks (format 1.4).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import statistics
 import tempfile
@@ -27,13 +29,13 @@ from clevr_remv.render import blender, devices, outputs
 from clevr_remv.render import codecs as view_codec
 from clevr_remv.render import exr as exr_mod
 from clevr_remv.run import viewpool
-from clevr_remv.scene import layout, lightfield
+from clevr_remv.scene import amodal, layout, lightfield
 from clevr_remv.store import schema, shards
 
 
 def make_views(cache: Path, cfg: dict) -> list[Path]:
     views = sorted(cache.glob("view_*.exr"))
-    if len(views) == 9:
+    if len(views) == 9 and (cache / "meshes.json").exists():
         return views
     cache.mkdir(parents=True, exist_ok=True)
     w = blender.BlenderWorker(name="bench")
@@ -42,6 +44,7 @@ def make_views(cache: Path, cfg: dict) -> list[Path]:
         w.configure(devices.render_settings(cfg, {"device": "cpu"}, 0, 1, outputs.render_passes(outputs.rendered(cfg))))
         for ev in w.render(RECORD(cfg), [(u, v) for u in range(3) for v in range(3)], tag="view"):
             shutil.copy(ev.path, cache / Path(ev.path).name)
+        (cache / "meshes.json").write_text(json.dumps(w.meshes()))
     finally:
         w.kill()
     return sorted(cache.glob("view_*.exr"))
@@ -59,12 +62,18 @@ def _uv(path: Path) -> tuple[int, int]:
 class Reader:
     """Stands for the worker: reads a kept EXR (not removed) with the view's camera."""
 
-    def __init__(self, cfg):
-        self.wanted = outputs.rendered(cfg)
-        self.ks, self.es = lightfield.all_cameras(RECORD(cfg)["rig"])
+    def __init__(self, cfg, cache: Path):
+        self.wanted = outputs.from_render(outputs.rendered(cfg))
+        self.record = RECORD(cfg)
+        self.ks, self.es = lightfield.all_cameras(self.record["rig"])
+        meshes = amodal.prepare_meshes(json.loads((cache / "meshes.json").read_text()))
+        self.placed = amodal.place_scene(meshes, self.record)
+        self.k_max = cfg["scene"]["max_objects"]
 
     def read_view(self, ev, wanted=None, view=None):
-        return exr_mod.read_view(ev.path, wanted or self.wanted, view, remove=False)
+        arrays = exr_mod.read_view(ev.path, wanted or self.wanted, view, remove=False)
+        arrays["amodal"], _ = amodal.view_amodal(self.record["rig"], ev.u, ev.v, self.placed, self.k_max)
+        return arrays
 
 
 class Event:
@@ -171,7 +180,7 @@ def main():
     threads = [int(x) for x in args.threads.split(",")]
     cfg = config.load_config(None, {"rig.grid": 3})
     views = make_views(Path(args.cache), cfg)
-    reader = Reader(cfg)
+    reader = Reader(cfg, Path(args.cache))
     grid = (3, 3)
     attrs = schema.file_attrs(cfg, "bench", grid)
     tmp = Path(tempfile.mkdtemp(prefix="clevr-remv-bench-"))

@@ -54,6 +54,7 @@ def load_scenes(reader: Reader, n: int) -> list[dict]:
         with h5py.File(reader.root / reader.shards[si]["path"], "r") as f:
             extra = {"intrinsics": f["cameras/intrinsics"][row], "world_to_camera": f["cameras/world_to_camera"][row],
                      "visible_pixels": f["visible_pixels"][row],
+                     "amodal_pixels": f["amodal_pixels"][row] if "amodal_pixels" in f else None,
                      "refexps": [e for e in read_refexps(f) if e["scene"] == row]}
         views = reader.scene_views(index, names)
         out.append({"index": index, "record": views["scene"], "views": views, "names": names, **extra})
@@ -63,6 +64,8 @@ def load_scenes(reader: Reader, n: int) -> list[dict]:
 def write_profile(scenes, cfg, version, folder: Path, digest: str) -> dict:
     """One shard per scene, through the writers; returns sizes and times."""
     grid = (cfg["rig"]["grid"], cfg["rig"]["grid"])
+    if "amodal" not in scenes[0]["names"] and version == FORMAT_VERSION and FORMAT_VERSION == "1.4":
+        version = "1.3"  # a run of an older format has no amodal masks to write: its other outputs as 1.3
     attrs = schema.file_attrs(cfg, digest, grid, version)
     rows, cols = grid
     t_write = 0.0
@@ -76,7 +79,7 @@ def write_profile(scenes, cfg, version, folder: Path, digest: str) -> dict:
                 arrays = {name: sc["views"][name][u, v] for name in sc["names"]}
                 w.write_view(u, v, arrays, encode_view_chunks(arrays, codecs))
         w.finish(sc["record"], sc["intrinsics"], sc["world_to_camera"], sc["visible_pixels"],
-                 [{**e, "scene": 0} for e in sc["refexps"]])
+                 [{**e, "scene": 0} for e in sc["refexps"]], sc["amodal_pixels"])
         w.commit()
         t_write += time.perf_counter() - t0
         shard = folder / f"shard-{sc['index']}.h5"

@@ -347,6 +347,15 @@ class SceneBuilder:
         self.current_key = key
         return True
 
+    def mesh_geometry(self) -> dict:
+        """{shape: {"vertices": [[x, y, z], ...], "faces": [[i, j, k, ...], ...]}}: each shape's
+        mesh in its own frame (it spans [-1, 1]; an object scales it by its centre height, turns
+        it by its yaw about z and moves it to its position).  Geometry only: the driver decides
+        what to do with it."""
+        return {name: {"vertices": [list(v.co) for v in me.vertices],
+                       "faces": [list(p.vertices) for p in me.polygons]}
+                for name, me in self.meshes.items()}
+
     def _light(self, light: dict):
         ob = self.lights.get(light["name"])
         if ob is None:

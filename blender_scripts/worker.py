@@ -20,6 +20,8 @@ Requests and replies:
    "tag": str, "settings": {...optional overrides...}}
         -> one {"event": "view", "u", "v", "path", "seconds"} per view as each file is
            written, then {"event": "done", "build_seconds", "seconds"}
+  {"cmd": "meshes"}                -> {"event": "meshes", "shapes": {shape: {"vertices", "faces"}}}
+                                      (each shape's mesh in its own frame; after configure)
   {"cmd": "quit"}                  -> process exits 0
 Any failure: {"event": "error", "message": str, "kind": str}; the worker keeps serving.
 """
@@ -104,6 +106,10 @@ def main():
                           "devices": scene_builder.available_devices(backends)})
                     continue
                 send({"event": "configured", **used})
+            elif cmd == "meshes":
+                if builder is None:
+                    raise RuntimeError("meshes before configure")
+                send({"event": "meshes", "shapes": builder.mesh_geometry()})
             elif cmd == "render":
                 if builder is None or base_settings is None:
                     raise RuntimeError("render before configure")

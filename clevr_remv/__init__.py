@@ -11,4 +11,5 @@ __version__ = "0.1.0"
 # 1.2: per-output storage codecs (shard attribute ``codecs``); depth float16 by default.
 # 1.3: expressions with several targets or none and chains of relations (``refexps/targets``,
 # ``refexps/anchors``, variable-length; ``refexps/object`` -1 for none).
-FORMAT_VERSION = "1.3"
+# 1.4: amodal masks per object and view (``amodal``, codec ``bits``) and ``amodal_pixels``.
+FORMAT_VERSION = "1.4"

@@ -87,6 +87,15 @@ def _datasets(f) -> dict:
     return out
 
 
+def _equal(x, y) -> bool:
+    import numpy as np
+
+    if x.dtype.kind == "O":  # variable-length strings or integer lists
+        return x.shape == y.shape and all(np.array_equal(np.asarray(p), np.asarray(q))
+                                          for p, q in zip(x.ravel(), y.ravel(), strict=True))
+    return np.array_equal(x, y, equal_nan=x.dtype.kind == "f")
+
+
 def assert_same_shard(a: Path, b: Path, rgb_share: float = 0.0) -> None:
     """The same shard written by two processes: the same bytes or, where Cycles' Normal pass put
     a component on the other side of a rounding boundary, normals within one 2^-10 step and every
@@ -119,8 +128,8 @@ def assert_same_shard(a: Path, b: Path, rgb_share: float = 0.0) -> None:
             diff = np.abs(x.astype(int) - y.astype(int))
             assert diff.max() <= 1 and (diff > 0).mean() < rgb_share, (a.name, name)
         else:
-            assert np.array_equal(x, y, equal_nan=x.dtype.kind == "f"), (a.name, name)
-        if not np.array_equal(x, y):
+            assert _equal(x, y), (a.name, name)
+        if not _equal(x, y):
             differ.append(name)
     assert differ, f"{a.name}: the files differ but none of their datasets does (layout, padding?)"
 

@@ -1,8 +1,9 @@
 """Command line: ``clevr-remv generate | info | ...``.
 
 Every kind of bad input ends with one line on stderr and exit code 2, before anything is
-written.  A Blender failure ends with exit code 1 and the worker log's path.  Ctrl-C or
-SIGTERM ends with exit code 130, keeping every finished scene and shard.  A reader that
+written.  A Blender failure ends with exit code 1 and the worker log's path.  Ctrl-C ends with
+exit code 130, SIGTERM with 143 (128 + 15); ``generate`` keeps every finished scene and shard
+(re-running it resumes), the other commands have nothing to resume.  A reader that
 closes stdout early (``clevr-remv validate ROOT | head -1``) ends the command quietly with exit
 code 141 (128 + SIGPIPE, as a shell reports a process a closed pipe ends), never with a code
 that has a meaning of its own (1: violations, a failed render, an incomplete merge).
@@ -10,6 +11,8 @@ that has a meaning of its own (1: violations, a failed render, an incomplete mer
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import sys
 from pathlib import Path
@@ -178,6 +181,21 @@ def _views_checked(reader_root: Path, spec: str):
     return views
 
 
+def _export_out(command):
+    """The output folder of an export, given as the argument OUT or as --out OUT (one of them)."""
+
+    @functools.wraps(command)
+    def run(*args, out_arg=None, out_opt=None, **kwargs):
+        if (out_arg is None) == (out_opt is None):
+            raise click.UsageError("give the output folder once: as OUT or as --out OUT")
+        return command(*args, out=out_arg if out_arg is not None else out_opt, **kwargs)
+
+    run = click.option("--out", "out_opt", type=click.Path(path_type=Path), metavar="OUT",
+                       help="The output folder (or give it as the argument OUT): new or empty; "
+                            "refused when it holds anything.")(run)
+    return click.argument("out_arg", metavar="[OUT]", required=False, type=click.Path(path_type=Path))(run)
+
+
 @cli.group(cls=_Group)
 def export():
     """Write a generated dataset in layouts existing training code reads."""
@@ -185,7 +203,7 @@ def export():
 
 @export.command("refcoco")
 @click.argument("root", type=click.Path(path_type=Path, exists=True, file_okay=False))
-@click.argument("out", type=click.Path(path_type=Path))
+@_export_out
 @click.option("--views", default="center", show_default=True,
               help="center, corners, all, or views as 'u,v;u,v' (row, column from the top left).")
 @click.option("--split", "splits", multiple=True, help="Only these splits (repeatable) [default: all].")
@@ -203,7 +221,7 @@ def export_refcoco_cmd(root, out, views, splits):
 
 @export.command("grefcoco")
 @click.argument("root", type=click.Path(path_type=Path, exists=True, file_okay=False))
-@click.argument("out", type=click.Path(path_type=Path))
+@_export_out
 @click.option("--views", default="center", show_default=True,
               help="center, corners, all, or views as 'u,v;u,v' (row, column from the top left).")
 @click.option("--split", "splits", multiple=True, help="Only these splits (repeatable) [default: all].")
@@ -220,43 +238,48 @@ def export_grefcoco_cmd(root, out, views, splits):
 
 @export.command("coco")
 @click.argument("root", type=click.Path(path_type=Path, exists=True, file_okay=False))
-@click.argument("out", type=click.Path(path_type=Path))
+@_export_out
 @click.option("--views", default="center", show_default=True, help="center, corners, all, or 'u,v;u,v'.")
 @click.option("--split", "splits", multiple=True, help="Only these splits (repeatable) [default: all].")
-def export_coco_cmd(root, out, views, splits):
+@click.option("--amodal", is_flag=True, help="COCO-Amodal style: each annotation also gets amodal_segmentation "
+              "(the whole silhouette, RLE) and occlude_rate; objects hidden in a view are annotated too "
+              "(datasets of format 1.4 on).")
+def export_coco_cmd(root, out, views, splits, amodal):
     """COCO instance annotations per view: OUT/annotations/instances_<split>.json, OUT/images/<split>/."""
     from ..tools.export import export_coco
 
-    counts = export_coco(root, out, _views_checked(root, views), list(splits) or None)
+    counts = export_coco(root, out, _views_checked(root, views), list(splits) or None, amodal=amodal)
     click.echo(f"{out}: {counts['images']} images, {counts['annotations']} annotations", err=True)
 
 
 @export.command("hf")
 @click.argument("root", type=click.Path(path_type=Path, exists=True, file_okay=False))
-@click.option("--out", type=click.Path(path_type=Path), required=True,
-              help="New (or empty) folder to write; written under a temporary name and renamed when complete.")
+@_export_out
 @click.option("--views", default="all", show_default=True, help="center, corners, all, or 'u,v;u,v'.")
 @click.option("--split", "splits", multiple=True, help="Only these splits (repeatable) [default: all].")
-def export_hf_cmd(root, out, views, splits):
+@click.option("--amodal", is_flag=True, help="Also the columns amodal_mask (the targets' whole silhouettes, PNG) "
+              "and occlusion (datasets of format 1.4 on).")
+def export_hf_cmd(root, out, views, splits, amodal):
     """Hugging Face layout: OUT/data/<split>-*.parquet (one row per expression and valid view),
     OUT/README.md (dataset card) and OUT/croissant.json.  Load with
     datasets.load_dataset(OUT) or mlcroissant.Dataset(OUT/croissant.json)."""
     from ..tools.export_hf import export_hf
 
-    rows = export_hf(root, out, _views_checked(root, views), list(splits) or None)
+    rows = export_hf(root, out, _views_checked(root, views), list(splits) or None, amodal=amodal)
     click.echo(f"{out}: " + ", ".join(f"{split} {n} rows" for split, n in rows.items()), err=True)
 
 
 @export.command("lightfield")
 @click.argument("root", type=click.Path(path_type=Path, exists=True, file_okay=False))
-@click.option("--out", type=click.Path(path_type=Path), required=True,
-              help="New (or empty) folder to write; written under a temporary name and renamed when complete.")
+@_export_out
 @click.option("--split", "splits", multiple=True, help="Only these splits (repeatable) [default: all].")
 @click.option("--all-disparities", is_flag=True,
               help="Also every view's disparity as gt_disp_lowres_CamNNN.pfm.")
 def export_lightfield_cmd(root, out, splits, all_disparities):
-    """4D Light Field Benchmark layout (Honauer et al. 2016): OUT/<split>/<scene, 7 digits>/ with
-    input_CamNNN.png, parameters.cfg, gt_depth_lowres.pfm and gt_disp_lowres.pfm (docs/format.md)."""
+    """4D Light Field Benchmark layout, one folder per scene: OUT/<split>/<scene, 7 digits>/ with
+    input_CamNNN.png, parameters.cfg, gt_depth_lowres.pfm and gt_disp_lowres.pfm, as the
+    benchmark of Honauer and others (2016) and its lightfield-analysis tools read them; the
+    disparity's sign convention is in docs/format.md."""
     from ..tools.export_lightfield import export_lightfield
 
     n = export_lightfield(root, out, list(splits) or None, all_disparities)
@@ -330,21 +353,60 @@ def _terminate(signum, frame):  # noqa: ARG001
     raise Terminated  # SIGTERM (scancel, preemption) ends like Ctrl-C, resumable, but exit 143
 
 
-def main(argv=None, pending_signals=None) -> int:
-    """Entry point: click in non-standalone mode so every error is one line."""
+@contextlib.contextmanager
+def interrupts():
+    """SIGTERM raises :class:`Terminated` in the main thread, as Ctrl-C raises KeyboardInterrupt.
+    Python drops an exception raised while a finalizer or a weakref callback runs (it only
+    prints it), so a signal that lands there would be lost and the command run on to its end:
+    such an interrupt is delivered again, and ends the command a moment later."""
+    import os
     import signal
     import threading
 
-    restore = None
-    if threading.current_thread() is threading.main_thread():
-        restore = signal.signal(signal.SIGTERM, _terminate)
+    restore = signal.signal(signal.SIGTERM, _terminate)
+    hook = sys.unraisablehook
+    timers: list[threading.Timer] = []
+
+    def deliver_again(unraisable):
+        exc = unraisable.exc_value
+        if isinstance(exc, KeyboardInterrupt):  # sent again a moment later, once the callback is left
+            signum = signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT
+            again = threading.Timer(0.05, os.kill, (os.getpid(), signum))
+            again.daemon = True
+            timers.append(again)
+            again.start()
+        else:
+            hook(unraisable)
+
+    sys.unraisablehook = deliver_again
     try:
-        if pending_signals:  # SIGTERM while importing (see __main__.py)
-            return _main(argv, interrupted=True)
-        return _main(argv)
+        yield
     finally:
-        if restore is not None:
-            signal.signal(signal.SIGTERM, restore)
+        for again in timers:
+            again.cancel()
+        sys.unraisablehook = hook
+        signal.signal(signal.SIGTERM, restore)
+
+
+def main(argv=None, pending_signals=None) -> int:
+    """Entry point: click in non-standalone mode so every error is one line."""
+    import threading
+
+    interrupted = bool(pending_signals)  # SIGTERM while importing (see __main__.py)
+    if threading.current_thread() is not threading.main_thread():
+        return _main(argv, interrupted)
+    with interrupts():
+        return _main(argv, interrupted)
+
+
+def _interrupted_line(argv, sigterm: bool) -> str:
+    """What an interrupted command says: only ``generate`` has finished work to keep and resume."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    command = next((a for a in args if not a.startswith("-")), None)
+    line = "clevr-remv: interrupted (SIGTERM)" if sigterm else "clevr-remv: interrupted"
+    if command == "generate":
+        line += "; finished scenes and shards are kept, re-run the same command to resume"
+    return line
 
 
 def _main(argv=None, interrupted: bool = False) -> int:
@@ -364,17 +426,12 @@ def _main(argv=None, interrupted: bool = False) -> int:
         click.echo(f"clevr-remv: error: {exc.format_message()}{hint}", err=True)
         return 2
     except Terminated:
-        click.echo("clevr-remv: interrupted (SIGTERM); finished scenes and shards are kept, "
-                   "re-run the same command to resume", err=True)
+        click.echo(_interrupted_line(argv, sigterm=True), err=True)
         return 143
     except (click.exceptions.Abort, KeyboardInterrupt) as exc:  # click turns Ctrl-C into Abort
-        if isinstance(exc.__cause__ or exc.__context__, Terminated):  # click's Abort from a SIGTERM
-            click.echo("clevr-remv: interrupted (SIGTERM); finished scenes and shards are kept, "
-                       "re-run the same command to resume", err=True)
-            return 143
-        click.echo("clevr-remv: interrupted; finished scenes and shards are kept, "
-                   "re-run the same command to resume", err=True)
-        return 130
+        sigterm = isinstance(exc.__cause__ or exc.__context__, Terminated)  # click's Abort from a SIGTERM
+        click.echo(_interrupted_line(argv, sigterm), err=True)
+        return 143 if sigterm else 130
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except UsageError as exc:

@@ -12,6 +12,10 @@ from .reader import Reader
 from .views import resolve_views
 
 
+# Per-item extras of the target (not per-view outputs of the registry): amodal masks, from 1.4.
+TARGET_ITEMS = ("amodal_mask", "occlusion")
+
+
 class RefexpDataset:
     """Map-style dataset of valid (expression, view) pairs.
 
@@ -30,8 +34,10 @@ class RefexpDataset:
     array [u, v]: a DataLoader's default collate makes it a tensor of shape [batch, 2]),
     ``expression`` (id "scene-row"), ``family``; plus, on request, further stored per-view
     outputs by dataset name (``outputs=("normals", "depth")``: the items get ``normals``
-    float16 HxWx3, ``depth`` float HxW).  ``transform(sample) -> sample`` is applied last
-    (e.g. to make tensors or resize).
+    float16 HxWx3, ``depth`` float HxW), and the targets' ``amodal_mask`` (bool HxW: the union of
+    their whole silhouettes, as if nothing hid them) and ``occlusion`` (float: ``1 - visible /
+    amodal`` pixels, summed over the targets; NaN for none) from datasets with amodal masks (format 1.4 on; ``outputs=("amodal_mask", "occlusion")``).
+    ``transform(sample) -> sample`` is applied last (e.g. to make tensors or resize).
     """
 
     def __init__(self, root: str | os.PathLike, split: str = "train",
@@ -40,7 +46,12 @@ class RefexpDataset:
         self.reader = Reader(root)
         if verify:  # once here, not in every DataLoader worker
             self.reader.verify(split)
-        self.outputs = tuple(outputs_mod.get(name).name for name in outputs)
+        self.target_items = tuple(name for name in outputs if name in TARGET_ITEMS)
+        self.outputs = tuple(outputs_mod.get(name).name for name in outputs if name not in TARGET_ITEMS)
+        if self.target_items and self.reader.shards and not self.reader.has_amodal():
+            raise ValueError(f"{', '.join(self.target_items)} not stored in {root} (format "
+                             f"{self.reader.manifest.get('format_version')}; amodal masks are stored from "
+                             f"format 1.4 on); regenerate it to have them")
         if self.outputs and self.reader.shards:
             have = self.reader.stored_outputs()
             missing = [name for name in self.outputs if name not in have]
@@ -70,7 +81,8 @@ class RefexpDataset:
     def __getitem__(self, i: int) -> dict:
         k, u, v = (int(x) for x in self._items[i])
         e = self._exprs[k]
-        arrays = self.reader.outputs(e["scene"], u, v, dict.fromkeys(("images", "instances", *self.outputs)))
+        extra = ("amodal",) if "amodal_mask" in self.target_items else ()
+        arrays = self.reader.outputs(e["scene"], u, v, dict.fromkeys(("images", "instances", *self.outputs, *extra)))
         sample = {
             "image": arrays["images"],
             "mask": np.isin(arrays["instances"], np.asarray(e["targets"], np.int64) + 1),
@@ -83,6 +95,14 @@ class RefexpDataset:
             "family": e["family"],
         }
         sample.update({name: arrays[name] for name in self.outputs})
+        if "amodal_mask" in self.target_items:  # the union of the targets' (all False for none)
+            sample["amodal_mask"] = arrays["amodal"][np.asarray(e["targets"], np.int64)].any(axis=0)
+        if "occlusion" in self.target_items:
+            from ..scene.amodal import targets_occlusion
+
+            counts = self.reader.scene_views(e["scene"], ())
+            sample["occlusion"] = float(targets_occlusion(counts["visible_pixels"][u, v],
+                                                          self.reader.amodal_pixels(e["scene"])[u, v], e["targets"]))
         return self.transform(sample) if self.transform is not None else sample
 
     def pairs(self) -> list[tuple[str, int, int]]:

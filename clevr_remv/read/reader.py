@@ -14,8 +14,8 @@ from ..errors import CorruptShardError, UsageError
 from ..render import outputs as outputs_mod
 from ..store import schema
 from ..store.manifest import load_manifest
-from .checks import MAX_OBJECTS, check_shard, parse_record, shard_problem
 from ..store.refexps import read_refexps
+from .checks import MAX_OBJECTS, check_shard, parse_record, shard_problem
 
 # What to do about a shard that fails: the same command that made it re-renders it.
 _REPAIR = "check with 'clevr-remv info --verify {root}'; re-running the same 'clevr-remv generate' re-renders it"
@@ -349,6 +349,43 @@ class Reader:
         if not self.shards:
             return 0
         return int(self._shard(0)["visible_pixels"].shape[-1])
+
+    # -- amodal masks and occlusion (format 1.4 on; docs/format.md) -------------------------
+    def has_amodal(self) -> bool:
+        """Whether the shards store amodal masks (``amodal``, ``amodal_pixels``)."""
+        if not self.shards:
+            return False
+        with shard_errors(self._path(0), self.root, "list its datasets"):
+            return "amodal_pixels" in self._shard(0)
+
+    def _amodal_file(self, index: int) -> tuple[h5py.File, int]:
+        f, row = self._locate(index)
+        if "amodal_pixels" not in f:
+            raise UsageError(f"'{self.root}' has no amodal masks (format {self.manifest.get('format_version')}; "
+                             f"they are stored from format 1.4 on); generate it again to have them")
+        return f, row
+
+    def amodal_mask(self, index: int, obj: int, u: int, v: int) -> np.ndarray:
+        """bool HxW: the whole silhouette of object ``obj`` (0-based) in view (u, v), as if
+        nothing hid it (clipped to the frame)."""
+        self._amodal_file(index)
+        return self.output("amodal", index, u, v)[obj]
+
+    def amodal_pixels(self, index: int) -> np.ndarray:
+        """int32 [U, V, K]: the in-frame pixels of each object's amodal mask (-1: no object)."""
+        f, row = self._amodal_file(index)
+        with self._errors(index, f"read the amodal pixels of scene {index}"):
+            return f["amodal_pixels"][row]
+
+    def occlusion(self, index: int) -> np.ndarray:
+        """float32 [U, V, K]: ``1 - visible / amodal`` of each object in each view; NaN where
+        an object has no amodal pixel (out of frame, or no such object)."""
+        from ..scene.amodal import occlusion
+
+        amodal_px = self.amodal_pixels(index)
+        f, row = self._locate(index)
+        with self._errors(index, f"read the visible pixels of scene {index}"):
+            return occlusion(f["visible_pixels"][row], amodal_px)
 
     # -- expressions ------------------------------------------------------------------------
     def expressions(self, split: str | None = None, scene: int | None = None,

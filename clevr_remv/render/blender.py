@@ -224,6 +224,7 @@ class BlenderWorker:
             raise UsageError(f"cannot start Blender: '{self.cmd[0]}': {why}; "
                              f"fix --blender / workers.blender or leave it null to use the bpy module") from None
         self.info: dict = {}
+        self._meshes: dict | None = None
 
     # -- protocol ------------------------------------------------------------------------
     def _send(self, msg: dict) -> None:
@@ -326,6 +327,18 @@ class BlenderWorker:
                                  f"or use a Blender (or bpy) that includes it")
             raise WorkerError(f"{self.name}: configure failed: {reply.get('message')}")
         return reply
+
+    def meshes(self) -> dict:
+        """{shape: {"vertices": [[x, y, z], ...], "faces": [[i, ...], ...]}}: each shape's mesh
+        as Blender built it, in the shape's own frame (asked once per worker, after configure;
+        see scene/amodal.py)."""
+        if self._meshes is None:
+            self._send({"cmd": "meshes"})
+            reply = self._recv(self.timeouts.startup)
+            if reply.get("event") != "meshes":
+                raise WorkerError(f"{self.name}: meshes failed: {reply.get('message', reply)}")
+            self._meshes = reply["shapes"]
+        return self._meshes
 
     @property
     def pid(self) -> int | None:

@@ -14,8 +14,8 @@ def read_view(path: str | os.PathLike, outputs=None, view: dict | None = None, r
     (``{"intrinsics": K, "world_to_camera": E}``) is needed by outputs in the camera frame."""
     import OpenEXR
 
-    wanted = [outputs_mod.get(o) if isinstance(o, str) else o
-              for o in (outputs if outputs is not None else outputs_mod.stored())]
+    wanted = outputs_mod.from_render(outputs_mod.get(o) if isinstance(o, str) else o
+                                     for o in (outputs if outputs is not None else outputs_mod.stored()))
     with OpenEXR.File(str(path), separate_channels=False) as exr:
         # Blender 4.x writes one part; 5.x one part per pass (and renames some passes).
         channels = {name: ch.pixels for part in exr.parts for name, ch in part.channels.items()}

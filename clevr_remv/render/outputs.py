@@ -113,7 +113,7 @@ class Output:
     name: str                                  # HDF5 dataset name (and reader key)
     blender_pass: str | None                   # view-layer flag; None: Combined, always on
     channels: tuple[tuple[str, ...], ...]      # per component: EXR channel-name suffixes, in order
-    decode: Callable[[np.ndarray, dict | None], np.ndarray]
+    decode: Callable[[np.ndarray, dict | None], np.ndarray] | None  # None: computed, not decoded
     dtype: str                                 # stored dtype
     tail: tuple[int, ...] = ()                 # shape after [N, U, V, H, W]
     fillvalue: float | None = None             # HDF5 fill value (None: the HDF5 default, 0)
@@ -124,6 +124,9 @@ class Output:
     reader_key: str = ""                       # key in Reader.view() / RefexpDataset samples
     doc: str = ""
     since: str = "1.0"                         # first format version whose shards store it
+    codec: str = "array"                       # its storage codec unless the config names another
+    per_object: bool = False                   # one slice per object slot: [N, U, V, K, H, W, ...]
+    computed: bool = False                     # not a render pass: the driver computes it (scene/amodal.py)
 
     @property
     def key(self) -> str:
@@ -134,15 +137,22 @@ class Output:
             return np.dtype(cfg["output"][self.dtype_setting])
         return np.dtype(self.dtype)
 
+    def view_shape(self, height: int, width: int, max_objects: int) -> tuple[int, ...]:
+        """The shape of one view's array: [H, W, ...], or [K, H, W, ...] per object slot."""
+        head = (max_objects,) if self.per_object else ()
+        return (*head, height, width, *self.tail)
+
     def codec_for(self, cfg: dict):
         """The storage codec a run with ``cfg`` writes this output with: ``output.codecs``
         names it, else ``output.profile`` (:data:`clevr_remv.render.codecs.PROFILES`), else
-        ``array``.  A codec that cannot store this output is a :class:`UsageError`."""
+        the output's own (``array`` for most).  A codec that cannot store this output is a
+        :class:`UsageError`."""
         oc = cfg.get("output", {})
         name = (oc.get("codecs") or {}).get(self.name) or codecs.PROFILES[oc.get("profile") or "standard"].get(
-            self.name, "array")
-        codec = codecs.make(name, self.dtype_for(cfg))
-        problem = codec.fits(self.dtype_for(cfg), (0, 0, *self.tail))
+            self.name, self.codec)
+        codec = codecs.make(name, self.dtype_for(cfg), cfg.get("render", {}).get("width"))
+        problem = codec.fits(self.dtype_for(cfg), self.view_shape(0, 0, 0)[1:] if self.per_object
+                             else self.view_shape(0, 0, 0))
         if problem:
             from ..errors import UsageError
             raise UsageError(f"config output.codecs: {self.name} cannot use {name}: {problem}; "
@@ -153,7 +163,8 @@ class Output:
         """h5py ``create_dataset`` arguments for ``n`` scenes (compression from ``cfg["output"]``,
         none when it names none)."""
         oc = cfg.get("output", {})
-        return self.codec_for(cfg).dataset_spec((n, *grid), (height, width, *self.tail), self.fillvalue,
+        k = cfg.get("scene", {}).get("max_objects", 0)
+        return self.codec_for(cfg).dataset_spec((n, *grid), self.view_shape(height, width, k), self.fillvalue,
                                                 oc.get("compression", "none"), oc.get("compression_level", 4),
                                                 self.floating)
 
@@ -170,6 +181,9 @@ REGISTRY: tuple[Output, ...] = (
     Output("normals", "use_pass_normal", (("Normal.X",), ("Normal.Y",), ("Normal.Z",)), _decode_normals,
            "float16", (3,), fillvalue=0.0, floating=True, since="1.1",
            doc="unit surface normals in the camera frame (OpenCV axes), facing the camera; 0 where no surface"),
+    # Not rendered: the driver fills each object's projected silhouette (scene/amodal.py).
+    Output("amodal", None, (), None, "bool", since="1.4", codec="bits", per_object=True, computed=True,
+           doc="each object's whole silhouette, as if nothing hid it, clipped to the frame"),
 )
 
 
@@ -237,6 +251,11 @@ def check_codecs(cfg: dict) -> None:
                              f"(stored: {', '.join(sorted(names))})")
     for o in stored(cfg):
         o.codec_for(cfg)
+
+
+def from_render(outs) -> tuple[Output, ...]:
+    """The outputs among ``outs`` that a view's render (its EXR) carries; not the computed ones."""
+    return tuple(o for o in outs if not o.computed)
 
 
 def render_passes(outputs) -> list[str]:

@@ -83,6 +83,11 @@ class Worker(Protocol):
         """The arrays of a rendered view (names from the output registry); removes its file."""
         ...
 
+    def meshes(self) -> dict:
+        """``{shape: {"vertices": [[x, y, z], ...], "faces": [[i, ...], ...]}}``: each shape's
+        mesh as the worker builds it, in the shape's own frame (for the amodal masks)."""
+        ...
+
     def close(self) -> None:
         ...
 

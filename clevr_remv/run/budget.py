@@ -62,11 +62,15 @@ def available_memory(meminfo: str = "/proc/meminfo") -> int | None:
     return None
 
 
-def check(cfg: dict, out: Path, workers: int = 1, *, free: int | None = None, memory: int | None = None) -> Budget:
+def check(cfg: dict, out: Path, workers: int = 1, *, scene_disk: int | None = None, free: int | None = None,
+          memory: int | None = None) -> Budget:
     """Refuse (UsageError) a rig whose one scene does not fit the free disk at ``out`` or whose
-    views do not fit the available memory.  ``free``/``memory``: the figures to use instead of
-    the machine's (tests)."""
+    views do not fit the available memory.  ``scene_disk``: the run folder's own figure for the
+    next scene (on resume: 1.5 x the largest scene file so far); ``free``/``memory``: the figures
+    to use instead of the machine's (tests)."""
     b = estimate(cfg, workers)
+    if scene_disk is not None:
+        b = Budget(b.views, scene_disk, b.view_memory, b.run_memory)
     where = nearest_existing(Path(out).resolve())
     free = free_bytes(where) if free is None else free
     memory = available_memory() if memory is None else memory

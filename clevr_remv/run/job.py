@@ -75,6 +75,8 @@ def check_split_folders(out: Path, cfg: dict) -> None:
 
     for split in cfg["output"]["splits"]:
         path = out / split
+        if path.is_symlink():
+            continue  # the run folder's guard: refused, or removed as a link with --overwrite
         if path.exists() and not path.is_dir():
             raise UsageError(f"'{path}' is not a folder, but the {split} split's shards go there; "
                              f"move it out of '{out}' and run again")
@@ -128,7 +130,8 @@ class GenerateJob:
         layout.check_feasible(self.cfg, self.plan.seed)  # an impossible layout fails here
         # A rig whose scene cannot fit the disk or whose views cannot fit the memory: refused
         # with the figures, before the lock file, the folder or Blender exist.
-        budget.check(self.cfg, self.folder.out, self.plan.requested_workers or 1)
+        budget.check(self.cfg, self.folder.out, self.plan.requested_workers or 1,
+                     scene_disk=self.folder.scene_bytes_needed())
         self.folder.take_lock()  # one writer per part: a second one is refused before Blender starts
         try:
             probe = self.worker_factory(self.cfg, 0, None, timeouts=self.timeouts, denoiser=None)  # which devices exist

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from ..errors import LayoutError, WorkerError
 from ..language import selection, validity
@@ -14,7 +17,7 @@ from ..render import denoise, outputs
 from ..render.codecs import encode_view_chunks
 from ..render.devices import CHEAP_CHECK
 from ..render.protocol import Worker
-from ..scene import layout, lightfield, visibility
+from ..scene import amodal, layout, lightfield, visibility
 from ..store import shards
 from . import viewpool
 
@@ -36,6 +39,7 @@ class RenderedViews:
     """What the render step leaves for the finish step: the visibility table and cameras."""
 
     table: visibility.Table
+    amodal_pixels: object  # [U, V, K] int32, or None where the format stores no amodal masks
     ks: object          # intrinsics per view
     es: object          # world-to-camera per view
     views: int
@@ -80,6 +84,7 @@ def render_views(worker: Worker, cfg: dict, record: dict, grid, writer: shards.S
     ks, es = lightfield.all_cameras(record["rig"])
     if wanted is None:
         wanted = outputs.rendered(cfg)
+    wanted = outputs.from_render(wanted)  # what the EXR carries; the amodal masks are computed below
     driver_denoises = denoise.driver_denoises(cfg)
     denoiser = worker.denoiser if driver_denoises else None
     if driver_denoises and denoiser is None:
@@ -87,10 +92,18 @@ def render_views(worker: Worker, cfg: dict, record: dict, grid, writer: shards.S
     codecs = writer.chunk_codecs()
     render_s = driver_s = work_s = denoise_s = 0.0
     done: dict = {}
+    k_max = cfg["scene"]["max_objects"]
+    placed = None
+    amodal_px = None
+    if any(o.name == "amodal" for o in writer.outputs):  # computed here, from the worker's meshes
+        placed = amodal.place_scene(_meshes(worker), record)
+        amodal_px = np.full((grid[0], grid[1], k_max), visibility.ABSENT, np.int32)
 
     def work(ev):  # in a pool thread: decode the EXR, denoise (driver), compress the chunks
         t0 = time.perf_counter()
         arrays = worker.read_view(ev, wanted, {"intrinsics": ks[ev.u, ev.v], "world_to_camera": es[ev.u, ev.v]})
+        if placed is not None:
+            arrays["amodal"], arrays["amodal_pixels"] = amodal.view_amodal(record["rig"], ev.u, ev.v, placed, k_max)
         dn_s = 0.0
         if denoiser is not None:  # one filter set per worker; its calls are serialised
             td = time.perf_counter()
@@ -105,6 +118,8 @@ def render_views(worker: Worker, cfg: dict, record: dict, grid, writer: shards.S
         for ev, arrays, chunks, seconds, dn_s in results:
             writer.write_view(ev.u, ev.v, arrays, chunks)
             table.add(ev.u, ev.v, arrays["instances"])
+            if amodal_px is not None:
+                amodal_px[ev.u, ev.v] = arrays["amodal_pixels"]
             work_s += seconds
             denoise_s += dn_s
             if on_view is not None:
@@ -134,7 +149,24 @@ def render_views(worker: Worker, cfg: dict, record: dict, grid, writer: shards.S
     # view_work_s: the per-view work itself, summed over the pool's threads.
     timings = {"render_s": render_s, "build_s": done.get("build_seconds", 0.0), "driver_view_s": driver_s,
                "view_work_s": work_s, "denoise_s": denoise_s}
-    return RenderedViews(table, ks, es, len(views), timings)
+    return RenderedViews(table, amodal_px, ks, es, len(views), timings)
+
+
+# Each worker's meshes, prepared for silhouettes once (a worker builds them once and keeps them).
+_PREPARED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _meshes(worker: Worker) -> dict:
+    try:
+        return _PREPARED[worker]
+    except (KeyError, TypeError):
+        pass
+    meshes = amodal.prepare_meshes(worker.meshes())
+    try:
+        _PREPARED[worker] = meshes
+    except TypeError:  # a worker that cannot be weakly referenced: prepare every time
+        pass
+    return meshes
 
 
 def finish_scene(cfg: dict, seed: int, record: dict, rendered: RenderedViews, writer: shards.SceneWriter) -> dict:
@@ -144,7 +176,7 @@ def finish_scene(cfg: dict, seed: int, record: dict, rendered: RenderedViews, wr
     refexps = scene_expressions(cfg, seed, record, rendered.table.pixels)
     expr_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    writer.finish(record, rendered.ks, rendered.es, rendered.table.pixels, refexps)
+    writer.finish(record, rendered.ks, rendered.es, rendered.table.pixels, refexps, rendered.amodal_pixels)
     writer.commit()
     return {"expressions_s": expr_s, "commit_s": time.perf_counter() - t0}
 

@@ -98,7 +98,7 @@ def layout(n: int, grid, height: int, width: int, max_objects: int, cfg: dict, r
     specs: dict[str, DatasetSpec] = {}
     for out in stored_outputs(cfg, version):
         codec = out.codec_for(cfg)
-        kw = codec.dataset_spec((n, rows, cols), (height, width, *out.tail), out.fillvalue,
+        kw = codec.dataset_spec((n, rows, cols), out.view_shape(height, width, max_objects), out.fillvalue,
                                 oc.get("compression", "gzip"), oc.get("compression_level", 4), out.floating)
         shape, dtype, chunks = kw.pop("shape"), kw.pop("dtype"), kw.pop("chunks")
         specs[out.name] = DatasetSpec(out.name, shape, dtype, chunks, kw, codec)
@@ -109,6 +109,9 @@ def layout(n: int, grid, height: int, width: int, max_objects: int, cfg: dict, r
         DatasetSpec("scenes", (n,), STR),
     ):
         specs[spec.name] = spec
+    if "amodal" in specs:  # the in-frame pixels of each amodal mask (-1: no object), from 1.4
+        specs["amodal_pixels"] = DatasetSpec("amodal_pixels", (n, rows, cols, max_objects), np.dtype(np.int32),
+                                             options={"fillvalue": -1})
     if refexps is not None:
         for name, dtype, per_view in refexp_columns(version):
             shape = (refexps, rows, cols) if per_view else (refexps,)
@@ -164,6 +167,8 @@ def file_attrs(cfg: dict, digest: str, grid, version: str = FORMAT_VERSION) -> d
     }
     if _version(version) >= (1, 2):
         attrs["codecs"] = codec_descriptions(cfg, version)
+    if any(o.name == "amodal" for o in stored_outputs(cfg, version)):
+        attrs["amodal"] = outputs.get("amodal").doc + "; amodal_pixels: its in-frame pixels, -1 where no object"
     return attrs
 
 

@@ -68,7 +68,13 @@ class SceneWriter:
                 out[o.name] = (*spec, ds.dtype, ds.chunks[3:], codec)
         return out
 
-    def finish(self, scene: dict, intrinsics, extrinsics, visible_pixels, refexps: list[dict]) -> None:
+    def finish(self, scene: dict, intrinsics, extrinsics, visible_pixels, refexps: list[dict],
+               amodal_pixels=None) -> None:
+        """The per-scene datasets; ``amodal_pixels`` [U, V, K] where the format stores amodal masks."""
+        if "amodal_pixels" in self.f:
+            if amodal_pixels is None:
+                raise ValueError("this format stores amodal masks: finish() needs their amodal_pixels")
+            self.f["amodal_pixels"][0] = amodal_pixels
         self.f["visible_pixels"][0] = visible_pixels
         self.f["cameras/intrinsics"][0] = intrinsics
         self.f["cameras/world_to_camera"][0] = extrinsics
@@ -131,8 +137,10 @@ def _assemble_into(tmp: Path, scene_paths: list[Path], cfg: dict, grid, attrs: d
                         for v in range(cols):
                             mask, chunk = s.read_direct_chunk((0, u, v) + tail)
                             d.write_direct_chunk((i, u, v) + tail, chunk, mask)
-                for name in ("visible_pixels", "scenes", "cameras/intrinsics", "cameras/world_to_camera"):
-                    out[name][i] = src[name][0]
+                for name in ("visible_pixels", "scenes", "cameras/intrinsics", "cameras/world_to_camera",
+                             "amodal_pixels"):
+                    if name in out:
+                        out[name][i] = src[name][0]
                 refexps += [{**e, "scene": i} for e in read_refexps(src)]
                 records.append(json.loads(src["scenes"][0]))
         write_refexps(out, refexps, grid)

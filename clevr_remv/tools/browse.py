@@ -9,7 +9,8 @@ Layout of SITE:
   function call, because a page opened from ``file://`` may not fetch JSON files;
 * ``img/K/U-V.webp``: view (u, v) of scene K; ``img/K/U-V.png``: its overlays stacked
   vertically, one H-pixel strip each: strip 0 the instance masks, strip 1 + k object k
-  highlighted (the rest dimmed, outlined in yellow), strip 1 + N + k object k outlined in cyan
+  highlighted (the rest dimmed, outlined in yellow; its amodal outline dashed in magenta where
+  the dataset has amodal masks), strip 1 + N + k object k outlined in cyan
   (an anchor, as ``preview`` draws it; N objects).  The page draws strips onto a canvas over
   the photo.
 
@@ -79,10 +80,11 @@ def _check_site(out: Path) -> None:
 ANCHOR_RGB = (0, 220, 255)  # as preview.highlight outlines an anchor
 
 
-def overlay_strips(ids: np.ndarray, nobj: int) -> np.ndarray:
-    """RGBA [(1 + 2 nobj) * H, W, 4]: strip 0 all masks, strip 1 + k object k highlighted,
-    strip 1 + nobj + k object k outlined as an anchor (transparent elsewhere)."""
-    from .preview import outline
+def overlay_strips(ids: np.ndarray, nobj: int, wholes: np.ndarray | None = None) -> np.ndarray:
+    """RGBA [(1 + 2 nobj) * H, W, 4]: strip 0 all masks, strip 1 + k object k highlighted (with
+    its amodal mask ``wholes[k]`` outlined dashed, when given), strip 1 + nobj + k object k
+    outlined as an anchor (transparent elsewhere)."""
+    from .preview import AMODAL, dashed_outline, outline
 
     h, w = ids.shape
     out = np.zeros(((1 + 2 * nobj) * h, w, 4), np.uint8)
@@ -96,6 +98,8 @@ def overlay_strips(ids: np.ndarray, nobj: int) -> np.ndarray:
         s[~m] = (0, 0, 0, 150)          # dim everything else
         s[m] = (255, 230, 0, 70)        # tint the target
         s[outline(m)] = (255, 230, 0, 255)
+        if wholes is not None:
+            s[dashed_outline(wholes[k])] = (*AMODAL, 255)
         a = out[(1 + nobj + k) * h:(2 + nobj + k) * h]
         a[outline(m)] = ANCHOR_RGB + (255,)
     return out
@@ -114,7 +118,9 @@ def _scene_files(d: dict, entry: dict, row: int, exprs: list[dict], grid, img_di
     for u in range(rows):
         for v in range(cols):
             Image.fromarray(images[u, v]).save(img_dir / f"{u}-{v}.webp", quality=90, method=4)
-            Image.fromarray(overlay_strips(ids[u, v], nobj), "RGBA").save(img_dir / f"{u}-{v}.png", optimize=False)
+            wholes = d["amodal"][u, v] if "amodal" in d else None
+            Image.fromarray(overlay_strips(ids[u, v], nobj, wholes), "RGBA").save(img_dir / f"{u}-{v}.png",
+                                                                                 optimize=False)
     mine = [e for e in exprs if e["scene"] == index]
     return {
         "index": index, "split": entry["split"], "shard": entry["path"], "grid": [rows, cols],
@@ -156,6 +162,7 @@ def build_site(root: Path, out: Path, scenes_spec: str | None = None, echo=None)
     (part / "data").mkdir(parents=True)
     listing = []
     t0 = time.perf_counter()
+    amodal = reader.has_amodal()
     try:
         by_shard: dict[int, list[int]] = {}
         for i in wanted:
@@ -166,7 +173,7 @@ def build_site(root: Path, out: Path, scenes_spec: str | None = None, echo=None)
             exprs = reader.expressions(shard=si)
             for row in rows_in:
                 index = entry["scene_range"][0] + row
-                d = reader.scene_views(index, ("images", "instances"))
+                d = reader.scene_views(index, ("images", "instances") + (("amodal",) if amodal else ()))
                 data = _scene_files(d, entry, row, exprs, reader.grid, part / "img" / str(index))
                 (part / "data" / f"scene-{index}.js").write_text(_js("CLEVR_REMV.scene", data), encoding="utf-8")
                 listing.append({"index": index, "split": entry["split"], "objects": len(data["objects"]),

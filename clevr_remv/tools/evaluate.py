@@ -13,6 +13,11 @@ no-target expression).  Besides the source's figures, the GRES metrics (gIoU, cI
 T-acc: :func:`clevr_remv.tools.metrics.gres_summary`) overall, per view with their MVR, by
 family and by number of relations.
 
+With amodal masks in the dataset (format 1.4 on), the scores are also given by the target's
+occlusion in the view (``1 - visible / amodal``, summed over several targets; buckets 0,
+(0, 25%], (25%, 50%], > 50%; no-target expressions have none), in the central view, the four
+corners and all evaluated views.
+
 Every valid (expression, view) pair of the split and views asked for is scored; a missing
 prediction counts as an empty mask (IoU 0) and is counted in ``missing``.  Predictions whose
 key matches no expression of the split (another split's, or another key form) are named with
@@ -35,7 +40,7 @@ from PIL import Image
 from ..errors import UsageError
 from ..read.reader import Reader
 from ..read.views import resolve_views
-from ..scene import lightfield
+from ..scene import amodal, lightfield
 from . import metrics
 
 log = logging.getLogger("clevr_remv")
@@ -110,6 +115,7 @@ def evaluate(root, predictions, split: str = "test", views="all") -> dict:
         raise UsageError(f"split '{split}' has no expressions in '{root}' (splits: {', '.join(have)})")
     unmatched = _unmatched(reader, preds, exprs, split, sel)
     per_view = {(u, v): ([], []) for (u, v) in sel}
+    by_occ = _OcclusionScores(reader, grid)
     samples = []  # (u, v, intersection, union, prediction empty, no target, family, relations)
     missing = 0
     for e in exprs:
@@ -127,6 +133,7 @@ def evaluate(root, predictions, split: str = "test", views="all") -> dict:
             i, un = metrics.intersection_union(pred, gt)
             per_view[(u, v)][0].append(i)
             per_view[(u, v)][1].append(un)
+            by_occ.add(e, u, v, i, un)
             samples.append((u, v, i, un, not pred.any(), not e["targets"], e["family"], e["num_relations"]))
     preds.close()
     o_grid = np.full(grid, np.nan)
@@ -165,10 +172,55 @@ def evaluate(root, predictions, split: str = "test", views="all") -> dict:
         "per_view_oIoU": [[_num(x) for x in row] for row in o_grid],
         "per_view_mIoU": [[_num(x) for x in row] for row in m_grid],
         "per_view": view_stats,
+        "by_occlusion": by_occ.result(),
         "gres": _gres(samples, grid, corners),
     }
     reader.close()
     return result
+
+
+class _OcclusionScores:
+    """Intersections and unions by the target's occlusion bucket, in the centre, the corners and
+    all evaluated views (datasets with amodal masks only)."""
+
+    PLACES = ("centre", "corners", "all_views")
+
+    def __init__(self, reader: Reader, grid):
+        self.reader = reader
+        self.on = reader.has_amodal()
+        self.centre = (grid[0] // 2, grid[1] // 2)
+        self.corners = set(lightfield.corner_views(grid))
+        self.scene, self.vis, self.amodal_px = None, None, None
+        self.scores = {p: {b: ([], []) for b in amodal.OCCLUSION_BUCKETS} for p in self.PLACES}
+
+    def add(self, e: dict, u: int, v: int, i: int, un: int) -> None:
+        if not self.on:
+            return
+        if self.scene != e["scene"]:
+            self.scene = e["scene"]
+            self.amodal_px = self.reader.amodal_pixels(e["scene"])
+            self.vis = self.reader.scene_views(e["scene"], ())["visible_pixels"]
+        b = int(amodal.occlusion_bucket(amodal.targets_occlusion(self.vis[u, v], self.amodal_px[u, v], e["targets"])))
+        if b < 0:
+            return
+        name = amodal.OCCLUSION_BUCKETS[b]
+        places = ["all_views"] + (["centre"] if (u, v) == self.centre else []) + \
+            (["corners"] if (u, v) in self.corners else [])
+        for p in places:
+            self.scores[p][name][0].append(i)
+            self.scores[p][name][1].append(un)
+
+    def result(self) -> dict | None:
+        if not self.on:
+            return None
+        out: dict = {"buckets": list(amodal.OCCLUSION_BUCKETS)}
+        for p, by in self.scores.items():
+            out[p] = {}
+            for b, (i, un) in by.items():
+                s = metrics.summary(i, un) if i else None
+                out[p][b] = {"pairs": len(i), "mIoU": _num(s["mIoU"]) if s else None,
+                             "oIoU": _num(s["oIoU"]) if s else None}
+        return out
 
 
 def _gres(samples: list[tuple], grid, corners) -> dict:
@@ -275,6 +327,17 @@ def tables(res: dict) -> str:
     lines.append(MVR_SENTENCE)
     if any(x is not None and x < 0 for x in (res["MVR_corners_oIoU"], res["MVR_all_oIoU"])):
         lines.append(MVR_NEGATIVE)
+    occ = res.get("by_occlusion")
+    if occ:
+        lines.append("")
+        lines.append("By target occlusion (1 - visible/amodal), mIoU / oIoU (all figures in %; pairs)")
+        lines.append("  " + f"{'':<10}" + "".join(f"{b:>24}" for b in occ["buckets"]))
+        for label, key in (("centre", "centre"), ("corners", "corners"), ("all views", "all_views")):
+            cells = []
+            for b in occ["buckets"]:
+                c = occ[key][b]
+                cells.append(f"{_fmt(c['mIoU'])} / {_fmt(c['oIoU'])} ({c['pairs']})" if c["pairs"] else "-")
+            lines.append("  " + f"{label:<10}" + "".join(f"{x:>24}" for x in cells))
     g = res.get("gres")
     if g:
         lines.append("")

@@ -16,7 +16,11 @@ RefCOCO refers to one object: expressions with several targets or none (the gene
 setting) are left out and counted (``skipped``); ``export grefcoco`` takes them all.
 
 ``coco``: per-view instance annotations of every visible object, one file per split:
-``OUT/annotations/instances_<split>.json`` and ``OUT/images/<split>/``.
+``OUT/annotations/instances_<split>.json`` and ``OUT/images/<split>/``.  With ``amodal``
+(datasets with amodal masks, format 1.4 on), in the COCO-Amodal style: ``segmentation`` stays
+the visible mask, ``amodal_segmentation`` is the whole silhouette (RLE, clipped to the frame),
+``occlude_rate`` is ``1 - visible / amodal``, ``amodal_area`` and ``amodal_bbox`` go with it, and
+an object hidden in a view is annotated too (empty ``segmentation``, ``occlude_rate`` 1).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from pycocotools import mask as mask_utils
 from ..errors import UsageError
 from ..read.reader import Reader, check_splits
 from ..read.views import resolve_views
+from ..scene import amodal as amodal_geometry
 from ..scene import catalogue
 from ..store.files import writable_folder
 
@@ -145,10 +150,23 @@ def export_refcoco(root, out, views="center", splits=None, dataset="refcoco", sp
             "skipped": skipped}
 
 
-def export_coco(root, out, views="center", splits=None) -> dict:
+def _add_amodal(ann: dict, visible: np.ndarray, whole: np.ndarray) -> None:
+    """The COCO-Amodal fields of one annotation (``whole``: the object's amodal mask)."""
+    rle = encode_mask(whole)
+    ann["amodal_segmentation"] = rle
+    ann["amodal_area"] = int(mask_utils.area(rle))
+    ann["amodal_bbox"] = [float(x) for x in mask_utils.toBbox(rle)]
+    occ = amodal_geometry.occlusion(int(visible.sum()), int(whole.sum()))
+    ann["occlude_rate"] = None if np.isnan(occ) else round(float(occ), 6)
+
+
+def export_coco(root, out, views="center", splits=None, amodal: bool = False) -> dict:
     reader = Reader(root)
     sel = resolve_views(views, reader.grid)
     splits = check_splits(reader, splits)
+    if amodal and not reader.has_amodal():
+        raise UsageError(f"'{root}' has no amodal masks (format {reader.manifest.get('format_version')}; they are "
+                         f"stored from format 1.4 on); export without --amodal, or generate it again")
     out = Path(out)
     _prepare_out(out)
     (out / "annotations").mkdir()
@@ -166,13 +184,16 @@ def export_coco(root, out, views="center", splits=None) -> dict:
                 images.append({"id": image_id, "file_name": name, "width": reader.width, "height": reader.height,
                                "scene": scene, "view": [u, v]})
                 inst = reader.instances(scene, u, v)
+                whole = reader.output("amodal", scene, u, v) if amodal else None
                 for k, obj in enumerate(rec["objects"]):
                     m = inst == k + 1
-                    if not m.any():
+                    if not m.any() and (whole is None or not whole[k].any()):
                         continue
                     ann = _annotation(image_id * 256 + k + 1, image_id, m, obj)
                     ann["segmentation"] = ann.pop("rle")  # COCO: an RLE dict
                     ann["object"] = k
+                    if whole is not None:
+                        _add_amodal(ann, m, whole[k])
                     annotations.append(ann)
         with open(out / "annotations" / f"instances_{split}.json", "w", encoding="utf-8") as fh:
             json.dump({"info": coco_info(reader, f"split {split}", sel), "images": images,

@@ -10,12 +10,14 @@ as it is (``datasets.load_dataset(OUT)``), with Croissant metadata (``OUT/croiss
 One row per (expression, valid view) of each split: ``image`` (the view, PNG, an Image
 feature), ``mask`` (the union of the targets' masks, PNG, 255 inside, an Image feature),
 ``text``, ``family``, ``num_relations``, ``scene`` (global index), ``u``, ``v``, ``expression``
-(id "scene-k"), ``targets`` (object indices).  Offline: pushing to a hub is the user's step.
+(id "scene-k"), ``targets`` (object indices).  With ``amodal`` (datasets with amodal masks,
+format 1.4 on) also ``amodal_mask`` (the union of the targets' whole silhouettes, as if nothing
+hid them, PNG) and ``occlusion`` (``1 - mask / amodal_mask`` pixels).  Offline: pushing to a hub
+is the user's step.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 from pathlib import Path
@@ -26,6 +28,7 @@ from .. import __version__
 from ..read.reader import Reader, check_splits
 from ..read.views import resolve_views
 from ..store.files import AtomicFolder
+from ..store.shards import sha256_file
 from .common import open_dataset, progress_bar
 
 ROWS_PER_FILE = 1000
@@ -73,6 +76,23 @@ DESCRIPTIONS = {
 }
 
 
+# The columns ``amodal=True`` adds.
+AMODAL_FEATURES = {"amodal_mask": {"_type": "Image"}, "occlusion": {"dtype": "float32", "_type": "Value"}}
+AMODAL_DESCRIPTIONS = {
+    "amodal_mask": "union of the target objects' whole silhouettes in this view, as if nothing hid them, "
+                   "clipped to the frame (255 inside), PNG",
+    "occlusion": "1 - mask pixels / amodal_mask pixels: the share of the targets hidden by other objects",
+}
+
+
+_AMODAL_CARD = ("\n`amodal_mask` is the union of the targets' whole silhouettes, as if nothing hid them "
+                "(255 inside), and `occlusion` the share of them hidden by other objects.")
+
+
+def _features(amodal: bool) -> dict:
+    return {**FEATURES, **(AMODAL_FEATURES if amodal else {})}
+
+
 def _png(arr: np.ndarray) -> bytes:
     from PIL import Image
 
@@ -81,14 +101,16 @@ def _png(arr: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _schema():
+def _schema(amodal: bool = False):
     import pyarrow as pa
 
     img = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
     fields = [("image", img), ("mask", img), ("text", pa.string()), ("family", pa.string()),
               ("num_relations", pa.int32()), ("scene", pa.int64()), ("u", pa.int32()), ("v", pa.int32()),
               ("expression", pa.string()), ("targets", pa.list_(pa.int32()))]
-    meta = {"huggingface": json.dumps({"info": {"features": FEATURES}})}
+    if amodal:
+        fields += [("amodal_mask", img), ("occlusion", pa.float32())]
+    meta = {"huggingface": json.dumps({"info": {"features": _features(amodal)}})}
     return pa.schema(fields, metadata=meta)
 
 
@@ -102,11 +124,11 @@ def _split_rows(reader: Reader, split: str, views) -> list[tuple[dict, int, int]
     return [(e, u, v) for e in reader.expressions(split) for (u, v) in views if e["valid_views"][u, v]]
 
 
-def _write_split(reader: Reader, split: str, items, folder: Path, bar) -> list[str]:
+def _write_split(reader: Reader, split: str, items, folder: Path, bar, amodal: bool = False) -> list[str]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    schema = _schema()
+    schema = _schema(amodal)
     nfiles = max(1, -(-len(items) // ROWS_PER_FILE))
     names = []
     cache: dict = {}  # (scene, u, v) -> (PNG bytes of the view, instance map): a view serves many rows
@@ -117,11 +139,17 @@ def _write_split(reader: Reader, split: str, items, folder: Path, bar) -> list[s
             key = (e["scene"], u, v)
             if key not in cache:
                 cache.clear()
-                arrays = reader.outputs(e["scene"], u, v, ("images", "instances"))
-                cache[key] = (_png(arrays["images"]), arrays["instances"])
-            png, ids = cache[key]
+                arrays = reader.outputs(e["scene"], u, v, ("images", "instances") + (("amodal",) if amodal else ()))
+                cache[key] = (_png(arrays["images"]), arrays["instances"], arrays.get("amodal"))
+            png, ids, wholes = cache[key]
             targets = targets_of(e)
             mask = np.isin(ids, np.asarray(targets) + 1).astype(np.uint8) * 255
+            if amodal:
+                whole = wholes[targets].any(axis=0)
+                cols["amodal_mask"].append({"bytes": _png(whole.astype(np.uint8) * 255),
+                                            "path": f"{e['id']}_{u}_{v}_amodal.png"})
+                n = int(whole.sum())
+                cols["occlusion"].append(float(max(0.0, 1.0 - int((mask > 0).sum()) / n)) if n else None)
             cols["image"].append({"bytes": png, "path": f"{e['scene']:07d}_{u}_{v}.png"})
             cols["mask"].append({"bytes": _png(mask), "path": f"{e['id']}_{u}_{v}_mask.png"})
             for name, value in (("text", str(e["text"])), ("family", str(e["family"])),
@@ -135,7 +163,7 @@ def _write_split(reader: Reader, split: str, items, folder: Path, bar) -> list[s
     return names
 
 
-def _card(reader: Reader, splits: dict[str, dict], views) -> str:
+def _card(reader: Reader, splits: dict[str, dict], views, amodal: bool = False) -> str:
     m = reader.manifest
     cfg = m.get("config", {})
     lines = ["---", f"license: {LICENSE}", "pretty_name: CLEVR-REMV", "language:", "- en",
@@ -145,7 +173,7 @@ def _card(reader: Reader, splits: dict[str, dict], views) -> str:
     for split in splits:
         lines += [f"  - split: {split}", f"    path: data/{split}-*.parquet"]
     lines += ["dataset_info:", "  features:"]
-    for name, feat in FEATURES.items():
+    for name, feat in _features(amodal).items():
         if feat["_type"] == "Image":
             lines += [f"  - name: {name}", "    dtype: image"]
         elif feat["_type"] == "List":
@@ -170,7 +198,7 @@ exported with `clevr-remv export hf`.
 One row per (expression, view where the expression is valid): `image` is the view, `mask` the
 union of the targets' pixels in it (255 inside), `text` the expression, `family` and
 `num_relations` its template family and number of relations, `scene`, `u`, `v` the scene and
-the view (row, column of the grid), `expression` its id and `targets` the referred objects.
+the view (row, column of the grid), `expression` its id and `targets` the referred objects.{_AMODAL_CARD if amodal else ""}
 
 | split | rows |
 |---|---|
@@ -202,23 +230,24 @@ source and CLEVR:
     return "\n".join(lines) + body
 
 
-def _croissant(reader: Reader, files: dict[str, list[str]], folder: Path) -> dict:
+def _croissant(reader: Reader, files: dict[str, list[str]], folder: Path, amodal: bool = False) -> dict:
     m = reader.manifest
     dist = []
-    for split, names in files.items():
+    for names in files.values():
         for name in names:
-            data = (folder / "data" / name).read_bytes()
             dist.append({"@type": "cr:FileObject", "@id": f"data/{name}", "name": f"data/{name}",
                          "contentUrl": f"data/{name}", "encodingFormat": "application/x-parquet",
-                         "sha256": hashlib.sha256(data).hexdigest()})
+                         "sha256": sha256_file(folder / "data" / name)})
     dist.append({"@type": "cr:FileSet", "@id": "parquet-files", "name": "parquet-files",
                  "description": "the Parquet shards of every split", "encodingFormat": "application/x-parquet",
                  "includes": "data/*.parquet"})
-    types = {"Image": "sc:ImageObject", "string": "sc:Text", "int32": "sc:Integer", "int64": "sc:Integer"}
+    types = {"Image": "sc:ImageObject", "string": "sc:Text", "int32": "sc:Integer", "int64": "sc:Integer",
+             "float32": "sc:Float"}
+    descriptions = {**DESCRIPTIONS, **AMODAL_DESCRIPTIONS}
     fields = []
-    for name, feat in FEATURES.items():
+    for name, feat in _features(amodal).items():
         dtype = types["Image"] if feat["_type"] == "Image" else types[feat.get("dtype", "int32")]
-        field = {"@type": "cr:Field", "@id": f"rows/{name}", "name": name, "description": DESCRIPTIONS[name],
+        field = {"@type": "cr:Field", "@id": f"rows/{name}", "name": name, "description": descriptions[name],
                  "dataType": dtype, "source": {"fileSet": {"@id": "parquet-files"}, "extract": {"column": name}}}
         if feat["_type"] == "Image":
             field["source"]["transform"] = {"jsonPath": "bytes"}
@@ -263,8 +292,9 @@ def _croissant(reader: Reader, files: dict[str, list[str]], folder: Path) -> dic
     }
 
 
-def export_hf(root, out, views="all", splits=None) -> dict:
-    """Write the folder; returns {split: rows}."""
+def export_hf(root, out, views="all", splits=None, amodal: bool = False) -> dict:
+    """Write the folder; returns {split: rows}.  ``amodal``: the amodal_mask and occlusion
+    columns too (datasets of format 1.4 on)."""
     try:
         import pyarrow  # noqa: F401
     except ImportError:
@@ -273,6 +303,10 @@ def export_hf(root, out, views="all", splits=None) -> dict:
                          "pip install 'clevr-remv[hf]'") from None
     reader = open_dataset(Path(root))
     try:
+        if amodal and not reader.has_amodal():
+            from ..errors import UsageError
+            raise UsageError(f"'{root}' has no amodal masks (format {reader.manifest.get('format_version')}; "
+                             f"they are stored from format 1.4 on); export without --amodal, or generate it again")
         sel = resolve_views(views, reader.grid)
         wanted = check_splits(reader, splits) or sorted({e["split"] for e in reader.shards},
                                                        key=list(reader.manifest.get("splits", {})).index)
@@ -282,10 +316,10 @@ def export_hf(root, out, views="all", splits=None) -> dict:
             files = {}
             with progress_bar(sum(len(x) for x in items.values()), "export hf", "rows") as bar:
                 for split, rows in items.items():
-                    files[split] = _write_split(reader, split, rows, tmp / "data", bar)
+                    files[split] = _write_split(reader, split, rows, tmp / "data", bar, amodal)
             info = {split: {"rows": len(rows)} for split, rows in items.items()}
-            (tmp / "README.md").write_text(_card(reader, info, sel), encoding="utf-8")
-            (tmp / "croissant.json").write_text(json.dumps(_croissant(reader, files, tmp), indent=1) + "\n",
+            (tmp / "README.md").write_text(_card(reader, info, sel, amodal), encoding="utf-8")
+            (tmp / "croissant.json").write_text(json.dumps(_croissant(reader, files, tmp, amodal), indent=1) + "\n",
                                                 encoding="utf-8")
     finally:
         reader.close()

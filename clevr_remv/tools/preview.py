@@ -2,7 +2,8 @@
 
 * ``FILE`` (PNG): (a) all U x V views with the instance masks overlaid; (b) one row per
   expression: its target highlighted in a view where it is valid (the central view when it is
-  valid there), a U x V map of the views it is valid in, and its text.
+  valid there), with its amodal outline dashed beside its visible one (datasets with amodal
+  masks, format 1.4 on), a U x V map of the views it is valid in, and its text.
 * ``FILE`` with ``.gif``: an animation sweeping every view (rows in a serpentine order), so the
   parallax shows.
 """
@@ -46,6 +47,26 @@ def outline(mask: np.ndarray) -> np.ndarray:
     return mask & ~inner
 
 
+def dashed_outline(mask: np.ndarray, dash: int = 3) -> np.ndarray:
+    """The :func:`outline` of ``mask`` cut into dashes ``dash`` pixels long (diagonal stripes)."""
+    ys, xs = np.indices(mask.shape)
+    return outline(mask) & (((ys + xs) // dash) % 2 == 0)
+
+
+AMODAL = (255, 60, 220)  # the dashed amodal outline
+
+
+def draw_amodal(pic: np.ndarray, whole: np.ndarray) -> np.ndarray:
+    """``pic`` (a resized view) with the amodal mask ``whole`` (full size) outlined, dashed."""
+    from PIL import Image
+
+    h, w = pic.shape[:2]
+    m = np.asarray(Image.fromarray(whole.astype(np.uint8) * 255).resize((w, h), Image.NEAREST)) > 0
+    out = pic.copy()
+    out[dashed_outline(m)] = AMODAL
+    return out
+
+
 def highlight(rgb: np.ndarray, mask: np.ndarray, anchor: np.ndarray | None = None) -> np.ndarray:
     """Everything but the target dimmed; the target outlined in yellow, an anchor in cyan."""
     out = rgb.astype(np.float32)
@@ -78,6 +99,9 @@ def load_scene(root: Path, index: int) -> dict:
         data = {"index": index, "split": entry["split"], "shard": entry["path"], "grid": tuple(reader.grid),
                 **reader.scene_views(index, ("images", "instances")),
                 "expressions": reader.expressions(scene=index)}
+        if reader.has_amodal():  # the target's whole silhouette in the view each row shows
+            data["amodal_targets"] = [reader.amodal_mask(index, e["object"], *_view_for(e["valid_views"], data["grid"]))
+                                      for e in data["expressions"]]
     finally:
         reader.close()
     return data
@@ -123,8 +147,10 @@ def render_png(d: dict):
         for v in range(cols):
             img.paste(Image.fromarray(tiles[u][v]), (10 + v * (tw + gap), head + u * (th + gap)))
     y = head + grid_h + 12
-    draw.text((10, y), f"(b) {len(exprs)} expressions: target outlined in yellow (anchor in cyan) in the view "
-              f"named; views where the expression is valid in green, not valid in red", fill=INK, font=title)
+    wholes = d.get("amodal_targets")
+    draw.text((10, y), f"(b) {len(exprs)} expressions: target outlined in yellow (anchor in cyan)"
+              + (", its amodal outline dashed in magenta," if wholes else "") + " in the view "
+              "named; views where the expression is valid in green, not valid in red", fill=INK, font=title)
     y += 24
     for k, e in enumerate(exprs):
         valid = e["valid_views"]
@@ -133,6 +159,8 @@ def render_png(d: dict):
         anchors = refexps.anchors(e, sc)
         anchor = np.isin(d["instances"][u, v], np.asarray(anchors, np.int64) + 1) if anchors else None
         pic = _resize(highlight(d["images"][u, v], target, anchor), big)
+        if wholes:
+            pic = draw_amodal(pic, wholes[k])
         img.paste(Image.fromarray(pic), (10, y))
         gx = 10 + big + 12
         for uu in range(rows):

@@ -21,7 +21,12 @@ Terms, as the tables print them:
   (out of that view's frame, or wholly behind others; :func:`clevr_remv.scene.visibility.unseen`);
 * *expressions dropped (hidden in a view)*: those, where the scene records say how many
   (``record["expressions"]["dropped_hidden"]``), as a share of the expressions chosen
-  (kept + dropped); "not recorded" for datasets whose records do not carry it.
+  (kept + dropped); "not recorded" for datasets whose records do not carry it;
+* *target occlusion* (datasets with amodal masks, format 1.4 on): ``1 - visible / amodal`` of
+  the target in each valid (expression, view) pair (scene/amodal.py; for several targets their
+  summed pixels; no-target expressions have none), in the buckets 0,
+  (0, 25%], (25%, 50%], > 50%, in the central view, the four corners and all valid views, and
+  its mean by distance (|u - uc| + |v - vc|) from the centre.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from ..errors import UsageError
 from ..language.templates import word_count
 from ..read.checks import check_shard
 from ..read.reader import shard_errors
-from ..scene import visibility
+from ..scene import amodal, lightfield, visibility
 from ..store import refexps
 from ..store.refexps import read_refexps
 from .common import min_visible_pixels, open_dataset, shard_path
@@ -89,7 +94,9 @@ def _empty() -> dict:
             "not_valid_target_hidden": 0, "not_valid_anchor_hidden": 0, "not_valid_predicate": 0,
             "valid_in_no_view": 0, "dropped_hidden": 0, "scenes_with_drop_record": 0,
             "target_mix": Counter(), "relations": Counter(), "family_words": Counter(),
-            "scene_objects": 0, "objects_unseen": 0}
+            "scene_objects": 0, "objects_unseen": 0,
+            "occ_shards": 0, "occ_centre": Counter(), "occ_corners": Counter(), "occ_all": Counter(),
+            "occ_ring_sum": Counter(), "occ_ring_n": Counter()}
 
 
 def _add(acc: dict, other: dict) -> None:
@@ -117,8 +124,10 @@ def collect(root: Path) -> dict:
                 check_shard(f, path, root)
                 scenes = [json.loads(s) for s in f["scenes"].asstr()[()]]
                 visible = f["visible_pixels"][()]
+                amodal_px = f["amodal_pixels"][()] if "amodal_pixels" in f else None
                 exprs = read_refexps(f)
             acc["shards"] += 1
+            acc["occ_shards"] += int(amodal_px is not None)
             acc["scenes"] += len(scenes)
             for px in visible:
                 n, k = visibility.unseen(px)
@@ -157,6 +166,8 @@ def collect(root: Path) -> dict:
                 acc["not_valid_target_hidden"] += int((bad & hidden_t).sum())
                 acc["not_valid_anchor_hidden"] += int((bad & hidden_a).sum())
                 acc["not_valid_predicate"] += int((bad & ~hidden_t & ~hidden_a).sum())
+                if amodal_px is not None and targets:
+                    _add_occlusion(acc, valid, amodal.targets_occlusion(vis, amodal_px[e["scene"]], targets))
     finally:
         reader.close()
     return {"reader_info": {"root": str(root), "grid": list(reader.grid),
@@ -165,6 +176,41 @@ def collect(root: Path) -> dict:
                             "complete": bool(reader.manifest.get("complete")),
                             "split_shares": reader.manifest.get("config", {}).get("output", {}).get("splits", {})},
             "splits": splits}
+
+
+def _add_occlusion(acc: dict, valid: np.ndarray, occ: np.ndarray) -> None:
+    """Count the targets' occlusion ([U, V]) in the valid views of one expression."""
+    bucket = amodal.occlusion_bucket(occ)
+    rows, cols = valid.shape
+    use = valid & (bucket >= 0)
+    names = amodal.OCCLUSION_BUCKETS
+    for name, n in zip(names, np.bincount(bucket[use], minlength=len(names))):
+        acc["occ_all"][name] += int(n)
+    if use[rows // 2, cols // 2]:
+        acc["occ_centre"][names[bucket[rows // 2, cols // 2]]] += 1
+    for u, v in lightfield.corner_views((rows, cols)):
+        if use[u, v]:
+            acc["occ_corners"][names[bucket[u, v]]] += 1
+    ring = np.abs(np.arange(rows)[:, None] - rows // 2) + np.abs(np.arange(cols)[None, :] - cols // 2)
+    sums = np.bincount(ring[use], weights=occ[use], minlength=rows + cols)
+    counts = np.bincount(ring[use], minlength=rows + cols)
+    for r in np.flatnonzero(counts):
+        acc["occ_ring_sum"][int(r)] += float(sums[r])
+        acc["occ_ring_n"][int(r)] += int(counts[r])
+
+
+def _occlusion_figures(acc: dict) -> dict | None:
+    if not acc["occ_shards"]:
+        return None
+
+    def shares(c: Counter) -> dict:
+        n = sum(c.values())
+        return {"pairs": n, **{b: _share(c[b], n) for b in amodal.OCCLUSION_BUCKETS}}
+
+    return {"shards_with_amodal": acc["occ_shards"], "centre": shares(acc["occ_centre"]),
+            "corners": shares(acc["occ_corners"]), "all_views": shares(acc["occ_all"]),
+            "mean_by_distance_from_centre": {str(r): acc["occ_ring_sum"][r] / acc["occ_ring_n"][r]
+                                             for r in sorted(acc["occ_ring_n"])}}
 
 
 def _mean(counter: Counter) -> float | None:
@@ -235,6 +281,7 @@ def _figures(acc: dict, source: dict | None, scenes_at_10k: float) -> dict:
         "objects_unseen_share": _share(acc["objects_unseen"], acc["scene_objects"]),
         "bytes": acc["bytes"],
         "bytes_per_scene": _share(acc["bytes"], acc["scenes"]),
+        "target_occlusion": _occlusion_figures(acc),
     }
     if source:
         fig["source"] = source
@@ -310,8 +357,23 @@ def format_table(s: dict) -> str:
                                              or "-"))
         lines.append(f"  objects per pair, histogram: {_hist(fig['objects_per_pair_histogram'])}")
         lines.append(f"  words per expression, histogram: {_hist(fig['words_per_expression_histogram'])}")
+        lines += _occlusion_lines(fig.get("target_occlusion"))
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _occlusion_lines(occ: dict | None) -> list[str]:
+    if occ is None:
+        return ["  target occlusion: no amodal masks in this dataset (format 1.4 on)"]
+    out = ["  target occlusion (1 - visible/amodal) over valid (expression, view) pairs:",
+           "    " + f"{'':<10}{'pairs':>9}" + "".join(f"{b:>12}" for b in amodal.OCCLUSION_BUCKETS)]
+    for label, key in (("centre", "centre"), ("corners", "corners"), ("all views", "all_views")):
+        row = occ[key]
+        out.append("    " + f"{label:<10}{row['pairs']:>9,}" + "".join(f"{_pct(row[b], 1):>12}"
+                                                                     for b in amodal.OCCLUSION_BUCKETS))
+    ring = "  ".join(f"{r}: {_pct(m, 1)}" for r, m in occ["mean_by_distance_from_centre"].items())
+    out.append(f"    mean by distance from the centre (|u-uc|+|v-vc|): {ring or '-'}")
+    return out
 
 
 # -- plots ------------------------------------------------------------------------------------

@@ -13,6 +13,8 @@ data and checks it against itself, the rig formulas and the manifest:
 * ``instance_ids``: ids only from 0 to the scene's object count;
 * ``ids_without_depth``: an object id on a pixel whose depth is not finite;
 * ``visible_pixels``: the stored counts against the instance maps (-1 past the last object);
+* ``amodal_pixels``, ``amodal_absent``, ``amodal_visible`` (format 1.4 on): the amodal masks
+  against their counts, the scene's objects and the instance maps (:mod:`.amodal_checks`);
 * ``camera``: intrinsics and world-to-camera against :mod:`clevr_remv.scene.lightfield`;
 * ``program``: every program re-executes on its scene to exactly its stored targets
   (``refexps/object`` the first, -1 for none), and its stored anchors are what the program
@@ -41,6 +43,7 @@ from ..read.checks import shard_problem
 from ..scene import lightfield
 from ..store import refexps, schema
 from ..store.refexps import read_refexps
+from .amodal_checks import check_view as check_amodal_view
 from .common import min_visible_pixels, open_dataset
 
 
@@ -242,6 +245,13 @@ class Validator:
                         what = f"object {k}" if k < nobj else f"slot {k} (past the {nobj} objects)"
                         self._v("visible_pixels", name, f"{what}: stored {int(vp[u, v, k])}, "
                                 f"the instance map gives {int(want[k])}", **view)
+        whole = datasets.get("amodal")
+        if ids is not None and whole is not None and "amodal_pixels" in f:
+            stored = f["amodal_pixels"][row]
+            for u in range(rows):
+                for v in range(cols):
+                    for kind, message in check_amodal_view(ids[u, v], whole[u, v], stored[u, v], nobj):
+                        self._v(kind, name, message, view=(u, v), **where)
         rig = scene.get("rig")
         if rig is None:
             self._v("scene_record", name, "scene record has no rig", **where)

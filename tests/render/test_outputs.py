@@ -45,7 +45,8 @@ def test_a_rendered_but_unstored_output_is_not_written(monkeypatch, tmp_path):
     # A view that carries the rendered output is written without it.
     arrays = {"images": np.zeros((8, 16, 3), np.uint8), "instances": np.zeros((8, 16), np.uint8),
               "depth": np.ones((8, 16), np.float32), "normals": np.zeros((8, 16, 3), np.float16),
-              "albedo": np.full((8, 16, 3), 0.5, np.float16)}
+              "albedo": np.full((8, 16, 3), 0.5, np.float16),
+              "amodal": np.zeros((cfg["scene"]["max_objects"], 8, 16), bool)}
     writer = shards.SceneWriter(tmp_path / "s.h5", cfg, (1, 1), {})
     writer.write_view(0, 0, arrays)
     writer.commit()

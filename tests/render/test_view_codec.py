@@ -85,7 +85,8 @@ def test_scene_writer_direct_chunks_equal_filtered_writes(tmp_path, cfg):
         c = {**cfg, "rig": {**cfg["rig"], "grid": 3}, "render": {**cfg["render"], "width": 48, "height": 32},
              "output": {**cfg["output"], "depth_dtype": depth_dtype, "profile": profile}}
         a = _arrays(1)
-        arrays = {"images": a["rgb"], "instances": a["ids"], "depth": a["depth"], "normals": a["normals"]}
+        arrays = {"images": a["rgb"], "instances": a["ids"], "depth": a["depth"], "normals": a["normals"],
+                  "amodal": np.random.default_rng(2).random((c["scene"]["max_objects"], 32, 48)) < 0.2}
         arrays = {o.name: arrays[o.name] for o in outputs.stored(c)}
         attrs = schema.file_attrs(c, "t", (3, 3))
         plain = shards.SceneWriter(tmp_path / f"plain-{depth_dtype}-{profile}.h5", c, (3, 3), attrs)

@@ -604,12 +604,16 @@ def test_sigint_exits_130_and_sigterm_143(small_cfg, tmp_path):
                                   ["doctor"], ["generate", "--scenes", "1", "--out", "o"]])
 def test_every_subcommand_ends_143_on_a_sigterm(tmp_path, argv):
     """A SIGTERM that arrives while the command line starts is handled as one a moment later,
-    whatever the subcommand: one line, exit 143."""
+    whatever the subcommand: one line, exit 143.  Only generate has work to resume."""
     code = ("import sys; from clevr_remv.cli import main; "
             f"sys.exit(main({argv!r}, pending_signals=[15]))")
     r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert r.returncode == 143, r.stderr
     assert "interrupted (SIGTERM)" in r.stderr and r.stderr.count("\n") == 1
+    if argv[0] == "generate":
+        assert "finished scenes and shards are kept, re-run the same command to resume" in r.stderr
+    else:
+        assert r.stderr == "clevr-remv: interrupted (SIGTERM)\n", r.stderr
 
 
 # -- a rig far too large: refused up front; SIGTERM ends a large rig within seconds ---------------

@@ -54,6 +54,11 @@ class FakeWorker:
     def read_view(self, event, outputs, view=None):
         return synthetic(self.cfg, self.scene, event.u, event.v, [o if isinstance(o, str) else o.name for o in outputs])
 
+    def meshes(self):  # a box for every shape (the amodal masks need some convex mesh)
+        box = {"vertices": [[x, y, z] for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)],
+               "faces": [[0, 1, 3, 2], [4, 6, 7, 5], [0, 4, 5, 1], [2, 3, 7, 6], [0, 2, 6, 4], [1, 5, 7, 3]]}
+        return {shape: box for shape in ("cube", "sphere", "cylinder")}
+
     def close(self):
         self.closed = True
 

@@ -22,7 +22,9 @@ def _fake_scene(cfg, index, rng):
     for u in range(rows):
         for v in range(cols):
             normals = rng.normal(size=(h, w, 3))
-            views[(u, v)] = {"images": rng.integers(0, 255, (h, w, 3), dtype=np.uint8),
+            whole = np.zeros((cfg["scene"]["max_objects"], h, w), bool)
+            whole[:n] = rng.random((n, h, w)) < 0.3
+            views[(u, v)] = {"amodal": whole,"images": rng.integers(0, 255, (h, w, 3), dtype=np.uint8),
                              "instances": rng.integers(0, n + 1, (h, w)).astype(np.uint8),
                              "depth": rng.uniform(5, 20, (h, w)).astype(np.float32),
                              "normals": (normals / np.linalg.norm(normals, axis=-1, keepdims=True)).astype(np.float16)}
@@ -32,11 +34,14 @@ def _fake_scene(cfg, index, rng):
 def _write_scene(path, cfg, grid, attrs, rec, views, refs):
     wr = shards.SceneWriter(path, cfg, grid, attrs)
     table = visibility.Table(grid, cfg["scene"]["max_objects"], len(rec["objects"]))
+    whole_px = np.full(table.pixels.shape, -1, np.int32)
     for (u, v), arrays in views.items():
         wr.write_view(u, v, arrays)
         table.add(u, v, arrays["instances"])
+        n = len(rec["objects"])
+        whole_px[u, v, :n] = arrays["amodal"][:n].sum(axis=(1, 2))
     ks, es = lightfield.all_cameras(rec["rig"])
-    wr.finish(rec, ks, es, table.pixels, refs)
+    wr.finish(rec, ks, es, table.pixels, refs, whole_px)
     return wr, ks
 
 
@@ -87,7 +92,12 @@ def test_scene_files_assemble_into_a_shard_exactly(tmp_path, compression):
         for i, (rec, views, ks) in enumerate(truth):
             for (u, v), arrays in views.items():
                 for name, arr in arrays.items():
-                    assert np.array_equal(f[name][i, u, v], arr.astype(f[name].dtype)), name
+                    got = schema.read_output(f, name, (i, u, v))  # decoded: amodal is bit-packed
+                    assert np.array_equal(got, arr.astype(got.dtype)), name
+                assert f["amodal"].dtype == np.uint8 and f["amodal"].shape[-1] == 5, "40 pixels in 5 bytes"
+                k = len(rec["objects"])
+                assert np.array_equal(f["amodal_pixels"][i, u, v, :k], arrays["amodal"][:k].sum(axis=(1, 2)))
+                assert (f["amodal_pixels"][i, u, v, k:] == -1).all()
                 stored = f["depth"][i, u, v].astype(np.float64)  # float16 by default: bounded error
                 assert f["depth"].dtype == np.float16
                 assert np.abs(stored / arrays["depth"] - 1).max() <= 2.0 ** -11
@@ -244,13 +254,16 @@ def test_same_shard_allows_normals_one_storage_step_apart_and_nothing_else(tmp_p
     rec, views = _fake_scene(cfg, 0, np.random.default_rng(0))
     views[(0, 0)]["normals"][3, 4] = (0.5, 0.0, -0.75)
     p = tmp_path / "s.h5"
-    wr, _ = _write_scene(p, cfg, (1, 1), attrs, rec, views, [])
+    refs = [{"scene": 0, "object": 0, "text": "the two cubes left of it.", "family": "x", "num_relations": 2,
+             "program": [{"op": "scene"}], "valid_views": np.ones((1, 1), bool), "targets": [0, 2],
+             "anchors": [1], "anchor": 1}]
+    wr, _ = _write_scene(p, cfg, (1, 1), attrs, rec, views, refs)
     wr.commit()
     ref = tmp_path / "ref.h5"
     shards.assemble_shard([p], ref, cfg, (1, 1), attrs)
 
     def changed(name, index, delta):
-        out = tmp_path / f"{name}-{delta}.h5"
+        out = tmp_path / f"{name.replace('/', '-')}-{delta}.h5"
         shutil.copyfile(ref, out)
         with h5py.File(out, "r+") as f:
             f[name][index] = f[name][index] + delta
@@ -260,7 +273,9 @@ def test_same_shard_allows_normals_one_storage_step_apart_and_nothing_else(tmp_p
     assert_same_shard(ref, ref)
     assert_same_shard(changed("normals", (0, 0, 0, 3, 4, 0), NORMAL_STEP), ref)
     assert_same_shard(ref, changed("normals", (0, 0, 0, 3, 4, 2), -NORMAL_STEP))
+    with h5py.File(ref, "r") as f:
+        assert f["refexps/targets"].dtype.kind == "O", "variable-length columns are compared too"
     for name, index, delta in (("normals", (0, 0, 0, 3, 4, 0), 2 * NORMAL_STEP), ("depth", (0, 0, 0, 3, 4), 1.0),
-                               ("images", (0, 0, 0, 3, 4, 1), 1)):
+                               ("images", (0, 0, 0, 3, 4, 1), 1), ("refexps/targets", 0, np.int32(1))):
         with pytest.raises(AssertionError):
             assert_same_shard(changed(name, index, delta), ref)
