@@ -208,9 +208,24 @@ class Denoiser:
             self.device = None
 
 
+def resolve_auto(cfg: dict, device: str) -> str:
+    """``render.denoiser`` made concrete for a run on ``device`` ("cpu" or a GPU backend).
+
+    'auto' is the driver's OpenImageDenoise on the CPU, where it was measured faster than
+    Cycles' (docs/benchmarks.md, per-view fixed cost), and Cycles' own denoiser on a GPU: the
+    only denoising ever measured on a GPU (an H100, docs/benchmarks.md); the driver's OIDN on
+    CUDA has not run on a GPU yet, so it is not the default until the GPU kit measures it
+    (bench/gpu_kit).  Without pyoidn, Cycles.  'driver' and 'cycles' stay as they are."""
+    choice = cfg.get("render", {}).get("denoiser", "auto")
+    if choice != "auto":
+        return choice
+    return "driver" if device == "cpu" and pyoidn_version() is not None else "cycles"
+
+
 def driver_denoises(cfg: dict) -> bool:
     """Whether this run denoises in the driver (render.denoise on, render.denoiser 'driver', or
-    'auto' with pyoidn importable); otherwise Cycles denoises (or nothing does)."""
+    'auto' with pyoidn importable); otherwise Cycles denoises (or nothing does).  A run makes
+    'auto' concrete with :func:`resolve_auto` once it knows its device."""
     rc = cfg.get("render", {})
     if not rc.get("denoise"):
         return False

@@ -54,6 +54,10 @@ class RunFolder:
         self.damaged: list[str] = []  # shards that failed their checksum on resume (re-rendered)
         self.rebuild = False
 
+    def refresh_attrs(self) -> None:
+        """The shards' attributes again, after the job made a setting concrete (the denoiser)."""
+        self.attrs = schema.file_attrs(self.cfg, self.plan.digest, self.plan.grid, self.plan.format_version)
+
     # -- checks: before anything is written ------------------------------------------------
     def check(self) -> None:
         """Refuse (exit 2) what this run must not write into; nothing is written here."""

@@ -138,6 +138,7 @@ class GenerateJob:
             try:
                 hello = probe.info
                 self.device_info = choose_device(self.cfg["render"]["device"], hello.get("devices", {}))
+                self._resolve_denoiser()
                 # Apply the run's render settings once: a Blender that cannot (no such denoiser,
                 # device refused) fails here, before anything is written.
                 probe.configure(self._settings(0, 1))
@@ -154,6 +155,19 @@ class GenerateJob:
         for key, value in self.gpu_prep.env.items():
             os.environ.setdefault(key, value)
         log.info("denoiser: %s", denoise.describe(self.cfg))
+
+    def _resolve_denoiser(self) -> None:
+        """'auto' becomes the denoiser for this device (render.denoise.resolve_auto): the run's
+        config, the passes Blender renders and the shards' attributes follow it.  The settings
+        digest keeps 'auto', so the same command resumes the run."""
+        rc = self.cfg["render"]
+        chosen = denoise.resolve_auto(self.cfg, self.device_info["device"])
+        if chosen == rc.get("denoiser"):
+            return
+        rc["denoiser"] = chosen
+        self.outputs = outputs.rendered(self.cfg)
+        self.passes = outputs.render_passes(self.outputs)
+        self.folder.refresh_attrs()
 
     def _settings(self, slot: int, nworkers: int) -> dict:
         settings = render_settings(self.cfg, self.device_info, slot, nworkers, self.passes, cpu_count=self.cpus)

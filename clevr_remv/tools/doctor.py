@@ -60,11 +60,12 @@ def _blender_report(blender: str | None, cfg: dict, missing: list[str]) -> dict:
         devices = hello.get("devices", {})
         rep.update(ok=True, blender=hello.get("blender"), devices=devices)
         info = choose_device("auto", devices)
+        from ..render import denoise
+        cfg["render"]["denoiser"] = denoise.resolve_auto(cfg, info["device"])  # as generate does
         used = w.configure(render_settings(cfg, info, 0, 1, render_passes(rendered(cfg))))
         rep["auto_device"] = used.get("device", info["device"])
         rep["auto_device_names"] = used.get("names", [])
         rep["denoiser"] = used.get("denoiser", "unknown")
-        from ..render import denoise
         if denoise.driver_denoises(cfg):  # the driver denoises: where its OIDN device opens
             dn = denoise.open_denoiser(info["device"], 0 if info["device"] != "cpu" else None)
             rep["denoiser"] = "cpu" if dn.kind == "CPU" else "gpu"

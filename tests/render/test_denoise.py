@@ -229,3 +229,15 @@ def test_cycles_and_the_driver_apply_the_same_prefilter():
     assert dist(cycles["accurate"], cycles["fast"]) > 0.1
     assert dist(driver["accurate"], cycles["accurate"]) < dist(driver["accurate"], cycles["fast"])
     assert dist(driver["fast"], cycles["fast"]) < dist(driver["fast"], cycles["accurate"])
+
+
+def test_auto_resolves_to_what_was_measured_on_each_device():
+    from clevr_remv import config
+
+    auto = config.load_config()
+    assert denoise.resolve_auto(auto, "cpu") == "driver"  # pyoidn is installed here
+    for gpu in config.GPU_BACKENDS:
+        assert denoise.resolve_auto(auto, gpu) == "cycles"
+    for chosen in ("driver", "cycles"):
+        pinned = config.load_config(None, {"render.denoiser": chosen})
+        assert {denoise.resolve_auto(pinned, d) for d in ("cpu", "cuda")} == {chosen}

@@ -386,3 +386,36 @@ def test_resume_removes_a_linked_shard_or_log_as_a_link_only(tmp_path, cfg):
     with pytest.raises(UsageError, match="symbolic link"):
         job(out, cfg).run()
     assert outside.read_bytes() == b"someone's file", "no log appended outside"
+
+
+class FakeGpuWorker(FakeWorker):
+    """A worker whose Blender reports one CUDA GPU."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.info = {"blender": "fake", "devices": {"cuda": ["Fake GPU"], "cpu": ["CPU"]}}
+
+    def configure(self, settings):
+        self.settings = settings
+        return {"event": "configured", "device": "cuda", "names": ["Fake GPU"]}
+
+
+@pytest.mark.parametrize(("worker", "denoiser", "driver_passes"), [(FakeWorker, "driver", True),
+                                                                   (FakeGpuWorker, "cycles", False)])
+def test_auto_denoiser_is_the_driver_on_the_cpu_and_cycles_on_a_gpu(tmp_path, cfg, worker, denoiser, driver_passes):
+    """'auto' prefers what was measured: the driver's OIDN on the CPU, Cycles' own on a GPU
+    (the driver's OIDN on CUDA has never run on a GPU).  The passes Blender renders, the
+    settings the worker gets and the shards' denoiser attribute follow the choice."""
+    cfg["render"].update(device="auto", denoiser="auto")  # the defaults (this module's fixture pins both)
+    assert cfg["render"]["denoise"]
+    j = GenerateJob(tmp_path / "o", 2, 1, cfg, workers=1, progress=False, worker_factory=worker)
+    try:
+        j.prepare()
+    finally:
+        j.folder.release()
+    assert j.cfg["render"]["denoiser"] == denoiser
+    assert ("denoising_albedo" in {o.name for o in j.outputs}) == driver_passes
+    assert ("in the driver" in j.folder.attrs["denoiser"]) == driver_passes
+    settings = j._settings(0, 1)
+    assert settings["denoise"] is not driver_passes  # Cycles denoises only when the driver does not
+    assert settings.get("denoising_use_gpu", False) is (not driver_passes)
