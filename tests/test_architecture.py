@@ -175,3 +175,17 @@ def test_blender_side_reaches_only_the_scene_package():
 def test_clevr_remv_never_imports_bpy():
     users = [m for m, p in MODULES.items() if {"bpy", "mathutils"} & {i.split(".")[0] for i in _imports(p, m)}]
     assert users == []
+
+
+# The floors of docs/architecture.md, top to bottom: a package imports only floors below its own.
+FLOORS = [("__main__", "data", "metrics"), ("cli",), ("tools",), ("farm",), ("read",), ("run",), ("gpu",),
+          ("store",), ("render",), ("language",), ("config",), ("scene",), ("errors", "progress", "resources")]
+
+
+def test_every_import_goes_down_the_floors_of_the_architecture_doc():
+    floor = {f"clevr_remv.{name}": i for i, names in enumerate(FLOORS) for name in names}
+    graph = _package_graph()
+    assert set(graph) - {"clevr_remv"} == set(floor), "a package is missing from FLOORS and docs/architecture.md"
+    upward = sorted(f"{a} -> {b}" for a, deps in graph.items() if a in floor
+                    for b in deps if floor[b] <= floor[a])
+    assert upward == []
