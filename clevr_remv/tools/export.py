@@ -69,6 +69,18 @@ def _image_id(reader: Reader, scene: int, u: int, v: int) -> int:
     return (scene * rows + u) * cols + v
 
 
+def view_image(reader: Reader, e: dict, u: int, v: int, image_dir: Path, file_of: dict, images: list) -> int:
+    """The image id of view (u, v) of expression ``e``'s scene; its PNG is written (and its
+    COCO image record appended to ``images``) the first time a view is asked for."""
+    image_id = _image_id(reader, e["scene"], u, v)
+    if image_id not in file_of:
+        name = file_of[image_id] = f"CLEVR_REMV_{e['split']}_{e['scene']:07d}_{u}_{v}.png"
+        Image.fromarray(reader.image(e["scene"], u, v)).save(image_dir / name, compress_level=1)
+        images.append({"id": image_id, "file_name": name, "width": reader.width, "height": reader.height,
+                       "scene": e["scene"], "view": [u, v], "split": e["split"]})
+    return image_id
+
+
 def coco_info(reader: Reader, what: str, views) -> dict:
     """COCO's ``info`` record (``pycocotools.COCO(...).info()`` prints it): the standard keys
     plus what identifies the source dataset.  Dates are the run's, so exports stay repeatable."""
@@ -114,12 +126,7 @@ def export_refcoco(root, out, views="center", splits=None, dataset="refcoco", sp
         for (u, v) in sel:
             if not e["valid_views"][u, v]:
                 continue
-            image_id = _image_id(reader, e["scene"], u, v)
-            if image_id not in file_of:
-                name = file_of[image_id] = f"CLEVR_REMV_{e['split']}_{e['scene']:07d}_{u}_{v}.png"
-                Image.fromarray(reader.image(e["scene"], u, v)).save(image_dir / name, compress_level=1)
-                images.append({"id": image_id, "file_name": name, "width": reader.width, "height": reader.height,
-                               "scene": e["scene"], "view": [u, v], "split": e["split"]})
+            image_id = view_image(reader, e, u, v, image_dir, file_of, images)
             key = (image_id, e["object"])
             if key not in ann_of:
                 scene_rec = scene_rec or reader.scene(e["scene"])

@@ -20,11 +20,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from PIL import Image
-
 from ..read.reader import Reader, check_splits
 from ..read.views import resolve_views
-from .export import CATEGORIES, _annotation, _image_id, _prepare_out, _tokens, coco_info
+from .export import (
+    CATEGORIES,
+    _annotation,
+    _prepare_out,
+    _tokens,
+    coco_info,
+    view_image,
+)
 
 
 def export_grefcoco(root, out, views="center", splits=None, split_by="unc", progress=None) -> dict:
@@ -50,13 +55,7 @@ def export_grefcoco(root, out, views="center", splits=None, split_by="unc", prog
             for (u, v) in sel:
                 if not e["valid_views"][u, v]:
                     continue
-                image_id = _image_id(reader, e["scene"], u, v)
-                if image_id not in file_of:
-                    name = file_of[image_id] = f"CLEVR_REMV_{e['split']}_{e['scene']:07d}_{u}_{v}.png"
-                    Image.fromarray(reader.image(e["scene"], u, v)).save(image_dir / name, compress_level=1)
-                    images.append({"id": image_id, "file_name": name, "width": reader.width,
-                                   "height": reader.height, "scene": e["scene"], "view": [u, v],
-                                   "split": e["split"]})
+                image_id = view_image(reader, e, u, v, image_dir, file_of, images)
                 ann_ids, cat_ids = [], []
                 for t in targets:
                     if (image_id, t) not in ann_of:
