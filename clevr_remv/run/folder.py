@@ -54,9 +54,10 @@ class RunFolder:
         self.damaged: list[str] = []  # shards that failed their checksum on resume (re-rendered)
         self.rebuild = False
 
-    def refresh_attrs(self) -> None:
-        """The shards' attributes again, after the job made a setting concrete (the denoiser)."""
-        self.attrs = schema.file_attrs(self.cfg, self.plan.digest, self.plan.grid, self.plan.format_version)
+    def refresh_attrs(self, cfg: dict) -> None:
+        """The shards' attributes from the settings the job runs with (``cfg``: this run's
+        settings with the denoiser made concrete); the manifest keeps the settings as given."""
+        self.attrs = schema.file_attrs(cfg, self.plan.digest, self.plan.grid, self.plan.format_version)
 
     # -- checks: before anything is written ------------------------------------------------
     def check(self) -> None:

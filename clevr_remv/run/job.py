@@ -157,17 +157,18 @@ class GenerateJob:
         log.info("denoiser: %s", denoise.describe(self.cfg))
 
     def _resolve_denoiser(self) -> None:
-        """'auto' becomes the denoiser for this device (render.denoise.resolve_auto): the run's
-        config, the passes Blender renders and the shards' attributes follow it.  The settings
-        digest keeps 'auto', so the same command resumes the run."""
+        """'auto' becomes the denoiser for this device (render.denoise.resolve_auto) in the
+        job's settings: the passes Blender renders and the shards' ``denoiser`` attribute follow
+        it.  The manifest keeps the settings as given ('auto', in the settings digest), so the
+        same command, or its recorded config, resumes or reproduces the run on any device."""
         rc = self.cfg["render"]
         chosen = denoise.resolve_auto(self.cfg, self.device_info["device"])
         if chosen == rc.get("denoiser"):
             return
-        rc["denoiser"] = chosen
+        self.cfg = {**self.cfg, "render": {**rc, "denoiser": chosen}}
         self.outputs = outputs.rendered(self.cfg)
         self.passes = outputs.render_passes(self.outputs)
-        self.folder.refresh_attrs()
+        self.folder.refresh_attrs(self.cfg)
 
     def _settings(self, slot: int, nworkers: int) -> dict:
         settings = render_settings(self.cfg, self.device_info, slot, nworkers, self.passes, cpu_count=self.cpus)

@@ -409,11 +409,15 @@ def test_auto_denoiser_is_the_driver_on_the_cpu_and_cycles_on_a_gpu(tmp_path, cf
     cfg["render"].update(device="auto", denoiser="auto")  # the defaults (this module's fixture pins both)
     assert cfg["render"]["denoise"]
     j = GenerateJob(tmp_path / "o", 2, 1, cfg, workers=1, progress=False, worker_factory=worker)
+    environ = dict(os.environ)
     try:
-        j.prepare()
+        j.prepare()  # on a GPU it sets the CUDA JIT cache variables for the workers it would start
     finally:
         j.folder.release()
+        os.environ.clear()
+        os.environ.update(environ)
     assert j.cfg["render"]["denoiser"] == denoiser
+    assert j.folder.cfg["render"]["denoiser"] == "auto", "the manifest keeps the settings as given"
     assert ("denoising_albedo" in {o.name for o in j.outputs}) == driver_passes
     assert ("in the driver" in j.folder.attrs["denoiser"]) == driver_passes
     settings = j._settings(0, 1)
