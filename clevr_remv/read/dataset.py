@@ -100,8 +100,7 @@ class RefexpDataset:
         if "occlusion" in self.target_items:
             from ..scene.amodal import targets_occlusion
 
-            counts = self.reader.scene_views(e["scene"], ())
-            sample["occlusion"] = float(targets_occlusion(counts["visible_pixels"][u, v],
+            sample["occlusion"] = float(targets_occlusion(self.reader.visible_pixels(e["scene"])[u, v],
                                                           self.reader.amodal_pixels(e["scene"])[u, v], e["targets"]))
         return self.transform(sample) if self.transform is not None else sample
 

@@ -377,15 +377,18 @@ class Reader:
         with self._errors(index, f"read the amodal pixels of scene {index}"):
             return f["amodal_pixels"][row]
 
+    def visible_pixels(self, index: int) -> np.ndarray:
+        """int32 [U, V, K]: the visible pixels of each object in each view (-1: no object)."""
+        f, row = self._locate(index)
+        with self._errors(index, f"read the visible pixels of scene {index}"):
+            return f["visible_pixels"][row]
+
     def occlusion(self, index: int) -> np.ndarray:
         """float32 [U, V, K]: ``1 - visible / amodal`` of each object in each view; NaN where
         an object has no amodal pixel (out of frame, or no such object)."""
         from ..scene.amodal import occlusion
 
-        amodal_px = self.amodal_pixels(index)
-        f, row = self._locate(index)
-        with self._errors(index, f"read the visible pixels of scene {index}"):
-            return occlusion(f["visible_pixels"][row], amodal_px)
+        return occlusion(self.visible_pixels(index), self.amodal_pixels(index))
 
     # -- expressions ------------------------------------------------------------------------
     def expressions(self, split: str | None = None, scene: int | None = None,

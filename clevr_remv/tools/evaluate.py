@@ -199,7 +199,7 @@ class _OcclusionScores:
         if self.scene != e["scene"]:
             self.scene = e["scene"]
             self.amodal_px = self.reader.amodal_pixels(e["scene"])
-            self.vis = self.reader.scene_views(e["scene"], ())["visible_pixels"]
+            self.vis = self.reader.visible_pixels(e["scene"])
         b = int(amodal.occlusion_bucket(amodal.targets_occlusion(self.vis[u, v], self.amodal_px[u, v], e["targets"])))
         if b < 0:
             return
