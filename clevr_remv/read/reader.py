@@ -213,13 +213,18 @@ class Reader:
         return self._files.get(self._path(si), check=lambda f: self._check_shard(si, f))
 
     def _check_shard(self, si: int, f: h5py.File) -> None:
+        """The shard's records and expressions are within bounds (:func:`.checks.check_shard`)
+        and it is the one its manifest entry names (:meth:`_check_entry`)."""
+        check_shard(f, self._path(si), self.root)
+        self._check_entry(si, f)
+
+    def _check_entry(self, si: int, f: h5py.File) -> None:
         """The shard is the one its manifest entry names: its own settings digest, grid and
         number of scenes, and the global indices its first and last scene records carry (a
         swapped scene_range would otherwise hand out another scene under an index)."""
         e = self.shards[si]
         path = self._path(si)
         a, b = e["scene_range"]
-        check_shard(f, path, self.root)
 
         def bad(what: str):
             return CorruptShardError(f"shard '{path}' does not match its manifest entry ({what}); "

@@ -75,8 +75,9 @@ def describe(out: Path, verify: bool, echo) -> bool:
                     echo(f"  UNREADABLE {e['path']}: {problem}")
                     ok = False
                     continue
-                try:  # the file is the one its entry names (settings, scene count and indices)
-                    reader._shard(si)
+                try:  # the file is the one its entry names (settings, scene count and indices);
+                    # its bounds were just checked by check_shard_readable
+                    reader._check_entry(si, reader._files.get(path))
                 except CorruptShardError as exc:
                     echo(f"  MISMATCH {e['path']}: {str(exc).split('(', 1)[-1].split(');')[0]}")
                     ok, mismatched = False, True
