@@ -376,6 +376,12 @@ class Reader:
         self._amodal_file(index)
         return self.output("amodal", index, u, v)[obj]
 
+    def targets_amodal_mask(self, index: int, targets, u: int, v: int) -> np.ndarray:
+        """bool HxW: the union of the amodal masks of ``targets`` (0-based ids; none: all False),
+        as :meth:`targets_mask` is of their visible pixels."""
+        self._amodal_file(index)
+        return self.output("amodal", index, u, v)[np.asarray(list(targets), np.int64)].any(axis=0)
+
     def amodal_pixels(self, index: int) -> np.ndarray:
         """int32 [U, V, K]: the in-frame pixels of each object's amodal mask (-1: no object)."""
         f, row = self._amodal_file(index)

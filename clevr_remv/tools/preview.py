@@ -100,7 +100,9 @@ def load_scene(root: Path, index: int) -> dict:
                 **reader.scene_views(index, ("images", "instances")),
                 "expressions": reader.expressions(scene=index)}
         if reader.has_amodal():  # the target's whole silhouette in the view each row shows
-            data["amodal_targets"] = [reader.amodal_mask(index, e["object"], *_view_for(e["valid_views"], data["grid"]))
+            # every target's (several targets: their union; no target: nothing)
+            data["amodal_targets"] = [reader.targets_amodal_mask(index, e["targets"],
+                                                                 *_view_for(e["valid_views"], data["grid"]))
                                       for e in data["expressions"]]
     finally:
         reader.close()

@@ -194,3 +194,22 @@ def test_baseline_runs_on_every_family(generated_gres, tmp_path):
     # Zero-hop no-target sentences name a description nothing fits: the baseline predicts empty.
     zero = res["by_family"].get("no_target_zero_hop")
     assert zero is None or zero["N-acc"] == 1.0
+
+
+def test_preview_outlines_the_amodal_union_of_the_targets(generated_gres):
+    """Several targets: the union of their amodal masks; no target: nothing (not slot -1)."""
+    from clevr_remv.data import Reader
+    from clevr_remv.tools.preview import _view_for, load_scene
+
+    r = Reader(generated_gres)
+    kinds = set()
+    for index in r.scene_indices[:4]:
+        data = load_scene(generated_gres, index)
+        for e, outline in zip(data["expressions"], data["amodal_targets"]):
+            u, v = _view_for(e["valid_views"], data["grid"])
+            want = np.zeros(outline.shape, bool)
+            for k in e["targets"]:
+                want |= r.amodal_mask(index, k, u, v)
+            assert np.array_equal(outline, want), (index, e["text"])
+            kinds.add(min(len(e["targets"]), 2))
+    assert kinds == {0, 1, 2}, "the scenes hold no-target, one-target and several-target expressions"
