@@ -26,6 +26,7 @@ from ..store.files import (
 )
 from ..store.manifest import dataset_stats, manifest_problem
 from ..store.refexps import expression_stats, read_refexps
+from . import budget
 from .guard import FolderGuard
 from .lock import LOCK_PREFIX, FolderLock
 from .plan import RunPlan, ShardPlan, split_ranges
@@ -353,8 +354,7 @@ class RunFolder:
         sizes = [p.stat().st_size for p in self.work_dir.glob("scene-*.h5")] if self.work_dir.is_dir() else []
         if sizes:
             return int(max(sizes) * 1.5) + (64 << 10)
-        rc = self.cfg["render"]
-        return self.plan.views_per_scene * rc["width"] * rc["height"] * 16 + (64 << 10)
+        return budget.estimate(self.cfg).scene_disk
 
     def assemble(self, plan: ShardPlan, stats: dict, device: str | None) -> dict:
         """Write the shard from its scene files, record it in the manifest, drop the scenes."""

@@ -17,6 +17,7 @@ import stat
 from pathlib import Path
 
 from ..errors import UsageError
+from ..store.files import _fsync_dir
 
 
 class FolderGuard:
@@ -142,13 +143,4 @@ class FolderGuard:
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        try:
-            dfd = os.open(path.parent, os.O_RDONLY)
-        except OSError:
-            return
-        try:
-            os.fsync(dfd)
-        except OSError:
-            pass
-        finally:
-            os.close(dfd)
+        _fsync_dir(path.parent)

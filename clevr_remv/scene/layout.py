@@ -27,10 +27,10 @@ def directions(rig: dict) -> dict:
     forward = r[2].copy()
     forward[2] = 0.0
     # element-wise (no BLAS; see lightfield): the directions are stored with every scene
-    behind = forward / math.sqrt(forward[0] * forward[0] + forward[1] * forward[1])
+    behind = lightfield._unit(forward)
     left = -r[0].copy()
     left[2] = 0.0
-    left = left / math.sqrt(left[0] * left[0] + left[1] * left[1])
+    left = lightfield._unit(left)
     return {
         "left": left.tolist(),
         "right": (-left).tolist(),

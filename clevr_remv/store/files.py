@@ -94,39 +94,6 @@ def new_file(path: Path, what: str) -> None:
     writable_folder(path.parent, f"folder of {what} '{path}'")
 
 
-def is_inside(path: Path, root: Path) -> bool:
-    """True when ``path`` (not resolving its last component) lies strictly inside ``root``."""
-    root_r = Path(os.path.realpath(root))
-    parent_r = Path(os.path.realpath(Path(path).parent))
-    try:
-        parent_r.relative_to(root_r)
-    except ValueError:
-        return False
-    name = Path(path).name
-    return name not in ("", ".", "..")
-
-
-def remove_inside(root: Path, relative: str | Path) -> bool:
-    """Remove ``root/relative`` (file, symlink or folder tree) only if it lies inside ``root``.
-
-    A symlink is removed as a link, never followed; ``shutil.rmtree`` itself does not follow
-    symlinks inside the tree.  Returns True when something was removed.
-    """
-    rel = Path(relative)
-    if rel.is_absolute() or any(part in ("..", "") for part in rel.parts) or not rel.parts:
-        return False
-    target = Path(root) / rel
-    if not is_inside(target, root):
-        return False
-    if target.is_symlink() or target.is_file():
-        target.unlink(missing_ok=True)
-        return True
-    if target.is_dir():
-        shutil.rmtree(target, ignore_errors=True)
-        return True
-    return False
-
-
 # -- free space --------------------------------------------------------------------------------
 def free_bytes(folder: Path) -> int | None:
     try:
