@@ -17,10 +17,9 @@ from __future__ import annotations
 
 import itertools
 
-import numpy as np
 
 from ..scene import catalogue
-from .programs import ATTRIBUTES, RELATION_THRESHOLD, RELATIONS
+from .programs import ATTRIBUTES, RELATIONS, holds
 
 PATTERNS = [frozenset(c) for r in range(len(ATTRIBUTES) + 1) for c in itertools.combinations(ATTRIBUTES, r)]
 # A two-or-more-hop family's reserve (over-specified descriptions) stops at this many extra
@@ -38,13 +37,12 @@ class SceneIndex:
         self.match = [{p: sum(1 << j for j in range(n) if all(objs[j][a] == objs[k][a] for a in p))
                        for p in PATTERNS} for k in range(n)]
         self.unique = [[p for p in PATTERNS if p and self.match[k][p] == 1 << k] for k in range(n)]
-        pos = np.asarray([o["position"][:2] for o in objs])
+        pos = [o["position"] for o in objs]
         self.relate = {}
         for rel in RELATIONS:
-            d = np.asarray(scene["directions"][rel][:2])
+            d = scene["directions"][rel]
             for a in range(n):
-                proj = (pos - pos[a]) @ d
-                self.relate[(a, rel)] = sum(1 << j for j in range(n) if j != a and proj[j] > RELATION_THRESHOLD)
+                self.relate[(a, rel)] = sum(1 << j for j in range(n) if j != a and holds(pos[a], pos[j], d))
         self.same = {(a, attr): sum(1 << j for j in range(n) if j != a and objs[j][attr] == objs[a][attr])
                      for a in range(n) for attr in ATTRIBUTES}
         self.has = {}  # (attribute, value) -> objects with that value

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import json
 
-import numpy as np
 
 from ..scene import layout, lightfield
 
@@ -15,6 +14,15 @@ ATTRIBUTES = ("size", "color", "material", "shape")
 RELATIONS = ("left", "right", "front", "behind")
 # Object j is <rel> of object i when (p_j - p_i) . dir_rel > RELATION_THRESHOLD (docs/scenes.md).
 RELATION_THRESHOLD = 0.2
+
+
+def holds(p_i, p_j, direction) -> bool:
+    """Whether the object at ``p_j`` is in ``direction`` of the one at ``p_i`` (ground plane):
+    (p_j - p_i) . dir > RELATION_THRESHOLD.  Plain float arithmetic, the one place both the
+    candidates and the programs decide it: the same bits on every CPU (no BLAS), so a value at
+    the threshold falls on the same side in both."""
+    dx, dy = float(p_j[0]) - float(p_i[0]), float(p_j[1]) - float(p_i[1])
+    return dx * float(direction[0]) + dy * float(direction[1]) > RELATION_THRESHOLD
 
 
 class ProgramError(ValueError):
@@ -54,10 +62,8 @@ def execute(program: list[dict], scene: dict, directions: dict | None = None):
                 raise ProgramError("all after unique")
         elif op == "relate":
             a = _one(state, op)
-            d = np.asarray(dirs[node["relation"]][:2])
-            pa = np.asarray(objs[a]["position"][:2])
-            state = [j for j in range(len(objs))
-                     if j != a and float((np.asarray(objs[j]["position"][:2]) - pa) @ d) > RELATION_THRESHOLD]
+            d = dirs[node["relation"]]
+            state = [j for j in range(len(objs)) if j != a and holds(objs[a]["position"], objs[j]["position"], d)]
         elif op == "same":
             a = _one(state, op)
             attr = node["attribute"]
